@@ -1,0 +1,90 @@
+// The storage seam: what snapledger asks of the snapshotter that really holds
+// the data. The coordinator (plugin/coordinator.h) owns all naming, parent
+// resolution and bookkeeping; a backend only stores objects named by numeric
+// ids that the ledger allocates. A client's key never reaches a backend, so a
+// key holding "..", "/" or spaces can never become a path.
+//
+// Thread-safety: implementations must allow concurrent calls on different ids.
+// The coordinator never issues two calls on the same id at once, and never
+// removes an object while another object is being created from it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace snapledger {
+
+enum class SnapshotKind { kView, kActive, kCommitted };
+
+// A mount the client performs to use a snapshot, as containerd's Mount.
+struct Mount {
+  std::string type;
+  std::string source;
+  std::vector<std::string> options;
+  friend bool operator==(const Mount&, const Mount&) = default;
+};
+
+struct Usage {
+  int64_t size_bytes = 0;
+  int64_t inodes = 0;
+};
+
+// An object found in backend storage.
+struct BackendObject {
+  uint64_t id = 0;
+  uint64_t parent_id = 0;  // 0: no parent
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  // Short name for logs and config ("native").
+  virtual std::string_view Name() const = 0;
+
+  // Creates object `id` (> 0) of `kind` (kActive or kView) on top of object
+  // `parent_id` (0: none). An active object starts as a writable copy of the
+  // parent's tree (empty without a parent); a view is a read-only view of the
+  // parent. Atomic: after a failure or a crash at any point, either no object
+  // `id` exists or a whole one does; half-made temporaries are swept by
+  // Cleanup(). Errors: AlreadyExists if `id` exists, NotFound if the parent
+  // does not, others for storage failures.
+  virtual absl::Status Create(uint64_t id, uint64_t parent_id,
+                              SnapshotKind kind) = 0;
+
+  // Freezes active object `id` as committed and returns its usage.
+  // Idempotent: committing a committed object succeeds again.
+  virtual absl::StatusOr<Usage> Commit(uint64_t id) = 0;
+
+  // Removes object `id` and all its storage. NotFound if it does not exist.
+  // Atomic like Create: after a crash the object is whole or gone.
+  virtual absl::Status Remove(uint64_t id) = 0;
+
+  // The mounts that expose object `id` of `kind` (read-write for kActive,
+  // read-only for kView). `parent_id` is the object's parent as recorded.
+  virtual absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id,
+                                                    uint64_t parent_id,
+                                                    SnapshotKind kind) = 0;
+
+  // Current disk usage of object `id` (its own storage, not its parents').
+  virtual absl::StatusOr<Usage> DiskUsage(uint64_t id) = 0;
+
+  // Whether object `id` exists (whole).
+  virtual absl::StatusOr<bool> Exists(uint64_t id) = 0;
+
+  // Every whole object in storage, in ascending id order. Temporaries are not
+  // listed.
+  virtual absl::StatusOr<std::vector<BackendObject>> List() = 0;
+
+  // Removes temporaries left by interrupted Create/Remove calls. Must not be
+  // called while a Create or Remove is in flight.
+  virtual absl::Status Cleanup() = 0;
+};
+
+}  // namespace snapledger
