@@ -1,0 +1,275 @@
+#include "store/ledger.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "rocksdb/cache.h"
+#include "rocksdb/db.h"
+#include "rocksdb/merge_operator.h"
+#include "rocksdb/options.h"
+#include "rocksdb/table.h"
+#include "rocksdb/write_batch.h"
+
+namespace snapledger {
+namespace {
+
+constexpr std::string_view kRecordPrefix = "s/";
+constexpr std::string_view kChildPrefix = "c/";
+constexpr std::string_view kSeqKey = "m/seq";
+constexpr std::string_view kNextIdKey = "m/next_id";
+
+std::string RecordKey(std::string_view key) {
+  std::string out(kRecordPrefix);
+  out.append(key);
+  return out;
+}
+
+void AppendBigEndian32(std::string* out, uint32_t v) {
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    out->push_back(static_cast<char>((v >> shift) & 0xff));
+  }
+}
+
+std::string EncodeU64(uint64_t v) {
+  std::string out(8, '\0');
+  for (int i = 7; i >= 0; --i) {
+    out[i] = static_cast<char>(v & 0xff);
+    v >>= 8;
+  }
+  return out;
+}
+
+uint64_t DecodeU64(std::string_view s) {
+  uint64_t v = 0;
+  for (size_t i = 0; i < s.size() && i < 8; ++i) {
+    v = (v << 8) | static_cast<uint8_t>(s[i]);
+  }
+  return v;
+}
+
+// The parent's length comes first so that one parent's children form one
+// contiguous key range, whatever bytes the keys hold.
+std::string ChildIndexPrefix(std::string_view parent) {
+  std::string out(kChildPrefix);
+  AppendBigEndian32(&out, static_cast<uint32_t>(parent.size()));
+  out.append(parent);
+  return out;
+}
+
+std::string ChildIndexKey(std::string_view parent, std::string_view child) {
+  std::string out = ChildIndexPrefix(parent);
+  out.append(child);
+  return out;
+}
+
+// max() over 8-byte big-endian counters: concurrent writers may persist
+// counters out of order, the stored value only ever grows.
+class MaxU64Operator : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice& key, const rocksdb::Slice* existing,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger* logger) const override {
+    uint64_t a = existing ? DecodeU64(existing->ToStringView()) : 0;
+    uint64_t b = DecodeU64(value.ToStringView());
+    *new_value = EncodeU64(std::max(a, b));
+    return true;
+  }
+  const char* Name() const override { return "snapledger.MaxU64"; }
+};
+
+absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
+  if (s.ok()) return absl::OkStatus();
+  std::string msg =
+      absl::StrCat("ledger ", std::string(what), " failed: ", s.ToString());
+  if (s.IsNotFound()) return absl::NotFoundError(msg);
+  if (s.IsCorruption()) return absl::DataLossError(msg);
+  if (s.IsInvalidArgument()) return absl::InvalidArgumentError(msg);
+  // Disk full, I/O errors, a database stopped after a background error:
+  // conditions the operator can fix and the daemon can ride out.
+  return absl::UnavailableError(msg);
+}
+
+}  // namespace
+
+bool IsVisible(const Record& record) {
+  return record.state() == store::v1::LIVE ||
+         record.state() == store::v1::MISSING;
+}
+
+void Ledger::Batch::Put(Record record) {
+  ops_.push_back({true, std::move(record)});
+}
+
+void Ledger::Batch::Delete(const Record& record) {
+  ops_.push_back({false, record});
+}
+
+Ledger::Ledger(Options options, std::unique_ptr<rocksdb::DB> db,
+               std::shared_ptr<rocksdb::Cache> cache)
+    : options_(std::move(options)),
+      cache_(std::move(cache)),
+      db_(std::move(db)) {}
+
+Ledger::~Ledger() {
+  if (db_ != nullptr && !options_.read_only) {
+    (void)db_->SyncWAL();
+    (void)db_->Close();
+  }
+}
+
+absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
+  if (options.path.empty()) {
+    return absl::InvalidArgumentError("ledger path must not be empty");
+  }
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  rocksdb::BlockBasedTableOptions table;
+  table.block_cache = cache;
+  table.cache_index_and_filter_blocks = true;
+
+  rocksdb::Options db_options;
+  db_options.create_if_missing = true;
+  db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
+  db_options.merge_operator = std::make_shared<MaxU64Operator>();
+  db_options.write_buffer_size = options.write_buffer_bytes;
+  db_options.max_write_buffer_number = 2;
+  db_options.max_open_files = 256;
+  db_options.keep_log_file_num = 3;
+  db_options.max_manifest_file_size = 8 << 20;
+  db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  db_options.paranoid_checks = true;
+
+  rocksdb::DB* raw = nullptr;
+  rocksdb::Status s =
+      options.read_only
+          ? rocksdb::DB::OpenForReadOnly(db_options, options.path, &raw)
+          : rocksdb::DB::Open(db_options, options.path, &raw);
+  if (!s.ok()) {
+    return FromRocks(s, absl::StrCat("open of ", options.path));
+  }
+  std::unique_ptr<Ledger> ledger(new Ledger(
+      options, std::unique_ptr<rocksdb::DB>(raw), std::move(cache)));
+  if (absl::Status st = ledger->LoadCounters(); !st.ok()) return st;
+  return ledger;
+}
+
+absl::Status Ledger::LoadCounters() {
+  std::string value;
+  uint64_t seq = 0;
+  uint64_t next_id = 1;
+  rocksdb::Status s = db_->Get({}, std::string(kSeqKey), &value);
+  if (s.ok()) {
+    seq = DecodeU64(value);
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read of the sequence counter");
+  }
+  s = db_->Get({}, std::string(kNextIdKey), &value);
+  if (s.ok()) {
+    next_id = std::max<uint64_t>(1, DecodeU64(value));
+  } else if (!s.IsNotFound()) {
+    return FromRocks(s, "read of the id counter");
+  }
+  // Records written by a batch whose counter merge was lost cannot exist
+  // (they share one batch), but be defensive: ids and sequences in records
+  // bound the counters from below.
+  absl::Status st = ForEach([&](const Record& r) {
+    seq = std::max(seq, r.seq());
+    next_id = std::max(next_id, r.backend_id() + 1);
+    return true;
+  });
+  if (!st.ok()) return st;
+  last_seq_.store(seq);
+  next_id_.store(next_id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Record> Ledger::Get(std::string_view key) const {
+  std::string value;
+  rocksdb::Status s = db_->Get({}, RecordKey(key), &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(
+        absl::StrCat("snapshot ", std::string(key), ": not found"));
+  }
+  if (!s.ok()) return FromRocks(s, "read");
+  Record record;
+  if (!record.ParseFromString(value)) {
+    return absl::DataLossError(
+        absl::StrCat("ledger record for ", std::string(key), " cannot be parsed"));
+  }
+  return record;
+}
+
+absl::Status Ledger::ForEach(absl::FunctionRef<bool(const Record&)> fn) const {
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;  // a full scan must not evict the working set
+  // "s0" is the first key after every "s/..." key ('0' follows '/').
+  const rocksdb::Slice upper_slice("s0");
+  ro.iterate_upper_bound = &upper_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  Record record;
+  for (it->Seek(std::string(kRecordPrefix)); it->Valid(); it->Next()) {
+    if (!record.ParseFromArray(it->value().data(),
+                               static_cast<int>(it->value().size()))) {
+      return absl::DataLossError(absl::StrCat(
+          "ledger record for ", it->key().ToString().substr(2),
+          " cannot be parsed"));
+    }
+    if (!fn(record)) return absl::OkStatus();
+  }
+  return FromRocks(it->status(), "scan");
+}
+
+absl::StatusOr<std::vector<std::string>> Ledger::Children(
+    std::string_view parent, size_t limit) const {
+  std::vector<std::string> children;
+  const std::string prefix = ChildIndexPrefix(parent);
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
+  for (it->Seek(prefix); it->Valid() && children.size() < limit; it->Next()) {
+    std::string_view k = it->key().ToStringView();
+    if (!k.starts_with(prefix)) break;
+    children.emplace_back(k.substr(prefix.size()));
+  }
+  if (absl::Status s = FromRocks(it->status(), "scan"); !s.ok()) return s;
+  return children;
+}
+
+uint64_t Ledger::AllocateId() { return next_id_.fetch_add(1); }
+
+void Ledger::ReserveIdsUpTo(uint64_t id) {
+  uint64_t cur = next_id_.load();
+  while (cur <= id && !next_id_.compare_exchange_weak(cur, id + 1)) {
+  }
+}
+
+absl::Status Ledger::Write(Batch& batch) {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError("ledger is open read-only");
+  }
+  const uint64_t seq = last_seq_.fetch_add(1) + 1;
+  uint64_t max_id = 0;
+  rocksdb::WriteBatch wb;
+  std::string value;
+  for (auto& op : batch.ops_) {
+    const Record& r = op.record;
+    if (op.put) {
+      op.record.set_seq(seq);
+      if (!op.record.SerializeToString(&value)) {
+        return absl::InternalError(
+            absl::StrCat("cannot serialise the record of ", r.key()));
+      }
+      wb.Put(RecordKey(r.key()), value);
+      if (!r.parent().empty()) wb.Put(ChildIndexKey(r.parent(), r.key()), "");
+      max_id = std::max(max_id, r.backend_id());
+    } else {
+      wb.Delete(RecordKey(r.key()));
+      if (!r.parent().empty()) wb.Delete(ChildIndexKey(r.parent(), r.key()));
+    }
+  }
+  wb.Merge(std::string(kSeqKey), EncodeU64(seq));
+  if (max_id > 0) wb.Merge(std::string(kNextIdKey), EncodeU64(max_id + 1));
+  rocksdb::WriteOptions wo;
+  wo.sync = options_.sync;
+  return FromRocks(db_->Write(wo, &wb), "write");
+}
+
+}  // namespace snapledger

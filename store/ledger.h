@@ -1,0 +1,126 @@
+// The ledger: snapledger's durable record of every snapshot, in RocksDB.
+//
+// Key spaces (one column family, prefix-separated, so one WriteBatch can
+// change any of them atomically):
+//   s/<key>                         -> Record (proto/snapledger/store/v1)
+//   c/<len(parent):be32><parent><child> -> ""  children index
+//   m/seq, m/next_id                -> big-endian uint64, merged with max()
+//
+// Every write is one atomic batch, stamped with a new ledger sequence number
+// that is stored in each record it puts. With Options::sync (the default) a
+// write returns only once it is on stable storage.
+//
+// Thread-safety: all methods are safe to call concurrently. The ledger does
+// not serialise writers on the same key: callers (the coordinator's key
+// locks) must.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/functional/function_ref.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "snapledger/store/v1/record.pb.h"
+
+namespace rocksdb {
+class DB;
+class Cache;
+}  // namespace rocksdb
+
+namespace snapledger {
+
+using Record = ::snapledger::store::v1::Record;
+using RecordState = ::snapledger::store::v1::State;
+using RecordKind = ::snapledger::store::v1::Kind;
+
+// Records that are usable snapshots from containerd's point of view.
+bool IsVisible(const Record& record);
+
+class Ledger {
+ public:
+  struct Options {
+    // Directory of the RocksDB database; created if missing.
+    std::string path;
+    // fsync the write-ahead log before a write returns.
+    bool sync = true;
+    // Open without writing anything and without taking the database lock: for
+    // post-mortem reading beside (or without) a running daemon.
+    bool read_only = false;
+    // Bounds on memory, whatever the number of records.
+    size_t block_cache_bytes = 8 << 20;
+    size_t write_buffer_bytes = 4 << 20;
+  };
+
+  // A set of changes applied atomically by Ledger::Write.
+  class Batch {
+   public:
+    // Stores `record` under its key (replacing any record there) and indexes
+    // it as a child of its parent.
+    void Put(Record record);
+    // Removes the record stored under record.key() and its index entry.
+    void Delete(const Record& record);
+    bool empty() const { return ops_.empty(); }
+
+   private:
+    friend class Ledger;
+    struct Op {
+      bool put;
+      Record record;
+    };
+    std::vector<Op> ops_;
+  };
+
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Ledger>> Open(
+      const Options& options);
+  ~Ledger();
+  Ledger(const Ledger&) = delete;
+  Ledger& operator=(const Ledger&) = delete;
+
+  // The record stored under `key`, in any state. NotFound if none.
+  [[nodiscard]] absl::StatusOr<Record> Get(std::string_view key) const;
+
+  // Calls `fn` for every record in key order until it returns false. Sees a
+  // consistent snapshot of the ledger taken at the start of the call.
+  [[nodiscard]] absl::Status ForEach(
+      absl::FunctionRef<bool(const Record&)> fn) const;
+
+  // Keys of the records whose parent is `parent` (in any state), in key
+  // order, at most `limit` of them.
+  [[nodiscard]] absl::StatusOr<std::vector<std::string>> Children(
+      std::string_view parent, size_t limit = SIZE_MAX) const;
+
+  // A backend id never handed out before, even across restarts (persisted
+  // with the next write that stores it, and recovered as the maximum of the
+  // stored counter and every id found in records or the backend).
+  uint64_t AllocateId();
+  // Ensures AllocateId() returns only ids greater than `id`.
+  void ReserveIdsUpTo(uint64_t id);
+
+  // Applies `batch` atomically, stamping each put record with a new sequence
+  // number. Unavailable (naming the cause) when the write cannot be made
+  // durable, e.g. the disk is full; nothing of the batch is applied then.
+  [[nodiscard]] absl::Status Write(Batch& batch);
+
+  // The sequence number of the latest write.
+  uint64_t LastSequence() const { return last_seq_.load(); }
+
+  const Options& options() const { return options_; }
+
+ private:
+  Ledger(Options options, std::unique_ptr<rocksdb::DB> db,
+         std::shared_ptr<rocksdb::Cache> cache);
+  absl::Status LoadCounters();
+
+  const Options options_;
+  std::shared_ptr<rocksdb::Cache> cache_;
+  std::unique_ptr<rocksdb::DB> db_;
+  std::atomic<uint64_t> last_seq_{0};
+  std::atomic<uint64_t> next_id_{1};
+};
+
+}  // namespace snapledger

@@ -1,0 +1,239 @@
+#include "store/ledger.h"
+
+#include <stdlib.h>
+
+#include <set>
+
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace snapledger {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+class LedgerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ledger_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    Reopen();
+  }
+  void TearDown() override {
+    ledger_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Reopen(bool read_only = false) {
+    ledger_.reset();
+    Ledger::Options options;
+    options.path = dir_ + "/ledger";
+    options.read_only = read_only;
+    auto ledger = Ledger::Open(options);
+    ASSERT_TRUE(ledger.ok()) << ledger.status();
+    ledger_ = *std::move(ledger);
+  }
+  static Record Make(std::string key, std::string parent, uint64_t id) {
+    Record r;
+    r.set_key(std::move(key));
+    r.set_parent(std::move(parent));
+    r.set_backend_id(id);
+    r.set_kind(store::v1::COMMITTED);
+    r.set_state(store::v1::LIVE);
+    return r;
+  }
+  void Put(const Record& r) {
+    Ledger::Batch b;
+    b.Put(r);
+    ASSERT_TRUE(ledger_->Write(b).ok());
+  }
+
+  std::string dir_;
+  std::unique_ptr<Ledger> ledger_;
+};
+
+TEST_F(LedgerTest, GetMissingIsNotFound) {
+  auto r = ledger_->Get("nope");
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("nope"));
+}
+
+TEST_F(LedgerTest, PutGetRoundTripAndSequenceStamp) {
+  Record r = Make("default/1/layer", "", 7);
+  (*r.mutable_labels())["a"] = "b";
+  Put(r);
+  auto got = ledger_->Get("default/1/layer");
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(got->backend_id(), 7u);
+  EXPECT_EQ(got->labels().at("a"), "b");
+  EXPECT_EQ(got->seq(), ledger_->LastSequence());
+  EXPECT_GT(got->seq(), 0u);
+}
+
+TEST_F(LedgerTest, SequenceGrowsWithEveryWriteAndSurvivesReopen) {
+  Put(Make("a", "", 1));
+  uint64_t first = ledger_->LastSequence();
+  Put(Make("b", "", 2));
+  EXPECT_EQ(ledger_->LastSequence(), first + 1);
+  uint64_t before = ledger_->LastSequence();
+  Reopen();
+  EXPECT_EQ(ledger_->LastSequence(), before);
+  Put(Make("c", "", 3));
+  EXPECT_EQ(ledger_->Get("c")->seq(), before + 1);
+}
+
+TEST_F(LedgerTest, ChildrenIndexFollowsPutsAndDeletes) {
+  Put(Make("p", "", 1));
+  Put(Make("p/child b", "p", 3));
+  Put(Make("p/child a", "p", 2));
+  Put(Make("pp", "", 4));  // a key with the parent's key as a prefix
+  Put(Make("x", "pp", 5));
+  EXPECT_THAT(*ledger_->Children("p"), ElementsAre("p/child a", "p/child b"));
+  EXPECT_THAT(*ledger_->Children("p", 1), ElementsAre("p/child a"));
+  EXPECT_THAT(*ledger_->Children("pp"), ElementsAre("x"));
+  EXPECT_THAT(*ledger_->Children("x"), IsEmpty());
+
+  Ledger::Batch b;
+  b.Delete(*ledger_->Get("p/child a"));
+  ASSERT_TRUE(ledger_->Write(b).ok());
+  EXPECT_THAT(*ledger_->Children("p"), ElementsAre("p/child b"));
+  EXPECT_EQ(ledger_->Get("p/child a").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(LedgerTest, BatchIsAtomicRename) {
+  Put(Make("p", "", 1));
+  Record active = Make("k", "p", 2);
+  active.set_kind(store::v1::ACTIVE);
+  Put(active);
+  Ledger::Batch b;
+  b.Delete(active);
+  Record committed = Make("name", "p", 2);
+  b.Put(committed);
+  ASSERT_TRUE(ledger_->Write(b).ok());
+  EXPECT_THAT(*ledger_->Children("p"), ElementsAre("name"));
+  EXPECT_FALSE(ledger_->Get("k").ok());
+  EXPECT_EQ(ledger_->Get("name")->backend_id(), 2u);
+}
+
+TEST_F(LedgerTest, ForEachVisitsInKeyOrderAndStops) {
+  for (std::string k : {"c", "a", "b"}) Put(Make(k, "", 1));
+  std::vector<std::string> seen;
+  ASSERT_TRUE(ledger_
+                  ->ForEach([&](const Record& r) {
+                    seen.push_back(r.key());
+                    return true;
+                  })
+                  .ok());
+  EXPECT_THAT(seen, ElementsAre("a", "b", "c"));
+  seen.clear();
+  ASSERT_TRUE(ledger_
+                  ->ForEach([&](const Record& r) {
+                    seen.push_back(r.key());
+                    return false;
+                  })
+                  .ok());
+  EXPECT_THAT(seen, ElementsAre("a"));
+}
+
+TEST_F(LedgerTest, KeysWithOddBytesAreOpaque) {
+  const std::string odd = std::string("ns/1/a b/../c\xc3\xa9", 15);
+  Put(Make(odd, "", 1));
+  Put(Make("child", odd, 2));
+  EXPECT_TRUE(ledger_->Get(odd).ok());
+  EXPECT_THAT(*ledger_->Children(odd), ElementsAre("child"));
+}
+
+TEST_F(LedgerTest, AllocatedIdsAreUniqueAcrossThreadsAndRestarts) {
+  std::vector<std::thread> threads;
+  std::vector<std::vector<uint64_t>> got(4);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 1000; ++i) got[t].push_back(ledger_->AllocateId());
+    });
+  }
+  for (auto& th : threads) th.join();
+  std::set<uint64_t> all;
+  for (auto& v : got) all.insert(v.begin(), v.end());
+  EXPECT_EQ(all.size(), 4000u);
+  EXPECT_EQ(all.count(0), 0u);
+
+  // An id that reached storage is never handed out again after a restart.
+  uint64_t id = ledger_->AllocateId();
+  Put(Make("x", "", id));
+  Reopen();
+  EXPECT_GT(ledger_->AllocateId(), id);
+  ledger_->ReserveIdsUpTo(id + 100);
+  EXPECT_GT(ledger_->AllocateId(), id + 100);
+}
+
+TEST_F(LedgerTest, ConcurrentWritersAllLand) {
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 50; ++i) {
+        Ledger::Batch b;
+        b.Put(Make("k" + std::to_string(t) + "/" + std::to_string(i), "", 1));
+        EXPECT_TRUE(ledger_->Write(b).ok());
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  int n = 0;
+  ASSERT_TRUE(ledger_->ForEach([&](const Record&) { return ++n; }).ok());
+  EXPECT_EQ(n, 200);
+  EXPECT_EQ(ledger_->LastSequence(), 200u);
+}
+
+TEST_F(LedgerTest, ReadOnlyOpenReadsButRefusesWrites) {
+  Put(Make("a", "", 1));
+  Reopen(/*read_only=*/true);
+  EXPECT_TRUE(ledger_->Get("a").ok());
+  Ledger::Batch b;
+  b.Put(Make("b", "", 2));
+  EXPECT_EQ(ledger_->Write(b).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(LedgerTest, ReadOnlyOpenWorksBesideAWriter) {
+  Put(Make("a", "", 1));
+  Ledger::Options options;
+  options.path = dir_ + "/ledger";
+  options.read_only = true;
+  auto reader = Ledger::Open(options);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  EXPECT_TRUE((*reader)->Get("a").ok());
+}
+
+TEST_F(LedgerTest, OpenOfUnusablePathIsUnavailable) {
+  ledger_.reset();
+  Ledger::Options options;
+  options.path = "/proc/self/snapledger-cannot-create";
+  auto r = Ledger::Open(options);
+  EXPECT_FALSE(r.ok());
+  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("open"));
+  options.path = "";
+  EXPECT_EQ(Ledger::Open(options).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST(LedgerVisibility, OnlyLiveAndMissingAreVisible) {
+  Record r;
+  for (auto [state, visible] :
+       std::vector<std::pair<RecordState, bool>>{{store::v1::PREPARING, false},
+                                                 {store::v1::LIVE, true},
+                                                 {store::v1::COMMITTING, false},
+                                                 {store::v1::REMOVING, false},
+                                                 {store::v1::MISSING, true}}) {
+    r.set_state(state);
+    EXPECT_EQ(IsVisible(r), visible) << state;
+  }
+}
+
+}  // namespace
+}  // namespace snapledger
