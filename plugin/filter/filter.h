@@ -37,7 +37,8 @@ class Filter {
 
   bool Match(FieldLookup lookup) const;
 
-  // True when the filter matches everything (no expressions).
+  // True when the filter matches everything: no expressions, or an empty
+  // one (containerd treats "" as "match all").
   bool MatchesAll() const;
 
   Filter(Filter&&) noexcept;
