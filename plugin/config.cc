@@ -1,0 +1,118 @@
+#include "plugin/config.h"
+
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/str_cat.h"
+#include "toml++/toml.h"
+
+namespace snapledger {
+namespace {
+
+absl::Status Bad(const std::string& path, const toml::node& node,
+                 const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      path, ":", node.source().begin.line, ": ", what));
+}
+
+absl::StatusOr<std::string> GetString(const std::string& path,
+                                      const toml::node& node,
+                                      const std::string& key) {
+  if (auto v = node.value<std::string>()) return *v;
+  return Bad(path, node, absl::StrCat("`", key, "` must be a string"));
+}
+
+}  // namespace
+
+absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return absl::NotFoundError(
+        absl::StrCat("config file ", path, " does not exist"));
+  }
+  toml::table table;
+  try {
+    table = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ":", e.source().begin.line, ":",
+                     e.source().begin.column, ": ", std::string(e.description())));
+  }
+
+  for (auto&& [k, node] : table) {
+    const std::string key(k.str());
+    if (key == "root" || key == "address" || key == "backend" ||
+        key == "log_level" || key == "shutdown_timeout") {
+      absl::StatusOr<std::string> v = GetString(path, node, key);
+      if (!v.ok()) return v.status();
+      if (key == "root") base.root = *v;
+      if (key == "address") base.address = *v;
+      if (key == "backend") base.backend = *v;
+      if (key == "log_level") base.log_level = *v;
+      if (key == "shutdown_timeout" &&
+          !absl::ParseDuration(*v, &base.shutdown_timeout)) {
+        return Bad(path, node,
+                   absl::StrCat("`shutdown_timeout` is not a duration "
+                                "(e.g. \"30s\"): ",
+                                *v));
+      }
+    } else if (key == "ledger") {
+      const toml::table* ledger = node.as_table();
+      if (ledger == nullptr) return Bad(path, node, "`ledger` must be a table");
+      for (auto&& [lk, lnode] : *ledger) {
+        const std::string lkey(lk.str());
+        if (lkey != "durability") {
+          return Bad(path, lnode,
+                     absl::StrCat("unknown setting `ledger.", lkey, "`"));
+        }
+        absl::StatusOr<std::string> v = GetString(path, lnode, lkey);
+        if (!v.ok()) return v.status();
+        if (*v != "sync" && *v != "async") {
+          return Bad(path, lnode,
+                     absl::StrCat("`ledger.durability` must be \"sync\" or "
+                                  "\"async\", not \"",
+                                  *v, "\""));
+        }
+        base.ledger_sync = (*v == "sync");
+      }
+    } else {
+      return Bad(path, node, absl::StrCat("unknown setting `", key, "`"));
+    }
+  }
+  return base;
+}
+
+absl::Status ValidateConfig(const Config& config) {
+  if (config.root.empty() || config.root[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "root must be an absolute directory path, not \"", config.root, "\""));
+  }
+  if (config.address.empty() || config.address[0] != '/') {
+    return absl::InvalidArgumentError(
+        absl::StrCat("address must be an absolute unix socket path, not \"",
+                     config.address, "\""));
+  }
+  if (config.address.size() >= 108) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "address is too long for a unix socket (max 107 bytes): ",
+        config.address));
+  }
+  if (config.backend != "native") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown backend \"", config.backend,
+                     "\" (available: native)"));
+  }
+  static const std::set<std::string> kLevels = {"trace", "debug", "info",
+                                                "warn",  "error", "off"};
+  if (!kLevels.contains(config.log_level)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown log level \"", config.log_level,
+                     "\" (trace, debug, info, warn, error, off)"));
+  }
+  if (config.shutdown_timeout < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError("shutdown_timeout must not be negative");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace snapledger

@@ -1,0 +1,40 @@
+// snapledgerd's configuration: defaults, overridden by a TOML file
+// (`--config`), overridden by command-line flags.
+//
+//   root = "/var/lib/snapledger"          # ledger/ and snapshots/ live here
+//   address = "/run/snapledger/snapledger.sock"
+//   backend = "native"
+//   log_level = "info"                    # trace|debug|info|warn|error
+//   shutdown_timeout = "30s"              # drain time for in-flight calls
+//   [ledger]
+//   durability = "sync"                   # sync | async (see docs)
+#pragma once
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace snapledger {
+
+struct Config {
+  std::string root = "/var/lib/snapledger";
+  std::string address = "/run/snapledger/snapledger.sock";
+  std::string backend = "native";
+  std::string log_level = "info";
+  absl::Duration shutdown_timeout = absl::Seconds(30);
+  // true: fsync the ledger before every RPC returns ("sync");
+  // false: let the OS write it back ("async").
+  bool ledger_sync = true;
+};
+
+// Applies the settings in TOML file `path` on top of `base`. InvalidArgument
+// (naming the file, and the line where known) for syntax errors, unknown
+// keys and bad values; NotFound if the file does not exist.
+[[nodiscard]] absl::StatusOr<Config> LoadConfigFile(const std::string& path,
+                                                    Config base);
+
+// Checks a finished configuration; InvalidArgument says what is wrong.
+[[nodiscard]] absl::Status ValidateConfig(const Config& config);
+
+}  // namespace snapledger

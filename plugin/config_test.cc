@@ -1,0 +1,105 @@
+#include "plugin/config.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace snapledger {
+namespace {
+
+using ::testing::HasSubstr;
+
+class ConfigTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/config_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+  std::string Write(const std::string& text) {
+    std::string path = dir_ + "/config.toml";
+    std::ofstream(path) << text;
+    return path;
+  }
+  std::string dir_;
+};
+
+TEST_F(ConfigTest, DefaultsAreValid) {
+  Config c;
+  EXPECT_TRUE(ValidateConfig(c).ok());
+  EXPECT_TRUE(c.ledger_sync);
+  EXPECT_EQ(c.backend, "native");
+}
+
+TEST_F(ConfigTest, FileOverridesDefaults) {
+  auto c = LoadConfigFile(Write(R"(
+root = "/srv/sl"
+address = "/run/x.sock"
+backend = "native"
+log_level = "debug"
+shutdown_timeout = "5s"
+[ledger]
+durability = "async"
+)"),
+                          Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->root, "/srv/sl");
+  EXPECT_EQ(c->address, "/run/x.sock");
+  EXPECT_EQ(c->log_level, "debug");
+  EXPECT_EQ(c->shutdown_timeout, absl::Seconds(5));
+  EXPECT_FALSE(c->ledger_sync);
+}
+
+TEST_F(ConfigTest, ClearErrorsForBadFiles) {
+  auto missing = LoadConfigFile(dir_ + "/nope.toml", Config{});
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+
+  auto syntax = LoadConfigFile(Write("root = \n"), Config{});
+  EXPECT_EQ(syntax.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(syntax.status().message()), HasSubstr(":1:"));
+
+  auto unknown = LoadConfigFile(Write("\n\nroots = \"/x\"\n"), Config{});
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(unknown.status().message()),
+              HasSubstr(":3: unknown setting `roots`"));
+
+  auto type = LoadConfigFile(Write("root = 5\n"), Config{});
+  EXPECT_THAT(std::string(type.status().message()),
+              HasSubstr("`root` must be a string"));
+
+  auto durability =
+      LoadConfigFile(Write("[ledger]\ndurability = \"maybe\"\n"), Config{});
+  EXPECT_THAT(std::string(durability.status().message()),
+              HasSubstr("must be \"sync\" or \"async\""));
+
+  auto duration = LoadConfigFile(Write("shutdown_timeout = \"soon\"\n"),
+                                 Config{});
+  EXPECT_THAT(std::string(duration.status().message()),
+              HasSubstr("not a duration"));
+}
+
+TEST_F(ConfigTest, ValidationNamesTheProblem) {
+  Config c;
+  c.root = "relative";
+  EXPECT_THAT(std::string(ValidateConfig(c).message()),
+              HasSubstr("root must be an absolute"));
+  c = Config{};
+  c.address = "/" + std::string(200, 'a');
+  EXPECT_THAT(std::string(ValidateConfig(c).message()), HasSubstr("too long"));
+  c = Config{};
+  c.backend = "zfs";
+  EXPECT_THAT(std::string(ValidateConfig(c).message()),
+              HasSubstr("unknown backend \"zfs\""));
+  c = Config{};
+  c.log_level = "loud";
+  EXPECT_THAT(std::string(ValidateConfig(c).message()),
+              HasSubstr("unknown log level"));
+}
+
+}  // namespace
+}  // namespace snapledger

@@ -1,0 +1,170 @@
+#include "plugin/daemon.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "plugin/backend/native_backend.h"
+#include "plugin/coordinator.h"
+#include "plugin/snapshot_service.h"
+#include "spdlog/spdlog.h"
+#include "store/ledger.h"
+
+namespace snapledger {
+namespace {
+
+// Whether some process accepts connections on unix socket `path`.
+bool SocketIsServed(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return false;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
+  bool served =
+      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
+  ::close(fd);
+  return served;
+}
+
+absl::Status PrepareSocketPath(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::path parent = std::filesystem::path(path).parent_path();
+  std::filesystem::create_directories(parent, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create the socket's directory ", parent.string(), ": ",
+        ec.message()));
+  }
+  struct stat st;
+  if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();
+  if (!S_ISSOCK(st.st_mode)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        path, " exists and is not a socket; refusing to replace it"));
+  }
+  if (SocketIsServed(path)) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "another process is already serving on ", path,
+        " (is snapledgerd running?)"));
+  }
+  spdlog::info("removing stale socket {}", path);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot remove stale socket ", path, ": ", std::strerror(errno)));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+struct Daemon::State {
+  Config config;
+  std::unique_ptr<Ledger> ledger;
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Coordinator> coordinator;
+  std::unique_ptr<SnapshotService> service;
+  std::unique_ptr<grpc::Server> server;
+  RecoveryReport recovery;
+  bool stopped = false;
+};
+
+Daemon::Daemon(std::unique_ptr<State> state) : state_(std::move(state)) {}
+
+Daemon::~Daemon() { Shutdown(absl::ZeroDuration()); }
+
+const RecoveryReport& Daemon::recovery() const { return state_->recovery; }
+
+absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
+  if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
+  auto state = std::make_unique<State>();
+  state->config = config;
+
+  std::error_code ec;
+  std::filesystem::create_directories(config.root, ec);
+  if (ec) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot create root directory ", config.root, ": ", ec.message()));
+  }
+  ::chmod(config.root.c_str(), 0700);
+
+  Ledger::Options ledger_options;
+  ledger_options.path = config.root + "/ledger";
+  ledger_options.sync = config.ledger_sync;
+  auto ledger = Ledger::Open(ledger_options);
+  if (!ledger.ok()) return ledger.status();
+  state->ledger = *std::move(ledger);
+
+  auto backend = NewNativeBackend(config.root);
+  if (!backend.ok()) return backend.status();
+  state->backend = *std::move(backend);
+
+  const auto recovery_start = std::chrono::steady_clock::now();
+  auto report = ResolveIntents(*state->ledger, *state->backend);
+  if (!report.ok()) {
+    return absl::Status(report.status().code(),
+                        absl::StrCat("recovery failed: ",
+                                     report.status().message()));
+  }
+  state->recovery = *std::move(report);
+  spdlog::info(
+      "recovery: {} intents resolved ({} prepares rolled back, {} commits "
+      "rolled back, {} removes completed), {} missing, {} unrecorded "
+      "objects, in {} ms",
+      state->recovery.intents_resolved(), state->recovery.prepares_rolled_back,
+      state->recovery.commits_rolled_back, state->recovery.removes_completed,
+      state->recovery.missing.size(),
+      state->recovery.unrecorded_objects.size(),
+      std::chrono::duration_cast<std::chrono::milliseconds>(
+          std::chrono::steady_clock::now() - recovery_start)
+          .count());
+
+  state->coordinator =
+      std::make_unique<Coordinator>(state->ledger.get(), state->backend.get());
+  state->service = std::make_unique<SnapshotService>(state->coordinator.get());
+
+  if (absl::Status s = PrepareSocketPath(config.address); !s.ok()) return s;
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::ServerBuilder builder;
+  int bound = 0;
+  builder.AddListeningPort("unix:" + config.address,
+                           grpc::InsecureServerCredentials(), &bound);
+  builder.RegisterService(state->service.get());
+  // The socket is created by BuildAndStart: a umask makes it 0660 from its
+  // first moment, so no client ever sees it with wider permissions.
+  const mode_t old_umask = ::umask(0117);
+  state->server = builder.BuildAndStart();
+  ::umask(old_umask);
+  if (state->server == nullptr || bound == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve on unix socket ", config.address));
+  }
+  spdlog::info("snapledgerd serving on {} (root {}, backend {}, ledger {})",
+               config.address, config.root, config.backend,
+               config.ledger_sync ? "sync" : "async");
+  return std::unique_ptr<Daemon>(new Daemon(std::move(state)));
+}
+
+void Daemon::Shutdown(absl::Duration grace) {
+  if (state_ == nullptr || state_->stopped) return;
+  state_->stopped = true;
+  if (state_->server != nullptr) {
+    state_->server->Shutdown(std::chrono::system_clock::now() +
+                             absl::ToChronoMilliseconds(grace));
+    state_->server->Wait();
+  }
+  ::unlink(state_->config.address.c_str());
+  state_->service.reset();
+  state_->coordinator.reset();
+  state_->backend.reset();
+  state_->ledger.reset();  // flushes and closes RocksDB
+  spdlog::info("snapledgerd stopped");
+}
+
+}  // namespace snapledger

@@ -1,0 +1,136 @@
+#include "plugin/recovery.h"
+
+#include <stdlib.h>
+
+#include <filesystem>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "plugin/testing/fake_backend.h"
+
+namespace snapledger {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::IsEmpty;
+
+class RecoveryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/recovery_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    Ledger::Options options;
+    options.path = dir_ + "/ledger";
+    auto ledger = Ledger::Open(options);
+    ASSERT_TRUE(ledger.ok()) << ledger.status();
+    ledger_ = *std::move(ledger);
+  }
+  void TearDown() override {
+    ledger_.reset();
+    std::filesystem::remove_all(dir_);
+  }
+  void Put(const std::string& key, uint64_t id, RecordState state,
+           RecordKind kind = store::v1::ACTIVE, std::string parent = "") {
+    Record r;
+    r.set_key(key);
+    r.set_backend_id(id);
+    r.set_state(state);
+    r.set_kind(kind);
+    r.set_parent(std::move(parent));
+    Ledger::Batch b;
+    b.Put(r);
+    ASSERT_TRUE(ledger_->Write(b).ok());
+  }
+
+  std::string dir_;
+  std::unique_ptr<Ledger> ledger_;
+  testing::FakeBackend backend_;
+};
+
+TEST_F(RecoveryTest, NothingToDoOnACleanLedger) {
+  Put("a", 1, store::v1::LIVE);
+  backend_.Put(1, {});
+  auto report = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->intents_resolved(), 0);
+  EXPECT_THAT(report->missing, IsEmpty());
+  EXPECT_THAT(report->unrecorded_objects, IsEmpty());
+  EXPECT_EQ(backend_.cleanups(), 1);
+}
+
+TEST_F(RecoveryTest, PrepareIntentsAreRolledBack) {
+  Put("made", 1, store::v1::PREPARING);      // crash after backend create
+  Put("not-made", 2, store::v1::PREPARING);  // crash before it
+  backend_.Put(1, {});
+  auto report = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->prepares_rolled_back, 2);
+  EXPECT_TRUE(backend_.objects().empty());
+  EXPECT_EQ(ledger_->Get("made").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ledger_->Get("not-made").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(RecoveryTest, CommitIntentsAreRolledBackToActive) {
+  Put("k", 1, store::v1::COMMITTING);
+  backend_.Put(1, {});
+  auto report = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->commits_rolled_back, 1);
+  auto r = ledger_->Get("k");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->state(), store::v1::LIVE);
+  EXPECT_EQ(r->kind(), store::v1::ACTIVE);
+  EXPECT_TRUE(r->commit_name().empty());
+}
+
+TEST_F(RecoveryTest, RemoveIntentsAreRolledForward) {
+  Put("p", 1, store::v1::LIVE, store::v1::COMMITTED);
+  Put("gone-already", 2, store::v1::REMOVING, store::v1::ACTIVE, "p");
+  Put("still-there", 3, store::v1::REMOVING, store::v1::ACTIVE, "p");
+  backend_.Put(1, {});
+  backend_.Put(3, {1});
+  auto report = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->removes_completed, 2);
+  EXPECT_EQ(backend_.objects().size(), 1u);
+  EXPECT_THAT(*ledger_->Children("p"), IsEmpty());
+}
+
+TEST_F(RecoveryTest, LiveRecordWithoutStorageIsMarkedMissingNotDropped) {
+  Put("lost", 7, store::v1::LIVE, store::v1::COMMITTED);
+  auto report = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_THAT(report->missing, ElementsAre("lost"));
+  auto r = ledger_->Get("lost");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->state(), store::v1::MISSING);
+  EXPECT_TRUE(IsVisible(*r));
+  EXPECT_FALSE(r->last_error().empty());
+}
+
+TEST_F(RecoveryTest, UnrecordedObjectsAreReportedAndIdsReserved) {
+  backend_.Put(42, {});
+  auto report = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_THAT(report->unrecorded_objects, ElementsAre(42u));
+  EXPECT_TRUE(backend_.objects().contains(42));  // never deleted blindly
+  EXPECT_GT(ledger_->AllocateId(), 42u);
+}
+
+TEST_F(RecoveryTest, BackendFailureStopsRecoveryWithAnError) {
+  Put("x", 1, store::v1::REMOVING);
+  backend_.Put(1, {});
+  backend_.FailRemove(absl::UnavailableError("device busy"));
+  auto report = ResolveIntents(*ledger_, backend_);
+  EXPECT_EQ(report.status().code(), absl::StatusCode::kUnavailable);
+  // The intent is still there for the next attempt.
+  EXPECT_EQ(ledger_->Get("x")->state(), store::v1::REMOVING);
+  backend_.FailRemove(absl::OkStatus());
+  EXPECT_TRUE(ResolveIntents(*ledger_, backend_).ok());
+  EXPECT_EQ(ledger_->Get("x").status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace snapledger
