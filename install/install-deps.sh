@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Installs everything snapledger needs to build, test and run, from Debian's
+# packages only (Debian 12 "bookworm"). Idempotent; run as root.
+set -euo pipefail
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "install-deps.sh: run as root (it calls apt-get)" >&2
+  exit 1
+fi
+
+PACKAGES=(
+  # toolchain
+  build-essential cmake ninja-build pkg-config git
+  # gRPC + protobuf: the wire protocol (containerd's Snapshots API)
+  libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
+  # Abseil (Status/StatusOr, Mutex, Cleanup), RE2 (containerd's ~= filters)
+  libabsl-dev libre2-dev
+  # the ledger
+  librocksdb-dev
+  # logging, flags, config, JSON
+  libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
+  # Boost.Intrusive (removal queue schedule)
+  libboost-dev
+  # tests
+  libgtest-dev libgmock-dev
+  # integration tests and the demo: a real containerd and runc, and a
+  # static busybox to build a test image from
+  containerd runc busybox-static iproute2 util-linux procps
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" ||
+    missing+=("$p")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps.sh: all ${#PACKAGES[@]} packages already installed"
+  exit 0
+fi
+echo "install-deps.sh: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "install-deps.sh: done"
