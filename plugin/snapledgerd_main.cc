@@ -1,9 +1,13 @@
 // snapledgerd: the snapledger daemon. Flags override the config file, which
 // overrides the defaults (plugin/config.h). Exits 0 after SIGTERM or SIGINT
-// once in-flight calls have finished; non-zero with a one-line reason when it
+// once in-flight calls have finished (a second signal while draining is
+// ignored: the drain is bounded by shutdown_timeout); non-zero with a one-line reason when it
 // cannot start.
-#include <pthread.h>
+#include <fcntl.h>
 #include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <string>
@@ -15,7 +19,35 @@
 #include "spdlog/sinks/stdout_color_sinks.h"
 #include "spdlog/spdlog.h"
 
+namespace {
+
+int g_signal_pipe[2] = {-1, -1};
+
+extern "C" void OnStopSignal(int sig) {
+  const int saved_errno = errno;
+  const unsigned char b = static_cast<unsigned char>(sig);
+  (void)!::write(g_signal_pipe[1], &b, 1);
+  errno = saved_errno;
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
+  // Libraries start threads before main() (static initialisers), so a
+  // signal mask cannot be relied on: the handler, whichever thread runs it,
+  // only writes the signal number to a pipe that main() waits on.
+  if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
+    std::perror("snapledgerd: pipe2");
+    return 1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = OnStopSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = SA_RESTART;
+  ::sigaction(SIGTERM, &sa, nullptr);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::signal(SIGPIPE, SIG_IGN);
+
   using snapledger::Config;
   CLI::App app{
       "snapledgerd: a containerd proxy snapshotter that records every "
@@ -69,22 +101,14 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config.log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
 
-  // Block the stop signals in every thread (gRPC's included, which inherit
-  // this mask) and take them synchronously below.
-  sigset_t stop_signals;
-  sigemptyset(&stop_signals);
-  sigaddset(&stop_signals, SIGTERM);
-  sigaddset(&stop_signals, SIGINT);
-  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
-  signal(SIGPIPE, SIG_IGN);
-
   auto daemon = snapledger::Daemon::Start(config);
   if (!daemon.ok()) {
     spdlog::critical("cannot start: {}", daemon.status().ToString());
     return 1;
   }
-  int sig = 0;
-  sigwait(&stop_signals, &sig);
+  unsigned char sig = 0;
+  while (::read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+  }
   spdlog::info("received {}, finishing in-flight calls (up to {})",
                sig == SIGTERM ? "SIGTERM" : "SIGINT",
                absl::FormatDuration(config.shutdown_timeout));

@@ -1,0 +1,52 @@
+// The native backend: every object is a plain directory tree, and an active
+// object made on a parent starts as a full copy of the parent's tree — the
+// design of containerd's native snapshotter. It works on any filesystem, at
+// the price of a copy per layer.
+//
+// Layout under `root`:
+//   snapshots/                 mode 0700
+//     <id>/                    one whole object; <id> in canonical decimal
+//       fs/                    its tree (absent for a view with a parent)
+//       parent                 the parent's id in decimal and "\n"; "0\n"
+//                              for none
+//     new-XXXXXX/              an object being built (Create)
+//     rm-<id>/                 an object being removed (Remove)
+// Create builds the whole object in a new-* directory, syncs it (syncfs(2)
+// after a copy; fsync otherwise), renames it to <id> and syncs snapshots/;
+// Remove renames <id> to rm-<id>, syncs snapshots/ and deletes the tree.
+// A crash therefore leaves each object whole or absent, plus temporaries
+// that List() ignores and Cleanup() sweeps. Anything else in snapshots/ is
+// left alone (and List() warns about it).
+//
+// Mounts are containerd native's: one "bind" mount with options
+// {"rbind", "rw"} of <id>/fs for an active object, {"rbind", "ro"} for a
+// view (of the parent's fs/ when it has a parent, else of its own empty fs/).
+//
+// Commit has nothing to freeze: it syncs the filesystem (so that what the
+// client wrote is durable before the ledger calls it committed) and returns
+// the tree's usage (see fstree::DiskUsage). A view with a parent owns no
+// storage: its usage is zero. An active object cannot be created on a view
+// that has a parent (it has no tree to copy): FailedPrecondition.
+//
+// Errors beyond backend.h's: InvalidArgument for id 0, for creating a
+// kCommitted object and for Mounts of kCommitted; DataLoss for an object
+// whose parent file is missing or malformed, or whose <id> entry is not a
+// directory.
+//
+// Thread-safety: as backend.h requires; the backend keeps no mutable state.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "plugin/backend/backend.h"
+
+namespace snapledger {
+
+// Opens (creating if needed, mode 0700) the native backend at `root`.
+// Mount sources are absolute: `root` is resolved with realpath(3).
+[[nodiscard]] absl::StatusOr<std::unique_ptr<Backend>> NewNativeBackend(
+    const std::string& root);
+
+}  // namespace snapledger

@@ -1,0 +1,572 @@
+#include "plugin/backend/native_backend.h"
+
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "plugin/backend/fs_tree.h"
+
+namespace snapledger {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::FieldsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+using ::testing::UnorderedElementsAre;
+
+bool IsRoot() { return ::geteuid() == 0; }
+
+bool PathExists(const std::string& path) {
+  struct stat st;
+  return ::lstat(path.c_str(), &st) == 0;
+}
+
+mode_t ModeOf(const std::string& path) {
+  struct stat st;
+  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
+  return st.st_mode;
+}
+
+void WriteFile(const std::string& path, const std::string& data,
+               mode_t mode = 0644) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
+  ASSERT_GE(fd, 0) << path << ": " << strerror(errno);
+  ASSERT_EQ(::write(fd, data.data(), data.size()),
+            static_cast<ssize_t>(data.size()));
+  ASSERT_EQ(::close(fd), 0);
+  ASSERT_EQ(::chmod(path.c_str(), mode), 0);
+}
+
+std::string ReadFile(const std::string& path) {
+  std::string data;
+  const int fd = ::open(path.c_str(), O_RDONLY);
+  EXPECT_GE(fd, 0) << path << ": " << strerror(errno);
+  if (fd < 0) return data;
+  char buf[4096];
+  ssize_t n;
+  while ((n = ::read(fd, buf, sizeof(buf))) > 0) data.append(buf, n);
+  ::close(fd);
+  return data;
+}
+
+std::vector<std::string> Names(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    names.push_back(e.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// The descriptor limit that leaves exactly `free` descriptors to open.
+rlim_t LimitLeavingFreeFds(int free) {
+  std::set<int> open;
+  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    open.insert(std::stoi(e.path().filename().string()));
+  }
+  int limit = 0;
+  for (int left = free; left > 0; ++limit) {
+    if (open.count(limit) == 0) --left;
+  }
+  return static_cast<rlim_t>(limit);
+}
+
+class NativeBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = ::testing::TempDir() + "/native_backend_test.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << strerror(errno);
+    char resolved[PATH_MAX];
+    ASSERT_NE(::realpath(tmpl.c_str(), resolved), nullptr);
+    dir_ = resolved;
+    root_ = dir_ + "/state/native";  // not there yet: the factory makes it
+    snapshots_ = root_ + "/snapshots";
+    Open();
+  }
+  void TearDown() override {
+    backend_.reset();
+    if (!fstree::RemoveTree(dir_).ok()) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+    }
+  }
+  void Open() {
+    backend_.reset();
+    absl::StatusOr<std::unique_ptr<Backend>> backend = NewNativeBackend(root_);
+    ASSERT_TRUE(backend.ok()) << backend.status();
+    backend_ = *std::move(backend);
+  }
+  std::string Object(uint64_t id) const {
+    return absl::StrCat(snapshots_, "/", id);
+  }
+  std::string Tree(uint64_t id) const { return Object(id) + "/fs"; }
+  void Create(uint64_t id, uint64_t parent, SnapshotKind kind) {
+    absl::Status s = backend_->Create(id, parent, kind);
+    ASSERT_TRUE(s.ok()) << s;
+  }
+  bool Exists(uint64_t id) {
+    absl::StatusOr<bool> exists = backend_->Exists(id);
+    EXPECT_TRUE(exists.ok()) << exists.status();
+    return exists.ok() && *exists;
+  }
+  std::vector<std::pair<uint64_t, uint64_t>> List() {
+    absl::StatusOr<std::vector<BackendObject>> objects = backend_->List();
+    EXPECT_TRUE(objects.ok()) << objects.status();
+    std::vector<std::pair<uint64_t, uint64_t>> out;
+    if (objects.ok()) {
+      for (const BackendObject& o : *objects)
+        out.emplace_back(o.id, o.parent_id);
+    }
+    return out;
+  }
+  // Entries of snapshots/ that are not objects.
+  std::vector<std::string> Temporaries() {
+    std::vector<std::string> names;
+    for (const std::string& name : Names(snapshots_)) {
+      if (name.rfind("new-", 0) == 0 || name.rfind("rm-", 0) == 0) {
+        names.push_back(name);
+      }
+    }
+    return names;
+  }
+
+  std::string dir_;
+  std::string root_;
+  std::string snapshots_;
+  std::unique_ptr<Backend> backend_;
+};
+
+TEST_F(NativeBackendTest, OpeningCreatesThePrivateLayout) {
+  EXPECT_EQ(backend_->Name(), "native");
+  EXPECT_EQ(ModeOf(root_), S_IFDIR | 0700u);
+  EXPECT_EQ(ModeOf(dir_ + "/state"), S_IFDIR | 0700u);
+  EXPECT_EQ(ModeOf(snapshots_), S_IFDIR | 0700u);
+  EXPECT_THAT(Names(snapshots_), IsEmpty());
+  EXPECT_THAT(List(), IsEmpty());
+  // Reopening finds what is there.
+  Create(1, 0, SnapshotKind::kActive);
+  Open();
+  EXPECT_TRUE(Exists(1));
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u)));
+
+  WriteFile(dir_ + "/file", "");
+  EXPECT_FALSE(NewNativeBackend(dir_ + "/file").ok());
+  EXPECT_FALSE(NewNativeBackend(dir_ + "/file/below").ok());
+  EXPECT_EQ(NewNativeBackend("").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(NativeBackendTest, ActiveWithoutParentStartsEmpty) {
+  EXPECT_FALSE(Exists(1));
+  Create(1, 0, SnapshotKind::kActive);
+  EXPECT_TRUE(Exists(1));
+  EXPECT_EQ(ModeOf(Tree(1)), S_IFDIR | 0755u);
+  EXPECT_THAT(Names(Tree(1)), IsEmpty());
+  EXPECT_THAT(Names(Object(1)), ElementsAre("fs", "parent"));
+  EXPECT_EQ(ReadFile(Object(1) + "/parent"), "0\n");
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u)));
+  EXPECT_THAT(Temporaries(), IsEmpty());
+}
+
+TEST_F(NativeBackendTest, ActiveWithParentStartsAsACopyOfIt) {
+  Create(1, 0, SnapshotKind::kActive);
+  ASSERT_EQ(::mkdir((Tree(1) + "/etc").c_str(), 0750), 0);
+  WriteFile(Tree(1) + "/etc/hostname", "layer1\n", 0640);
+  ASSERT_EQ(::symlink("etc/hostname", (Tree(1) + "/link").c_str()), 0);
+  ASSERT_EQ(::chmod(Tree(1).c_str(), 0711), 0);
+  ASSERT_TRUE(backend_->Commit(1).ok());
+
+  Create(2, 1, SnapshotKind::kActive);
+  EXPECT_EQ(ReadFile(Tree(2) + "/etc/hostname"), "layer1\n");
+  EXPECT_EQ(ModeOf(Tree(2) + "/etc/hostname"), S_IFREG | 0640u);
+  EXPECT_EQ(ModeOf(Tree(2) + "/etc"), S_IFDIR | 0750u);
+  EXPECT_EQ(ModeOf(Tree(2)), S_IFDIR | 0711u);
+  EXPECT_TRUE(S_ISLNK(ModeOf(Tree(2) + "/link")));
+  EXPECT_EQ(ReadFile(Object(2) + "/parent"), "1\n");
+
+  // A copy, not a share.
+  WriteFile(Tree(2) + "/etc/hostname", "layer2\n", 0640);
+  EXPECT_EQ(ReadFile(Tree(1) + "/etc/hostname"), "layer1\n");
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u), FieldsAre(2u, 1u)));
+  EXPECT_THAT(Temporaries(), IsEmpty());
+}
+
+TEST_F(NativeBackendTest, ViewWithParentOwnsNoTree) {
+  Create(1, 0, SnapshotKind::kActive);
+  WriteFile(Tree(1) + "/file", std::string(50000, 'f'));
+  ASSERT_TRUE(backend_->Commit(1).ok());
+  Create(3, 1, SnapshotKind::kView);
+
+  EXPECT_TRUE(Exists(3));
+  EXPECT_THAT(Names(Object(3)), ElementsAre("parent"));
+  absl::StatusOr<Usage> usage = backend_->DiskUsage(3);
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_EQ(usage->size_bytes, 0);
+  EXPECT_EQ(usage->inodes, 0);
+  usage = backend_->Commit(3);
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_EQ(usage->inodes, 0);
+
+  absl::StatusOr<std::vector<Mount>> mounts =
+      backend_->Mounts(3, 1, SnapshotKind::kView);
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  EXPECT_THAT(*mounts, ElementsAre(Mount{"bind", Tree(1), {"rbind", "ro"}}));
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u), FieldsAre(3u, 1u)));
+
+  // Nothing to copy from a view of a view.
+  absl::Status s = backend_->Create(4, 3, SnapshotKind::kActive);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_FALSE(Exists(4));
+  EXPECT_THAT(Temporaries(), IsEmpty());
+}
+
+TEST_F(NativeBackendTest, ViewWithoutParentHasAnEmptyTree) {
+  Create(5, 0, SnapshotKind::kView);
+  EXPECT_THAT(Names(Tree(5)), IsEmpty());
+  absl::StatusOr<std::vector<Mount>> mounts =
+      backend_->Mounts(5, 0, SnapshotKind::kView);
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  EXPECT_THAT(*mounts, ElementsAre(Mount{"bind", Tree(5), {"rbind", "ro"}}));
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(5u, 0u)));
+}
+
+TEST_F(NativeBackendTest, MountsOfActiveObjects) {
+  Create(1, 0, SnapshotKind::kActive);
+  Create(2, 1, SnapshotKind::kActive);
+  for (uint64_t id : {1, 2}) {
+    absl::StatusOr<std::vector<Mount>> mounts =
+        backend_->Mounts(id, id - 1, SnapshotKind::kActive);
+    ASSERT_TRUE(mounts.ok()) << mounts.status();
+    EXPECT_THAT(*mounts, ElementsAre(Mount{"bind", Tree(id), {"rbind", "rw"}}));
+    EXPECT_EQ((*mounts)[0].source.front(), '/');
+  }
+}
+
+TEST_F(NativeBackendTest, MountsErrors) {
+  Create(1, 0, SnapshotKind::kActive);
+  absl::StatusOr<std::vector<Mount>> mounts =
+      backend_->Mounts(1, 0, SnapshotKind::kCommitted);
+  EXPECT_EQ(mounts.status().code(), absl::StatusCode::kInvalidArgument);
+  mounts = backend_->Mounts(17, 0, SnapshotKind::kActive);
+  EXPECT_EQ(mounts.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(mounts.status().message(), "snapshot object 17 not found");
+  mounts = backend_->Mounts(0, 0, SnapshotKind::kView);
+  EXPECT_EQ(mounts.status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(NativeBackendTest, CreateErrors) {
+  Create(1, 0, SnapshotKind::kActive);
+  WriteFile(Tree(1) + "/mine", "keep");
+
+  absl::Status s = backend_->Create(1, 0, SnapshotKind::kActive);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_EQ(s.message(), "snapshot object 1 already exists");
+  s = backend_->Create(1, 0, SnapshotKind::kView);
+  EXPECT_EQ(s.code(), absl::StatusCode::kAlreadyExists) << s;
+  EXPECT_EQ(ReadFile(Tree(1) + "/mine"), "keep");
+
+  for (SnapshotKind kind : {SnapshotKind::kActive, SnapshotKind::kView}) {
+    s = backend_->Create(2, 9, kind);
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+    EXPECT_EQ(s.message(), "parent snapshot object 9 not found");
+    EXPECT_FALSE(Exists(2));
+  }
+
+  EXPECT_EQ(backend_->Create(0, 0, SnapshotKind::kActive).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->Create(2, 0, SnapshotKind::kCommitted).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->Create(2, 2, SnapshotKind::kActive).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_FALSE(Exists(2));
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u)));
+  EXPECT_THAT(Temporaries(), IsEmpty());
+}
+
+TEST_F(NativeBackendTest, FailedCopyLeavesNoObject) {
+  Create(1, 0, SnapshotKind::kActive);
+  {
+    int fd = ::open(Tree(1).c_str(), O_RDONLY | O_DIRECTORY);
+    ASSERT_GE(fd, 0);
+    for (int i = 0; i < 20; ++i) {
+      ASSERT_EQ(::mkdirat(fd, "level", 0755), 0);
+      const int next = ::openat(fd, "level", O_RDONLY | O_DIRECTORY);
+      ASSERT_GE(next, 0);
+      ::close(fd);
+      fd = next;
+    }
+    ::close(fd);
+  }
+  struct rlimit old_limit;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &old_limit), 0);
+  struct rlimit limit = old_limit;
+  limit.rlim_cur = LimitLeavingFreeFds(10);  // the copy runs out midway
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &limit), 0);
+  absl::Status s = backend_->Create(2, 1, SnapshotKind::kActive);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &old_limit), 0);
+
+  EXPECT_EQ(s.code(), absl::StatusCode::kResourceExhausted) << s;
+  EXPECT_FALSE(Exists(2));
+  EXPECT_THAT(Temporaries(), IsEmpty());
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u)));
+}
+
+TEST_F(NativeBackendTest, CommitReturnsUsageAndIsIdempotent) {
+  Create(1, 0, SnapshotKind::kActive);
+  WriteFile(Tree(1) + "/data", std::string(100 << 10, 'd'));
+  ASSERT_EQ(::link((Tree(1) + "/data").c_str(), (Tree(1) + "/again").c_str()),
+            0);
+
+  absl::StatusOr<Usage> first = backend_->Commit(1);
+  ASSERT_TRUE(first.ok()) << first.status();
+  EXPECT_EQ(first->inodes, 2);  // fs/ and the doubly linked file
+  EXPECT_GE(first->size_bytes, 100 << 10);
+  absl::StatusOr<Usage> measured = fstree::DiskUsage(Tree(1));
+  ASSERT_TRUE(measured.ok());
+  EXPECT_EQ(first->size_bytes, measured->size_bytes);
+
+  absl::StatusOr<Usage> again = backend_->Commit(1);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(again->size_bytes, first->size_bytes);
+  EXPECT_EQ(again->inodes, first->inodes);
+  absl::StatusOr<Usage> usage = backend_->DiskUsage(1);
+  ASSERT_TRUE(usage.ok()) << usage.status();
+  EXPECT_EQ(usage->size_bytes, first->size_bytes);
+  EXPECT_EQ(usage->inodes, first->inodes);
+
+  absl::StatusOr<Usage> missing = backend_->Commit(17);
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(missing.status().message(), "snapshot object 17 not found");
+  EXPECT_EQ(backend_->Commit(0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(NativeBackendTest, DiskUsageErrors) {
+  absl::StatusOr<Usage> usage = backend_->DiskUsage(17);
+  EXPECT_EQ(usage.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(usage.status().message(), "snapshot object 17 not found");
+  EXPECT_EQ(backend_->DiskUsage(0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(backend_->Exists(0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(NativeBackendTest, RemoveDeletesEverything) {
+  Create(1, 0, SnapshotKind::kActive);
+  ASSERT_EQ(::mkdir((Tree(1) + "/ro").c_str(), 0755), 0);
+  WriteFile(Tree(1) + "/ro/file", "x", 0);
+  ASSERT_EQ(::chmod((Tree(1) + "/ro").c_str(), 0555), 0);
+  Create(2, 1, SnapshotKind::kView);
+
+  ASSERT_TRUE(backend_->Remove(2).ok());
+  EXPECT_FALSE(Exists(2));
+  ASSERT_TRUE(backend_->Remove(1).ok());
+  EXPECT_FALSE(Exists(1));
+  EXPECT_FALSE(PathExists(Object(1)));
+  EXPECT_THAT(Names(snapshots_), IsEmpty());
+  EXPECT_THAT(List(), IsEmpty());
+
+  absl::Status s = backend_->Remove(1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << s;
+  EXPECT_EQ(s.message(), "snapshot object 1 not found");
+  EXPECT_EQ(backend_->Remove(0).code(), absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(NativeBackendTest, RemoveReplacesAStaleRemovalDirectory) {
+  Create(7, 0, SnapshotKind::kActive);
+  // As if an earlier object 7 had been renamed but not yet deleted.
+  ASSERT_EQ(::mkdir((snapshots_ + "/rm-7").c_str(), 0700), 0);
+  WriteFile(snapshots_ + "/rm-7/stale", "s");
+  ASSERT_TRUE(backend_->Remove(7).ok());
+  EXPECT_FALSE(Exists(7));
+  EXPECT_THAT(Names(snapshots_), IsEmpty());
+}
+
+TEST_F(NativeBackendTest, ListIgnoresTemporariesAndStrangers) {
+  Create(10, 0, SnapshotKind::kActive);
+  Create(2, 0, SnapshotKind::kActive);
+  Create(33, 10, SnapshotKind::kActive);
+  Create(34, 2, SnapshotKind::kView);
+  // Leftovers of interrupted calls.
+  ASSERT_EQ(::mkdir((snapshots_ + "/new-xyz").c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((snapshots_ + "/new-xyz/fs").c_str(), 0755), 0);
+  WriteFile(snapshots_ + "/new-xyz/parent", "10\n");
+  ASSERT_EQ(::mkdir((snapshots_ + "/rm-5").c_str(), 0700), 0);
+  WriteFile(snapshots_ + "/rm-5/parent", "0\n");
+  // Things that are no objects of ours.
+  for (const char* name : {"abc", "017", "0", "-3", "18446744073709551616"}) {
+    ASSERT_EQ(::mkdir((snapshots_ + "/" + name).c_str(), 0700), 0) << name;
+  }
+  WriteFile(snapshots_ + "/44", "a file");
+  ASSERT_EQ(::symlink("2", (snapshots_ + "/45").c_str()), 0);
+
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(2u, 0u), FieldsAre(10u, 0u),
+                                  FieldsAre(33u, 10u), FieldsAre(34u, 2u)));
+  EXPECT_FALSE(Exists(5));
+}
+
+TEST_F(NativeBackendTest, CleanupSweepsOnlyTemporaries) {
+  Create(1, 0, SnapshotKind::kActive);
+  ASSERT_EQ(::mkdir((snapshots_ + "/new-xyz").c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((snapshots_ + "/new-xyz/fs").c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir((snapshots_ + "/new-xyz/fs/ro").c_str(), 0755), 0);
+  WriteFile(snapshots_ + "/new-xyz/fs/ro/file", "x", 0);
+  ASSERT_EQ(::chmod((snapshots_ + "/new-xyz/fs/ro").c_str(), 0500), 0);
+  ASSERT_EQ(::mkdir((snapshots_ + "/rm-5").c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((snapshots_ + "/rm-5/fs").c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((snapshots_ + "/stranger").c_str(), 0700), 0);
+
+  ASSERT_TRUE(backend_->Cleanup().ok());
+  EXPECT_THAT(Names(snapshots_), ElementsAre("1", "stranger"));
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u)));
+  // Nothing left to do is fine.
+  EXPECT_TRUE(backend_->Cleanup().ok());
+}
+
+TEST_F(NativeBackendTest, ListReportsDamagedObjects) {
+  Create(1, 0, SnapshotKind::kActive);
+  WriteFile(Object(1) + "/parent", "banana\n");
+  absl::StatusOr<std::vector<BackendObject>> objects = backend_->List();
+  EXPECT_EQ(objects.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(objects.status().message(), HasSubstr(Object(1) + "/parent"));
+
+  WriteFile(Object(1) + "/parent", "1\n");  // its own parent
+  EXPECT_EQ(backend_->List().status().code(), absl::StatusCode::kDataLoss);
+  WriteFile(Object(1) + "/parent", "7");  // no newline: torn
+  EXPECT_EQ(backend_->List().status().code(), absl::StatusCode::kDataLoss);
+
+  ASSERT_EQ(::unlink((Object(1) + "/parent").c_str()), 0);
+  objects = backend_->List();
+  EXPECT_EQ(objects.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(objects.status().message(), HasSubstr("missing"));
+}
+
+TEST_F(NativeBackendTest, ConcurrentCallsOnDifferentIds) {
+  Create(1, 0, SnapshotKind::kActive);
+  WriteFile(Tree(1) + "/base", "base");
+  std::vector<std::thread> threads;
+  for (uint64_t t = 0; t < 4; ++t) {
+    threads.emplace_back([this, t] {
+      for (uint64_t i = 0; i < 5; ++i) {
+        const uint64_t id = 100 + t * 10 + i;
+        EXPECT_TRUE(
+            backend_
+                ->Create(id, 1,
+                         i % 2 ? SnapshotKind::kView : SnapshotKind::kActive)
+                .ok());
+        EXPECT_TRUE(backend_->Commit(id).ok());
+        if (i == 4) {
+          EXPECT_TRUE(backend_->Remove(id).ok());
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  const auto listed = List();
+  EXPECT_EQ(listed.size(), 1u + 4 * 4);
+  for (uint64_t t = 0; t < 4; ++t) {
+    EXPECT_EQ(ReadFile(Tree(100 + t * 10) + "/base"), "base");
+    EXPECT_FALSE(Exists(100 + t * 10 + 4));
+  }
+  EXPECT_THAT(Temporaries(), IsEmpty());
+}
+
+// Performs `mount` at `target` the way containerd's mount package does: a
+// bind mount, then a remount for "ro" (MS_RDONLY is ignored on the first).
+int PerformMount(const Mount& mount, const std::string& target) {
+  unsigned long flags = 0;
+  bool read_only = false;
+  for (const std::string& option : mount.options) {
+    if (option == "rbind") flags |= MS_BIND | MS_REC;
+    if (option == "bind") flags |= MS_BIND;
+    if (option == "ro") read_only = true;
+  }
+  if (mount.type != "bind" || !(flags & MS_BIND)) {
+    errno = EINVAL;
+    return -1;
+  }
+  if (::mount(mount.source.c_str(), target.c_str(), nullptr, flags, nullptr) !=
+      0) {
+    return -1;
+  }
+  if (read_only && ::mount(nullptr, target.c_str(), nullptr,
+                           MS_REMOUNT | MS_BIND | MS_RDONLY, nullptr) != 0) {
+    const int err = errno;
+    ::umount2(target.c_str(), MNT_DETACH);
+    errno = err;
+    return -1;
+  }
+  return 0;
+}
+
+TEST_F(NativeBackendTest, ReturnedMountsWork) {
+  if (!IsRoot()) GTEST_SKIP() << "mount(2) needs root";
+  Create(1, 0, SnapshotKind::kActive);
+  WriteFile(Tree(1) + "/from-parent", "p");
+  ASSERT_TRUE(backend_->Commit(1).ok());
+  Create(2, 1, SnapshotKind::kActive);
+  Create(3, 1, SnapshotKind::kView);
+
+  const std::string active_target = dir_ + "/active";
+  const std::string view_target = dir_ + "/view";
+  ASSERT_EQ(::mkdir(active_target.c_str(), 0755), 0);
+  ASSERT_EQ(::mkdir(view_target.c_str(), 0755), 0);
+
+  absl::StatusOr<std::vector<Mount>> active =
+      backend_->Mounts(2, 1, SnapshotKind::kActive);
+  ASSERT_TRUE(active.ok()) << active.status();
+  ASSERT_EQ(active->size(), 1u);
+  if (PerformMount(active->front(), active_target) != 0) {
+    if (errno == EPERM) GTEST_SKIP() << "mount(2) not permitted here";
+    FAIL() << "mount: " << strerror(errno);
+  }
+  absl::Cleanup unmount_active = [&] {
+    ::umount2(active_target.c_str(), MNT_DETACH);
+  };
+  EXPECT_EQ(ReadFile(active_target + "/from-parent"), "p");
+  WriteFile(active_target + "/written", "w");
+  EXPECT_EQ(ReadFile(Tree(2) + "/written"), "w");
+  EXPECT_FALSE(PathExists(Tree(1) + "/written"));
+
+  absl::StatusOr<std::vector<Mount>> view =
+      backend_->Mounts(3, 1, SnapshotKind::kView);
+  ASSERT_TRUE(view.ok()) << view.status();
+  ASSERT_EQ(view->size(), 1u);
+  ASSERT_EQ(PerformMount(view->front(), view_target), 0) << strerror(errno);
+  absl::Cleanup unmount_view = [&] {
+    ::umount2(view_target.c_str(), MNT_DETACH);
+  };
+  EXPECT_EQ(ReadFile(view_target + "/from-parent"), "p");
+  const int fd =
+      ::open((view_target + "/new").c_str(), O_WRONLY | O_CREAT, 0644);
+  EXPECT_EQ(fd, -1);
+  EXPECT_EQ(errno, EROFS);
+  if (fd >= 0) ::close(fd);
+  EXPECT_FALSE(PathExists(Tree(1) + "/new"));
+
+  EXPECT_EQ(::umount2(view_target.c_str(), 0), 0) << strerror(errno);
+  std::move(unmount_view).Cancel();
+  EXPECT_EQ(::umount2(active_target.c_str(), 0), 0) << strerror(errno);
+  std::move(unmount_active).Cancel();
+}
+
+}  // namespace
+}  // namespace snapledger
