@@ -25,7 +25,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev
   # integration tests and the demo: a real containerd and runc, and a
   # static busybox to build a test image from
-  containerd runc busybox-static iproute2 util-linux procps
+  containerd runc busybox-static iproute2 util-linux procps jq
 )
 
 missing=()
