@@ -1,8 +1,11 @@
 #include "plugin/recovery.h"
 
+#include <map>
 #include <set>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {
@@ -15,6 +18,59 @@ absl::Status RemoveObject(Backend& backend, uint64_t id) {
 
 }  // namespace
 
+std::string AdoptedKey(uint64_t backend_id) {
+  return absl::StrCat("snapledger.adopted/", backend_id);
+}
+
+absl::Status ResolveIntent(Ledger& ledger, Backend& backend,
+                           const Record& r, bool stored,
+                           RecoveryReport* report) {
+  Ledger::Batch batch;
+  switch (r.state()) {
+    case store::v1::PREPARING:
+      if (stored) {
+        if (absl::Status s = RemoveObject(backend, r.backend_id()); !s.ok()) {
+          return s;
+        }
+      }
+      batch.Delete(r);
+      ++report->prepares_rolled_back;
+      break;
+    case store::v1::REMOVING:
+      if (absl::Status s = RemoveObject(backend, r.backend_id()); !s.ok()) {
+        return s;
+      }
+      batch.Delete(r);
+      ++report->removes_completed;
+      break;
+    case store::v1::COMMITTING: {
+      Record active = r;
+      active.clear_commit_name();
+      active.set_state(stored ? store::v1::LIVE : store::v1::MISSING);
+      if (!stored) report->missing.push_back(r.key());
+      batch.Put(active);
+      ++report->commits_rolled_back;
+      break;
+    }
+    case store::v1::LIVE: {
+      if (stored) return absl::OkStatus();
+      Record missing = r;
+      missing.set_state(store::v1::MISSING);
+      missing.set_last_error("backend object not found at start-up");
+      batch.Put(missing);
+      report->missing.push_back(r.key());
+      break;
+    }
+    case store::v1::MISSING:
+    case store::v1::ADOPTED:
+      return absl::OkStatus();
+    default:
+      return absl::DataLossError(absl::StrCat(
+          "ledger record ", r.key(), " has unknown state ", r.state()));
+  }
+  return ledger.Write(batch);
+}
+
 absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
                                               Backend& backend) {
   RecoveryReport report;
@@ -24,16 +80,16 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
 
   absl::StatusOr<std::vector<BackendObject>> objects = backend.List();
   if (!objects.ok()) return objects.status();
-  std::set<uint64_t> present;
+  std::map<uint64_t, uint64_t> present;  // id -> parent id
   for (const BackendObject& o : *objects) {
-    present.insert(o.id);
+    present[o.id] = o.parent_id;
     ledger.ReserveIdsUpTo(o.id);
   }
 
   std::vector<Record> intents;
-  std::set<uint64_t> recorded;
+  std::map<uint64_t, std::string> recorded;  // id -> key
   absl::Status scan = ledger.ForEach([&](const Record& r) {
-    recorded.insert(r.backend_id());
+    recorded[r.backend_id()] = r.key();
     if (r.state() != store::v1::LIVE && r.state() != store::v1::MISSING) {
       intents.push_back(r);
     } else if (r.state() == store::v1::LIVE && !present.contains(r.backend_id())) {
@@ -44,61 +100,44 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
   if (!scan.ok()) return scan;
 
   for (const Record& r : intents) {
-    Ledger::Batch batch;
-    switch (r.state()) {
-      case store::v1::PREPARING:
-        if (present.contains(r.backend_id())) {
-          if (absl::Status s = RemoveObject(backend, r.backend_id()); !s.ok()) {
-            return s;
-          }
-        }
-        batch.Delete(r);
-        ++report.prepares_rolled_back;
-        break;
-      case store::v1::REMOVING:
-        if (absl::Status s = RemoveObject(backend, r.backend_id()); !s.ok()) {
-          return s;
-        }
-        batch.Delete(r);
-        ++report.removes_completed;
-        break;
-      case store::v1::COMMITTING: {
-        Record active = r;
-        active.clear_commit_name();
-        active.set_state(present.contains(r.backend_id()) ? store::v1::LIVE
-                                                          : store::v1::MISSING);
-        if (active.state() == store::v1::MISSING) {
-          report.missing.push_back(r.key());
-        }
-        batch.Put(active);
-        ++report.commits_rolled_back;
-        break;
-      }
-      case store::v1::LIVE: {
-        Record missing = r;
-        missing.set_state(store::v1::MISSING);
-        missing.set_last_error("backend object not found at start-up");
-        batch.Put(missing);
-        report.missing.push_back(r.key());
-        break;
-      }
-      default:
-        return absl::DataLossError(absl::StrCat(
-            "ledger record ", r.key(), " has unknown state ", r.state()));
+    const bool stored = present.contains(r.backend_id());
+    if (absl::Status s = ResolveIntent(ledger, backend, r, stored, &report);
+        !s.ok()) {
+      return s;
     }
-    if (absl::Status s = ledger.Write(batch); !s.ok()) return s;
   }
 
-  for (uint64_t id : present) {
-    if (!recorded.contains(id)) report.unrecorded_objects.push_back(id);
+  // Adopt parents before children so that a child can name its parent.
+  for (const auto& [id, parent_id] : present) {
+    if (recorded.contains(id)) continue;
+    Record adopted;
+    adopted.set_key(AdoptedKey(id));
+    adopted.set_kind(store::v1::COMMITTED);
+    adopted.set_state(store::v1::ADOPTED);
+    adopted.set_backend_id(id);
+    adopted.set_parent_backend_id(parent_id);
+    if (auto it = recorded.find(parent_id); parent_id != 0 && it != recorded.end()) {
+      adopted.set_parent(it->second);
+    }
+    const int64_t now = absl::ToUnixNanos(absl::Now());
+    adopted.set_created_ns(now);
+    adopted.set_updated_ns(now);
+    adopted.set_last_error("backend object had no ledger record at start-up");
+    Ledger::Batch batch;
+    batch.Put(adopted);
+    if (absl::Status s = ledger.Write(batch); !s.ok()) return s;
+    recorded[id] = adopted.key();
+    report.adopted.push_back(adopted.key());
   }
   for (const std::string& key : report.missing) {
     spdlog::error("recovery: snapshot {} has lost its backend storage; marked "
                   "missing",
                   key);
   }
-  for (uint64_t id : report.unrecorded_objects) {
-    spdlog::warn("recovery: backend object {} has no ledger record", id);
+  for (const std::string& key : report.adopted) {
+    spdlog::warn("recovery: adopted a backend object that had no ledger "
+                 "record as {} (hidden from containerd; see the admin CLI)",
+                 key);
   }
   return report;
 }

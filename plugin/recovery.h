@@ -10,8 +10,12 @@
 //                 Marked MISSING if the backend object is gone.
 //   REMOVING   -> rolled forward: the backend object is removed (if still
 //                 there) and the record deleted.
-// Then backend temporaries are swept, and the id counter is moved past every
-// id the backend holds.
+// Backend objects that no record names (storage copied in from outside, a
+// lost ledger) are adopted: recorded as ADOPTED under the key
+// AdoptedKey(id), with their parent linked when the ledger knows it — kept
+// and flagged for an operator, hidden from containerd. Backend temporaries
+// are swept first, and the id counter is moved past every id the backend
+// holds.
 //
 // Must run before the daemon serves, with no other user of the ledger or the
 // backend. Idempotent: a crash during recovery is resolved by the next one.
@@ -33,13 +37,24 @@ struct RecoveryReport {
   int removes_completed = 0;
   // Live records whose backend object is gone, now marked MISSING.
   std::vector<std::string> missing;
-  // Backend objects that no record names (ids), left in place and reported.
-  std::vector<uint64_t> unrecorded_objects;
+  // Keys given to backend objects that no record named (now ADOPTED).
+  std::vector<std::string> adopted;
 
   int intents_resolved() const {
     return prepares_rolled_back + commits_rolled_back + removes_completed;
   }
 };
+
+// The ledger key an adopted backend object is recorded under.
+std::string AdoptedKey(uint64_t backend_id);
+
+// Resolves one record as described above; `stored` says whether the backend
+// holds its object. Records that are not intents (and live records whose
+// object is stored) are left alone. Also used by the coordinator for intents
+// it could not complete while the ledger was not writable.
+[[nodiscard]] absl::Status ResolveIntent(Ledger& ledger, Backend& backend,
+                                         const Record& record, bool stored,
+                                         RecoveryReport* report);
 
 [[nodiscard]] absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
                                                             Backend& backend);

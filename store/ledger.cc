@@ -1,15 +1,20 @@
 #include "store/ledger.h"
 
 #include <algorithm>
+#include <cstdarg>
+#include <cstdio>
+#include <filesystem>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "rocksdb/cache.h"
 #include "rocksdb/db.h"
 #include "rocksdb/merge_operator.h"
 #include "rocksdb/options.h"
 #include "rocksdb/table.h"
 #include "rocksdb/write_batch.h"
+#include "spdlog/spdlog.h"
 
 namespace snapledger {
 namespace {
@@ -78,6 +83,29 @@ class MaxU64Operator : public rocksdb::AssociativeMergeOperator {
   const char* Name() const override { return "snapledger.MaxU64"; }
 };
 
+// RocksDB's diagnostics go to the daemon's log, not to a LOG file in the
+// ledger directory: that file would share the ledger's disk, and a write to
+// it on a full disk trips an assertion in Debian's RocksDB build.
+class SpdlogLogger : public rocksdb::Logger {
+ public:
+  SpdlogLogger() : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const char* format, va_list ap) override {
+    Logv(rocksdb::InfoLogLevel::INFO_LEVEL, format, ap);
+  }
+  void Logv(const rocksdb::InfoLogLevel level, const char* format,
+            va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    std::vsnprintf(buf, sizeof(buf), format, ap);
+    if (level >= rocksdb::InfoLogLevel::ERROR_LEVEL) {
+      spdlog::error("rocksdb: {}", buf);
+    } else {
+      spdlog::warn("rocksdb: {}", buf);
+    }
+  }
+};
+
 absl::Status FromRocks(const rocksdb::Status& s, std::string_view what) {
   if (s.ok()) return absl::OkStatus();
   std::string msg =
@@ -122,6 +150,14 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
   if (options.path.empty()) {
     return absl::InvalidArgumentError("ledger path must not be empty");
   }
+  if (!options.read_only) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.path, ec);
+    if (ec) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot create ledger directory ", options.path, ": ", ec.message()));
+    }
+  }
   auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
@@ -137,7 +173,11 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
   db_options.keep_log_file_num = 3;
   db_options.max_manifest_file_size = 8 << 20;
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
+  db_options.info_log = std::make_shared<SpdlogLogger>();
   db_options.paranoid_checks = true;
+  // No WAL preallocation: a full disk then fails the very write that cannot
+  // be stored (a clean Unavailable), instead of a later background flush.
+  db_options.allow_fallocate = false;
 
   rocksdb::DB* raw = nullptr;
   rocksdb::Status s =
@@ -241,9 +281,32 @@ void Ledger::ReserveIdsUpTo(uint64_t id) {
   }
 }
 
+absl::Status Ledger::TryResume() {
+  absl::MutexLock lock(&resume_mu_);
+  if (!degraded_.load()) return absl::OkStatus();
+  const absl::Time now = absl::Now();
+  if (now - last_resume_attempt_ < absl::Milliseconds(500)) {
+    return absl::UnavailableError(absl::StrCat(
+        "ledger is not writable (last error: ", last_write_error_,
+        "); retrying automatically"));
+  }
+  last_resume_attempt_ = now;
+  rocksdb::Status s = db_->Resume();
+  if (!s.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "ledger is not writable: ", s.ToString(), " (first error: ",
+        last_write_error_, "); retrying automatically"));
+  }
+  degraded_.store(false);
+  return absl::OkStatus();
+}
+
 absl::Status Ledger::Write(Batch& batch) {
   if (options_.read_only) {
     return absl::FailedPreconditionError("ledger is open read-only");
+  }
+  if (degraded_.load()) {
+    if (absl::Status s = TryResume(); !s.ok()) return s;
   }
   const uint64_t seq = last_seq_.fetch_add(1) + 1;
   uint64_t max_id = 0;
@@ -269,7 +332,13 @@ absl::Status Ledger::Write(Batch& batch) {
   if (max_id > 0) wb.Merge(std::string(kNextIdKey), EncodeU64(max_id + 1));
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync;
-  return FromRocks(db_->Write(wo, &wb), "write");
+  rocksdb::Status s = db_->Write(wo, &wb);
+  if (!s.ok() && !s.IsInvalidArgument()) {
+    absl::MutexLock lock(&resume_mu_);
+    if (!degraded_.exchange(true)) last_write_error_ = s.ToString();
+    last_resume_attempt_ = absl::Now();
+  }
+  return FromRocks(s, "write");
 }
 
 }  // namespace snapledger

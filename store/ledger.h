@@ -25,6 +25,8 @@
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
 #include "snapledger/store/v1/record.pb.h"
 
 namespace rocksdb {
@@ -104,7 +106,13 @@ class Ledger {
   // Applies `batch` atomically, stamping each put record with a new sequence
   // number. Unavailable (naming the cause) when the write cannot be made
   // durable, e.g. the disk is full; nothing of the batch is applied then.
+  // After such a failure RocksDB refuses writes until it is resumed: each
+  // later Write first tries to resume (at most every kResumeInterval), so the
+  // ledger heals by itself once space returns. Reads keep working throughout.
   [[nodiscard]] absl::Status Write(Batch& batch);
+
+  // Whether the last write failed and the ledger is refusing writes.
+  bool degraded() const { return degraded_.load(); }
 
   // The sequence number of the latest write.
   uint64_t LastSequence() const { return last_seq_.load(); }
@@ -119,8 +127,15 @@ class Ledger {
   const Options options_;
   std::shared_ptr<rocksdb::Cache> cache_;
   std::unique_ptr<rocksdb::DB> db_;
+  absl::Status TryResume();
+
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> next_id_{1};
+  // Set when a write fails; cleared once RocksDB has resumed.
+  std::atomic<bool> degraded_{false};
+  absl::Mutex resume_mu_;
+  absl::Time last_resume_attempt_ ABSL_GUARDED_BY(resume_mu_);
+  std::string last_write_error_ ABSL_GUARDED_BY(resume_mu_);
 };
 
 }  // namespace snapledger

@@ -216,7 +216,9 @@ TEST_F(LedgerTest, OpenOfUnusablePathIsUnavailable) {
   options.path = "/proc/self/snapledger-cannot-create";
   auto r = Ledger::Open(options);
   EXPECT_FALSE(r.ok());
-  EXPECT_THAT(std::string(r.status().message()), ::testing::HasSubstr("open"));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(r.status().message()),
+              ::testing::HasSubstr("/proc/self/snapledger-cannot-create"));
   options.path = "";
   EXPECT_EQ(Ledger::Open(options).status().code(),
             absl::StatusCode::kInvalidArgument);

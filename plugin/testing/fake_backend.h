@@ -4,6 +4,7 @@
 // Thread-safety: thread-safe.
 #pragma once
 
+#include <functional>
 #include <map>
 #include <string>
 
@@ -71,9 +72,14 @@ class FakeBackend : public Backend {
     return objects_.contains(id);
   }
   absl::StatusOr<std::vector<BackendObject>> List() override {
-    absl::MutexLock l(&mu_);
     std::vector<BackendObject> out;
-    for (const auto& [id, o] : objects_) out.push_back({id, o.parent_id});
+    std::function<void()> after;
+    {
+      absl::MutexLock l(&mu_);
+      for (const auto& [id, o] : objects_) out.push_back({id, o.parent_id});
+      after = after_list_;
+    }
+    if (after) after();  // lets a test change the world mid-reconciliation
     return out;
   }
   absl::Status Cleanup() override {
@@ -83,6 +89,10 @@ class FakeBackend : public Backend {
   }
 
   // Test controls.
+  void AfterList(std::function<void()> fn) {
+    absl::MutexLock l(&mu_);
+    after_list_ = std::move(fn);
+  }
   void FailCreate(absl::Status s) {
     absl::MutexLock l(&mu_);
     fail_create_ = std::move(s);
@@ -133,6 +143,7 @@ class FakeBackend : public Backend {
   int creates_ ABSL_GUARDED_BY(mu_) = 0;
   int removes_ ABSL_GUARDED_BY(mu_) = 0;
   int cleanups_ ABSL_GUARDED_BY(mu_) = 0;
+  std::function<void()> after_list_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace snapledger::testing

@@ -264,8 +264,8 @@ if [[ $SN == snapledger ]]; then
   else it_fail "snapledgerd exits 0 on SIGTERM" "got exit status $?"; fi
   if snapledgerd_start "$SNAPLEDGERD"; then
     it_pass "snapledgerd restarts on the same root"
-    assert_match "clean restart: recovery resolved 0 intents, 0 missing, 0 unrecorded" \
-      "recovery: 0 intents resolved.* 0 missing, 0 unrecorded" "$(snapledgerd_last_log)"
+    assert_match "clean restart: recovery resolved 0 intents, 0 missing, 0 adopted" \
+      "recovery: 0 intents resolved.* 0 missing, 0 adopted" "$(snapledgerd_last_log)"
     it_run ledger_keys
     assert_eq "snapledgerd lists the same snapshots after restart" "$before" "$IT_OUT"
     # containerd reconnects on its own; give it a few seconds.
@@ -329,8 +329,8 @@ if [[ $SN == snapledger ]]; then
   if snapledgerd_stop; then it_pass "snapledgerd exits 0 on SIGTERM at the end"
   else it_fail "snapledgerd exits 0 on SIGTERM at the end" "got exit status $?"; fi
   if snapledgerd_start "$SNAPLEDGERD"; then
-    assert_match "no intent left: recovery resolved 0 intents, 0 missing, 0 unrecorded" \
-      "recovery: 0 intents resolved.* 0 missing, 0 unrecorded" "$(snapledgerd_last_log)"
+    assert_match "no intent left: recovery resolved 0 intents, 0 missing, 0 adopted" \
+      "recovery: 0 intents resolved.* 0 missing, 0 adopted" "$(snapledgerd_last_log)"
     assert_eq "ledger is empty after the restart" "" "$(ledger_keys 2>&1)"
     snapledgerd_stop || it_fail "snapledgerd exits 0 on the last SIGTERM" "got exit status $?"
   else
