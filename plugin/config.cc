@@ -42,19 +42,22 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
   for (auto&& [k, node] : table) {
     const std::string key(k.str());
     if (key == "root" || key == "address" || key == "backend" ||
-        key == "log_level" || key == "shutdown_timeout") {
+        key == "log_level" || key == "shutdown_timeout" ||
+        key == "reconcile_interval") {
       absl::StatusOr<std::string> v = GetString(path, node, key);
       if (!v.ok()) return v.status();
       if (key == "root") base.root = *v;
       if (key == "address") base.address = *v;
       if (key == "backend") base.backend = *v;
       if (key == "log_level") base.log_level = *v;
-      if (key == "shutdown_timeout" &&
-          !absl::ParseDuration(*v, &base.shutdown_timeout)) {
+      absl::Duration* duration =
+          key == "shutdown_timeout"     ? &base.shutdown_timeout
+          : key == "reconcile_interval" ? &base.reconcile_interval
+                                        : nullptr;
+      if (duration != nullptr && !absl::ParseDuration(*v, duration)) {
         return Bad(path, node,
-                   absl::StrCat("`shutdown_timeout` is not a duration "
-                                "(e.g. \"30s\"): ",
-                                *v));
+                   absl::StrCat("`", key,
+                                "` is not a duration (e.g. \"30s\"): ", *v));
       }
     } else if (key == "ledger") {
       const toml::table* ledger = node.as_table();
@@ -111,6 +114,10 @@ absl::Status ValidateConfig(const Config& config) {
   }
   if (config.shutdown_timeout < absl::ZeroDuration()) {
     return absl::InvalidArgumentError("shutdown_timeout must not be negative");
+  }
+  if (config.reconcile_interval < absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "reconcile_interval must not be negative (\"0s\" disables it)");
   }
   return absl::OkStatus();
 }

@@ -6,6 +6,7 @@
 //   backend = "native"
 //   log_level = "info"                    # trace|debug|info|warn|error
 //   shutdown_timeout = "30s"              # drain time for in-flight calls
+//   reconcile_interval = "10m"            # backend vs ledger check; "0s": off
 //   [ledger]
 //   durability = "sync"                   # sync | async (see docs)
 #pragma once
@@ -23,6 +24,9 @@ struct Config {
   std::string backend = "native";
   std::string log_level = "info";
   absl::Duration shutdown_timeout = absl::Seconds(30);
+  // How often to compare the backend with the ledger while serving (report
+  // only; plugin/reconciler.h). Zero disables it.
+  absl::Duration reconcile_interval = absl::Minutes(10);
   // true: fsync the ledger before every RPC returns ("sync");
   // false: let the OS write it back ("async").
   bool ledger_sync = true;

@@ -43,6 +43,7 @@ address = "/run/x.sock"
 backend = "native"
 log_level = "debug"
 shutdown_timeout = "5s"
+reconcile_interval = "30s"
 [ledger]
 durability = "async"
 )"),
@@ -52,6 +53,7 @@ durability = "async"
   EXPECT_EQ(c->address, "/run/x.sock");
   EXPECT_EQ(c->log_level, "debug");
   EXPECT_EQ(c->shutdown_timeout, absl::Seconds(5));
+  EXPECT_EQ(c->reconcile_interval, absl::Seconds(30));
   EXPECT_FALSE(c->ledger_sync);
 }
 

@@ -8,6 +8,7 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "spdlog/spdlog.h"
+#include "plugin/recovery.h"
 #include "store/crash_point.h"
 
 namespace snapledger {
@@ -114,6 +115,7 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   }
   if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
 
+  ResolvePendingIntents();
   KeyLocks::Guard guard = locks_.Lock({key, parent});
   absl::ReaderMutexLock gate(&cleanup_gate_);
 
@@ -167,9 +169,9 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
     Ledger::Batch undo;
     undo.Delete(record);
     if (absl::Status u = ledger_->Write(undo); !u.ok()) {
-      // Left as an intent: recovery resolves it at the next start.
       spdlog::error("prepare {}: cannot roll back the intent: {}", key,
                     u.ToString());
+      NotePendingIntent(key);
     }
     return BackendError(s, absl::StrCat("create storage for snapshot ",
                                         Quote(key)));
@@ -180,8 +182,9 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   Ledger::Batch done;
   done.Put(record);
   if (absl::Status s = ledger_->Write(done); !s.ok()) {
-    // The intent stays; recovery rolls it back. The caller sees a failure,
-    // which matches what recovery will make true.
+    // The intent stays and is rolled back once the ledger heals: the caller
+    // sees a failure, which is what the roll-back makes true.
+    NotePendingIntent(key);
     return s;
   }
   CRASH_POINT("prepare.after_complete");
@@ -212,6 +215,7 @@ absl::Status Coordinator::Commit(const std::string& name,
   }
   if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
 
+  ResolvePendingIntents();
   KeyLocks::Guard guard = locks_.Lock({key, name});
   absl::ReaderMutexLock gate(&cleanup_gate_);
 
@@ -255,6 +259,7 @@ absl::Status Coordinator::Commit(const std::string& name,
     if (absl::Status u = ledger_->Write(undo); !u.ok()) {
       spdlog::error("commit {}: cannot roll back the intent: {}", key,
                     u.ToString());
+      NotePendingIntent(key);
     }
     return BackendError(usage.status(),
                         absl::StrCat("commit snapshot ", Quote(key)));
@@ -275,12 +280,16 @@ absl::Status Coordinator::Commit(const std::string& name,
   Ledger::Batch done;
   done.Delete(*active);
   done.Put(committed);
-  if (absl::Status s = ledger_->Write(done); !s.ok()) return s;
+  if (absl::Status s = ledger_->Write(done); !s.ok()) {
+    NotePendingIntent(key);  // rolled back to the active snapshot later
+    return s;
+  }
   CRASH_POINT("commit.after_complete");
   return absl::OkStatus();
 }
 
 absl::Status Coordinator::Remove(const std::string& key) {
+  ResolvePendingIntents();
   KeyLocks::Guard guard = locks_.Lock({key});
   absl::ReaderMutexLock gate(&cleanup_gate_);
 
@@ -322,6 +331,7 @@ absl::Status Coordinator::Remove(const std::string& key) {
     if (absl::Status u = ledger_->Write(undo); !u.ok()) {
       spdlog::error("remove {}: cannot roll back the intent: {}", key,
                     u.ToString());
+      NotePendingIntent(key);
     }
     return BackendError(removed,
                         absl::StrCat("remove snapshot ", Quote(key)));
@@ -330,7 +340,10 @@ absl::Status Coordinator::Remove(const std::string& key) {
 
   Ledger::Batch done;
   done.Delete(*record);
-  if (absl::Status s = ledger_->Write(done); !s.ok()) return s;
+  if (absl::Status s = ledger_->Write(done); !s.ok()) {
+    NotePendingIntent(key);  // rolled forward later
+    return s;
+  }
   CRASH_POINT("remove.after_complete");
   return absl::OkStatus();
 }
@@ -345,6 +358,7 @@ absl::StatusOr<Record> Coordinator::Update(
   if (key.empty()) {
     return absl::InvalidArgumentError("snapshot name must not be empty");
   }
+  ResolvePendingIntents();
   KeyLocks::Guard guard = locks_.Lock({key});
   absl::StatusOr<Record> record = GetVisible(key);
   if (!record.ok()) return record.status();
@@ -437,6 +451,46 @@ absl::StatusOr<Usage> Coordinator::GetUsage(const std::string& key) {
       return Usage{record->size_bytes(), record->inodes()};
     default:
       return Usage{};
+  }
+}
+
+void Coordinator::NotePendingIntent(const std::string& key) {
+  absl::MutexLock lock(&pending_mu_);
+  pending_.insert(key);
+  has_pending_.store(true);
+}
+
+void Coordinator::ResolvePendingIntents() {
+  if (!has_pending_.load()) return;
+  std::set<std::string> keys;
+  {
+    absl::MutexLock lock(&pending_mu_);
+    keys = pending_;
+  }
+  for (const std::string& key : keys) {
+    KeyLocks::Guard guard = locks_.Lock({key});
+    absl::ReaderMutexLock gate(&cleanup_gate_);
+    absl::Status s;
+    absl::StatusOr<Record> record = ledger_->Get(key);
+    if (record.ok() && !IsVisible(*record)) {
+      absl::StatusOr<bool> stored = backend_->Exists(record->backend_id());
+      RecoveryReport report;
+      s = stored.ok() ? ResolveIntent(*ledger_, *backend_, *record, *stored,
+                                      &report)
+                      : stored.status();
+    } else if (!record.ok() && !absl::IsNotFound(record.status())) {
+      s = record.status();
+    }
+    if (!s.ok()) {
+      spdlog::debug("intent at {} still unresolved: {}", key, s.ToString());
+      return;  // the ledger is still unwell; try again with the next call
+    }
+    spdlog::info("resolved the intent left at {} while the ledger was not "
+                 "writable",
+                 key);
+    absl::MutexLock lock(&pending_mu_);
+    pending_.erase(key);
+    has_pending_.store(!pending_.empty());
   }
 }
 

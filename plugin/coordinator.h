@@ -21,7 +21,9 @@
 // run in parallel.
 #pragma once
 
+#include <atomic>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
@@ -89,9 +91,15 @@ class Coordinator {
                                             const std::string& key,
                                             const std::string& parent,
                                             const Labels& labels);
-  // The visible record of `key`; NotFound (with `what` in the message)
-  // otherwise.
+  // The visible record of `key`; NotFound otherwise.
   absl::StatusOr<Record> GetVisible(const std::string& key);
+
+  // An intent at `key` could be neither completed nor rolled back because the
+  // ledger refused a write. It is resolved exactly as start-up recovery
+  // would, by the first mutation after the ledger heals — no restart needed.
+  void NotePendingIntent(const std::string& key);
+  // Called by every mutation before it takes its own key locks.
+  void ResolvePendingIntents();
 
   Ledger* const ledger_;
   Backend* const backend_;
@@ -99,6 +107,10 @@ class Coordinator {
   // Held shared by every mutation, exclusively by Cleanup, so that a sweep
   // of backend temporaries never races a Create or Remove in flight.
   absl::Mutex cleanup_gate_;
+
+  absl::Mutex pending_mu_;
+  std::set<std::string> pending_ ABSL_GUARDED_BY(pending_mu_);
+  std::atomic<bool> has_pending_{false};
 };
 
 SnapshotKind ToSnapshotKind(RecordKind kind);

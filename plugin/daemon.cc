@@ -14,6 +14,7 @@
 #include "grpcpp/health_check_service_interface.h"
 #include "plugin/backend/native_backend.h"
 #include "plugin/coordinator.h"
+#include "plugin/reconciler.h"
 #include "plugin/snapshot_service.h"
 #include "spdlog/spdlog.h"
 #include "store/ledger.h"
@@ -69,6 +70,7 @@ struct Daemon::State {
   std::unique_ptr<Ledger> ledger;
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Coordinator> coordinator;
+  std::unique_ptr<Reconciler> reconciler;
   std::unique_ptr<SnapshotService> service;
   std::unique_ptr<grpc::Server> server;
   RecoveryReport recovery;
@@ -115,12 +117,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   state->recovery = *std::move(report);
   spdlog::info(
       "recovery: {} intents resolved ({} prepares rolled back, {} commits "
-      "rolled back, {} removes completed), {} missing, {} unrecorded "
-      "objects, in {} ms",
+      "rolled back, {} removes completed), {} missing, {} adopted, in {} ms",
       state->recovery.intents_resolved(), state->recovery.prepares_rolled_back,
       state->recovery.commits_rolled_back, state->recovery.removes_completed,
       state->recovery.missing.size(),
-      state->recovery.unrecorded_objects.size(),
+      state->recovery.adopted.size(),
       std::chrono::duration_cast<std::chrono::milliseconds>(
           std::chrono::steady_clock::now() - recovery_start)
           .count());
@@ -145,6 +146,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     return absl::UnavailableError(
         absl::StrCat("cannot serve on unix socket ", config.address));
   }
+  state->reconciler =
+      std::make_unique<Reconciler>(state->ledger.get(), state->backend.get());
+  state->reconciler->Start(config.reconcile_interval);
   spdlog::info("snapledgerd serving on {} (root {}, backend {}, ledger {})",
                config.address, config.root, config.backend,
                config.ledger_sync ? "sync" : "async");
@@ -160,6 +164,7 @@ void Daemon::Shutdown(absl::Duration grace) {
     state_->server->Wait();
   }
   ::unlink(state_->config.address.c_str());
+  state_->reconciler.reset();  // stops its thread
   state_->service.reset();
   state_->coordinator.reset();
   state_->backend.reset();
