@@ -297,7 +297,7 @@ absl::Status Coordinator::Remove(const std::string& key) {
   if (!record.ok()) return record.status();
 
   absl::StatusOr<std::vector<std::string>> children =
-      ledger_->Children(key, 9);
+      ledger_->Children(record->backend_id(), 9);
   if (!children.ok()) return children.status();
   if (!children->empty()) {
     std::string names = absl::StrJoin(

@@ -37,6 +37,9 @@ class RecoveryTest : public ::testing::Test {
     r.set_backend_id(id);
     r.set_state(state);
     r.set_kind(kind);
+    if (!parent.empty()) {
+      r.set_parent_backend_id(ledger_->Get(parent)->backend_id());
+    }
     r.set_parent(std::move(parent));
     Ledger::Batch b;
     b.Put(r);
@@ -55,7 +58,7 @@ TEST_F(RecoveryTest, NothingToDoOnACleanLedger) {
   ASSERT_TRUE(report.ok()) << report.status();
   EXPECT_EQ(report->intents_resolved(), 0);
   EXPECT_THAT(report->missing, IsEmpty());
-  EXPECT_THAT(report->unrecorded_objects, IsEmpty());
+  EXPECT_THAT(report->adopted, IsEmpty());
   EXPECT_EQ(backend_.cleanups(), 1);
 }
 
@@ -91,11 +94,12 @@ TEST_F(RecoveryTest, RemoveIntentsAreRolledForward) {
   Put("still-there", 3, store::v1::REMOVING, store::v1::ACTIVE, "p");
   backend_.Put(1, {});
   backend_.Put(3, {1});
+  ASSERT_EQ(ledger_->Children(1)->size(), 2u);
   auto report = ResolveIntents(*ledger_, backend_);
   ASSERT_TRUE(report.ok());
   EXPECT_EQ(report->removes_completed, 2);
   EXPECT_EQ(backend_.objects().size(), 1u);
-  EXPECT_THAT(*ledger_->Children("p"), IsEmpty());
+  EXPECT_THAT(*ledger_->Children(1), IsEmpty());
 }
 
 TEST_F(RecoveryTest, LiveRecordWithoutStorageIsMarkedMissingNotDropped) {
@@ -110,13 +114,29 @@ TEST_F(RecoveryTest, LiveRecordWithoutStorageIsMarkedMissingNotDropped) {
   EXPECT_FALSE(r->last_error().empty());
 }
 
-TEST_F(RecoveryTest, UnrecordedObjectsAreReportedAndIdsReserved) {
-  backend_.Put(42, {});
+TEST_F(RecoveryTest, UnrecordedObjectsAreAdoptedHiddenAndIdsReserved) {
+  Put("p", 1, store::v1::LIVE, store::v1::COMMITTED);
+  backend_.Put(1, {});
+  backend_.Put(42, {1});   // a child of a known parent
+  backend_.Put(43, {42});  // a child of another stranger
   auto report = ResolveIntents(*ledger_, backend_);
   ASSERT_TRUE(report.ok());
-  EXPECT_THAT(report->unrecorded_objects, ElementsAre(42u));
+  EXPECT_THAT(report->adopted,
+              ElementsAre(AdoptedKey(42), AdoptedKey(43)));
   EXPECT_TRUE(backend_.objects().contains(42));  // never deleted blindly
-  EXPECT_GT(ledger_->AllocateId(), 42u);
+  auto r = ledger_->Get(AdoptedKey(42));
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(r->state(), store::v1::ADOPTED);
+  EXPECT_FALSE(IsVisible(*r));  // containerd's GC must not delete it
+  EXPECT_EQ(r->parent(), "p");
+  EXPECT_EQ(ledger_->Get(AdoptedKey(43))->parent(), AdoptedKey(42));
+  // The parent cannot be removed from under its adopted child.
+  EXPECT_THAT(*ledger_->Children(1), ElementsAre(AdoptedKey(42)));
+  EXPECT_GT(ledger_->AllocateId(), 43u);
+  // A second recovery finds nothing new.
+  auto again = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_THAT(again->adopted, IsEmpty());
 }
 
 TEST_F(RecoveryTest, BackendFailureStopsRecoveryWithAnError) {

@@ -30,12 +30,6 @@ std::string RecordKey(std::string_view key) {
   return out;
 }
 
-void AppendBigEndian32(std::string* out, uint32_t v) {
-  for (int shift = 24; shift >= 0; shift -= 8) {
-    out->push_back(static_cast<char>((v >> shift) & 0xff));
-  }
-}
-
 std::string EncodeU64(uint64_t v) {
   std::string out(8, '\0');
   for (int i = 7; i >= 0; --i) {
@@ -53,17 +47,17 @@ uint64_t DecodeU64(std::string_view s) {
   return v;
 }
 
-// The parent's length comes first so that one parent's children form one
-// contiguous key range, whatever bytes the keys hold.
-std::string ChildIndexPrefix(std::string_view parent) {
+// Children are indexed by their parent's backend id, not its key: ids are
+// never reused, so a key used again (after its snapshot was removed, or while
+// its removal is deferred) never inherits another snapshot's children.
+std::string ChildIndexPrefix(uint64_t parent_id) {
   std::string out(kChildPrefix);
-  AppendBigEndian32(&out, static_cast<uint32_t>(parent.size()));
-  out.append(parent);
+  out += EncodeU64(parent_id);
   return out;
 }
 
-std::string ChildIndexKey(std::string_view parent, std::string_view child) {
-  std::string out = ChildIndexPrefix(parent);
+std::string ChildIndexKey(uint64_t parent_id, std::string_view child) {
+  std::string out = ChildIndexPrefix(parent_id);
   out.append(child);
   return out;
 }
@@ -260,9 +254,9 @@ absl::Status Ledger::ForEach(absl::FunctionRef<bool(const Record&)> fn) const {
 }
 
 absl::StatusOr<std::vector<std::string>> Ledger::Children(
-    std::string_view parent, size_t limit) const {
+    uint64_t parent_id, size_t limit) const {
   std::vector<std::string> children;
-  const std::string prefix = ChildIndexPrefix(parent);
+  const std::string prefix = ChildIndexPrefix(parent_id);
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
   for (it->Seek(prefix); it->Valid() && children.size() < limit; it->Next()) {
     std::string_view k = it->key().ToStringView();
@@ -321,11 +315,15 @@ absl::Status Ledger::Write(Batch& batch) {
             absl::StrCat("cannot serialise the record of ", r.key()));
       }
       wb.Put(RecordKey(r.key()), value);
-      if (!r.parent().empty()) wb.Put(ChildIndexKey(r.parent(), r.key()), "");
+      if (r.parent_backend_id() != 0) {
+        wb.Put(ChildIndexKey(r.parent_backend_id(), r.key()), "");
+      }
       max_id = std::max(max_id, r.backend_id());
     } else {
       wb.Delete(RecordKey(r.key()));
-      if (!r.parent().empty()) wb.Delete(ChildIndexKey(r.parent(), r.key()));
+      if (r.parent_backend_id() != 0) {
+        wb.Delete(ChildIndexKey(r.parent_backend_id(), r.key()));
+      }
     }
   }
   wb.Merge(std::string(kSeqKey), EncodeU64(seq));

@@ -3,7 +3,7 @@
 // Key spaces (one column family, prefix-separated, so one WriteBatch can
 // change any of them atomically):
 //   s/<key>                         -> Record (proto/snapledger/store/v1)
-//   c/<len(parent):be32><parent><child> -> ""  children index
+//   c/<parent backend id:be64><child>   -> ""  children index
 //   m/seq, m/next_id                -> big-endian uint64, merged with max()
 //
 // Every write is one atomic batch, stamped with a new ledger sequence number
@@ -62,7 +62,7 @@ class Ledger {
   class Batch {
    public:
     // Stores `record` under its key (replacing any record there) and indexes
-    // it as a child of its parent.
+    // it as a child of its parent (by record.parent_backend_id()).
     void Put(Record record);
     // Removes the record stored under record.key() and its index entry.
     void Delete(const Record& record);
@@ -91,10 +91,10 @@ class Ledger {
   [[nodiscard]] absl::Status ForEach(
       absl::FunctionRef<bool(const Record&)> fn) const;
 
-  // Keys of the records whose parent is `parent` (in any state), in key
-  // order, at most `limit` of them.
+  // Keys of the records whose parent is backend object `parent_id` (in any
+  // state), in key order, at most `limit` of them.
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> Children(
-      std::string_view parent, size_t limit = SIZE_MAX) const;
+      uint64_t parent_id, size_t limit = SIZE_MAX) const;
 
   // A backend id never handed out before, even across restarts (persisted
   // with the next write that stores it, and recovered as the maximum of the

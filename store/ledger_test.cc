@@ -39,8 +39,13 @@ class LedgerTest : public ::testing::Test {
     ASSERT_TRUE(ledger.ok()) << ledger.status();
     ledger_ = *std::move(ledger);
   }
-  static Record Make(std::string key, std::string parent, uint64_t id) {
+  // `parent` is given by key; its backend id is looked up when it exists.
+  Record Make(std::string key, std::string parent, uint64_t id) {
     Record r;
+    if (!parent.empty()) {
+      auto p = ledger_->Get(parent);
+      if (p.ok()) r.set_parent_backend_id(p->backend_id());
+    }
     r.set_key(std::move(key));
     r.set_parent(std::move(parent));
     r.set_backend_id(id);
@@ -92,17 +97,17 @@ TEST_F(LedgerTest, ChildrenIndexFollowsPutsAndDeletes) {
   Put(Make("p", "", 1));
   Put(Make("p/child b", "p", 3));
   Put(Make("p/child a", "p", 2));
-  Put(Make("pp", "", 4));  // a key with the parent's key as a prefix
+  Put(Make("pp", "", 4));
   Put(Make("x", "pp", 5));
-  EXPECT_THAT(*ledger_->Children("p"), ElementsAre("p/child a", "p/child b"));
-  EXPECT_THAT(*ledger_->Children("p", 1), ElementsAre("p/child a"));
-  EXPECT_THAT(*ledger_->Children("pp"), ElementsAre("x"));
-  EXPECT_THAT(*ledger_->Children("x"), IsEmpty());
+  EXPECT_THAT(*ledger_->Children(1), ElementsAre("p/child a", "p/child b"));
+  EXPECT_THAT(*ledger_->Children(1, 1), ElementsAre("p/child a"));
+  EXPECT_THAT(*ledger_->Children(4), ElementsAre("x"));
+  EXPECT_THAT(*ledger_->Children(5), IsEmpty());
 
   Ledger::Batch b;
   b.Delete(*ledger_->Get("p/child a"));
   ASSERT_TRUE(ledger_->Write(b).ok());
-  EXPECT_THAT(*ledger_->Children("p"), ElementsAre("p/child b"));
+  EXPECT_THAT(*ledger_->Children(1), ElementsAre("p/child b"));
   EXPECT_EQ(ledger_->Get("p/child a").status().code(),
             absl::StatusCode::kNotFound);
 }
@@ -117,7 +122,7 @@ TEST_F(LedgerTest, BatchIsAtomicRename) {
   Record committed = Make("name", "p", 2);
   b.Put(committed);
   ASSERT_TRUE(ledger_->Write(b).ok());
-  EXPECT_THAT(*ledger_->Children("p"), ElementsAre("name"));
+  EXPECT_THAT(*ledger_->Children(1), ElementsAre("name"));
   EXPECT_FALSE(ledger_->Get("k").ok());
   EXPECT_EQ(ledger_->Get("name")->backend_id(), 2u);
 }
@@ -147,7 +152,15 @@ TEST_F(LedgerTest, KeysWithOddBytesAreOpaque) {
   Put(Make(odd, "", 1));
   Put(Make("child", odd, 2));
   EXPECT_TRUE(ledger_->Get(odd).ok());
-  EXPECT_THAT(*ledger_->Children(odd), ElementsAre("child"));
+  EXPECT_THAT(*ledger_->Children(1), ElementsAre("child"));
+}
+
+TEST_F(LedgerTest, AReusedKeyDoesNotInheritChildren) {
+  Put(Make("k", "", 1));
+  Put(Make("child", "k", 2));
+  Put(Make("k", "", 3));  // same key, a new object
+  EXPECT_THAT(*ledger_->Children(3), IsEmpty());
+  EXPECT_THAT(*ledger_->Children(1), ElementsAre("child"));
 }
 
 TEST_F(LedgerTest, AllocatedIdsAreUniqueAcrossThreadsAndRestarts) {
