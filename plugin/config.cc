@@ -78,6 +78,19 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
         }
         base.ledger_sync = (*v == "sync");
       }
+    } else if (key == "native") {
+      const toml::table* native = node.as_table();
+      if (native == nullptr) return Bad(path, node, "`native` must be a table");
+      for (auto&& [nk, nnode] : *native) {
+        const std::string nkey(nk.str());
+        if (nkey != "sync") {
+          return Bad(path, nnode,
+                     absl::StrCat("unknown setting `native.", nkey, "`"));
+        }
+        auto v = nnode.value<bool>();
+        if (!v) return Bad(path, nnode, "`native.sync` must be true or false");
+        base.native_sync = *v;
+      }
     } else {
       return Bad(path, node, absl::StrCat("unknown setting `", key, "`"));
     }
@@ -112,12 +125,15 @@ absl::Status ValidateConfig(const Config& config) {
         absl::StrCat("unknown log level \"", config.log_level,
                      "\" (trace, debug, info, warn, error, off)"));
   }
-  if (config.shutdown_timeout < absl::ZeroDuration()) {
-    return absl::InvalidArgumentError("shutdown_timeout must not be negative");
-  }
-  if (config.reconcile_interval < absl::ZeroDuration()) {
+  if (config.shutdown_timeout < absl::ZeroDuration() ||
+      config.shutdown_timeout > absl::Hours(1)) {
     return absl::InvalidArgumentError(
-        "reconcile_interval must not be negative (\"0s\" disables it)");
+        "shutdown_timeout must be between 0s and 1h");
+  }
+  if (config.reconcile_interval < absl::ZeroDuration() ||
+      config.reconcile_interval > absl::Hours(24 * 7)) {
+    return absl::InvalidArgumentError(
+        "reconcile_interval must be between 0s (off) and 168h");
   }
   return absl::OkStatus();
 }

@@ -9,6 +9,8 @@
 //   reconcile_interval = "10m"            # backend vs ledger check; "0s": off
 //   [ledger]
 //   durability = "sync"                   # sync | async (see docs)
+//   [native]
+//   sync = false                          # flush snapshot data (see docs)
 #pragma once
 
 #include <string>
@@ -30,6 +32,11 @@ struct Config {
   // true: fsync the ledger before every RPC returns ("sync");
   // false: let the OS write it back ("async").
   bool ledger_sync = true;
+  // Native backend: flush copied trees, renames and committed layers, so
+  // that they survive a power loss (NativeBackendOptions::sync). Off by
+  // default, like containerd's own native snapshotter: the ledger is flushed
+  // either way, and an object a power loss takes is reported MISSING.
+  bool native_sync = false;
 };
 
 // Applies the settings in TOML file `path` on top of `base`. InvalidArgument

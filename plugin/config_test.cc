@@ -33,6 +33,7 @@ TEST_F(ConfigTest, DefaultsAreValid) {
   Config c;
   EXPECT_TRUE(ValidateConfig(c).ok());
   EXPECT_TRUE(c.ledger_sync);
+  EXPECT_FALSE(c.native_sync);
   EXPECT_EQ(c.backend, "native");
 }
 
@@ -46,6 +47,8 @@ shutdown_timeout = "5s"
 reconcile_interval = "30s"
 [ledger]
 durability = "async"
+[native]
+sync = true
 )"),
                           Config{});
   ASSERT_TRUE(c.ok()) << c.status();
@@ -55,6 +58,7 @@ durability = "async"
   EXPECT_EQ(c->shutdown_timeout, absl::Seconds(5));
   EXPECT_EQ(c->reconcile_interval, absl::Seconds(30));
   EXPECT_FALSE(c->ledger_sync);
+  EXPECT_TRUE(c->native_sync);
 }
 
 TEST_F(ConfigTest, ClearErrorsForBadFiles) {
@@ -78,6 +82,10 @@ TEST_F(ConfigTest, ClearErrorsForBadFiles) {
       LoadConfigFile(Write("[ledger]\ndurability = \"maybe\"\n"), Config{});
   EXPECT_THAT(std::string(durability.status().message()),
               HasSubstr("must be \"sync\" or \"async\""));
+
+  auto native = LoadConfigFile(Write("[native]\nsync = \"yes\"\n"), Config{});
+  EXPECT_THAT(std::string(native.status().message()),
+              HasSubstr("`native.sync` must be true or false"));
 
   auto duration = LoadConfigFile(Write("shutdown_timeout = \"soon\"\n"),
                                  Config{});

@@ -103,7 +103,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   if (!ledger.ok()) return ledger.status();
   state->ledger = *std::move(ledger);
 
-  auto backend = NewNativeBackend(config.root);
+  auto backend =
+      NewNativeBackend(config.root, NativeBackendOptions{config.native_sync});
   if (!backend.ok()) return backend.status();
   state->backend = *std::move(backend);
 
@@ -149,9 +150,11 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   state->reconciler =
       std::make_unique<Reconciler>(state->ledger.get(), state->backend.get());
   state->reconciler->Start(config.reconcile_interval);
-  spdlog::info("snapledgerd serving on {} (root {}, backend {}, ledger {})",
-               config.address, config.root, config.backend,
-               config.ledger_sync ? "sync" : "async");
+  spdlog::info(
+      "snapledgerd serving on {} (root {}, backend {}{}, ledger {})",
+      config.address, config.root, config.backend,
+      config.native_sync ? "" : " without data flushes",
+      config.ledger_sync ? "sync" : "async");
   return std::unique_ptr<Daemon>(new Daemon(std::move(state)));
 }
 

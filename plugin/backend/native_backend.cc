@@ -111,9 +111,11 @@ absl::Status MakeDirs(const std::string& path, mode_t mode) {
 
 class NativeBackend final : public Backend {
  public:
-  NativeBackend(std::string snapshots_dir, UniqueFd snapshots_fd)
+  NativeBackend(std::string snapshots_dir, UniqueFd snapshots_fd,
+                NativeBackendOptions options)
       : snapshots_dir_(std::move(snapshots_dir)),
-        snapshots_fd_(std::move(snapshots_fd)) {}
+        snapshots_fd_(std::move(snapshots_fd)),
+        options_(options) {}
 
   std::string_view Name() const override { return "native"; }
 
@@ -180,11 +182,15 @@ class NativeBackend final : public Backend {
         return ErrnoError(errno, "mkdir", tree_path);
       }
     }
-    if (absl::Status s = WriteParentFile(temp.get(), parent_id, temp_path);
+    if (absl::Status s =
+            WriteParentFile(temp.get(), parent_id, temp_path, options_.sync);
         !s.ok()) {
       return s;
     }
-    if (copy_parent) {
+    if (!options_.sync) {
+      // Nothing to flush: the rename alone makes the object whole or absent
+      // for anything short of a power loss.
+    } else if (copy_parent) {
       // One call makes the whole copied tree durable, where an fsync per
       // file and directory would cost one each.
       if (::syncfs(temp.get()) != 0) {
@@ -197,7 +203,9 @@ class NativeBackend final : public Backend {
         return ErrnoError(errno, "fsync", tree_path);
       }
     }
-    if (::fsync(temp.get()) != 0) return ErrnoError(errno, "fsync", temp_path);
+    if (options_.sync && ::fsync(temp.get()) != 0) {
+      return ErrnoError(errno, "fsync", temp_path);
+    }
     temp.reset();
 
     const std::string name = absl::StrCat(id);
@@ -211,7 +219,7 @@ class NativeBackend final : public Backend {
                         ObjectPath(id));
     }
     std::move(discard).Cancel();
-    if (::fsync(snapshots_fd_.get()) != 0) {
+    if (options_.sync && ::fsync(snapshots_fd_.get()) != 0) {
       const int err = errno;
       // Not known durable: take it back, so that a failed Create leaves no
       // object behind.
@@ -240,7 +248,7 @@ class NativeBackend final : public Backend {
       if (errno == ENOENT) return Usage{};  // a view with a parent
       return ErrnoError(errno, "open", TreePath(id));
     }
-    if (::syncfs(tree.get()) != 0) {
+    if (options_.sync && ::syncfs(tree.get()) != 0) {
       return ErrnoError(errno, "syncfs", TreePath(id));
     }
     return fstree::DiskUsage(TreePath(id));
@@ -266,7 +274,7 @@ class NativeBackend final : public Backend {
       return ErrnoError(errno, absl::StrCat("rename ", ObjectPath(id), " to"),
                         removing_path);
     }
-    if (::fsync(snapshots_fd_.get()) != 0) {
+    if (options_.sync && ::fsync(snapshots_fd_.get()) != 0) {
       const int err = errno;
       // Not known durable: put it back, so that a failed Remove leaves the
       // object whole.
@@ -338,16 +346,22 @@ class NativeBackend final : public Backend {
       if (IsTemporary(name)) continue;
       const std::optional<uint64_t> id = ParseId(name);
       struct stat st;
-      if (!id ||
-          ::fstatat(snapshots_fd_.get(), name.c_str(), &st,
-                    AT_SYMLINK_NOFOLLOW) != 0 ||
-          !S_ISDIR(st.st_mode)) {
+      const bool stated = id && ::fstatat(snapshots_fd_.get(), name.c_str(),
+                                          &st, AT_SYMLINK_NOFOLLOW) == 0;
+      if (id && !stated && errno == ENOENT) {
+        continue;  // removed since the listing (List runs beside Remove)
+      }
+      if (!stated || !S_ISDIR(st.st_mode)) {
         spdlog::warn("native: ignoring {}/{}: not a snapshot object",
                      snapshots_dir_, name);
         continue;
       }
       absl::StatusOr<uint64_t> parent = ReadParentFile(*id);
-      if (!parent.ok()) return parent.status();
+      if (!parent.ok()) {
+        absl::StatusOr<bool> still = Exists(*id);
+        if (still.ok() && !*still) continue;  // removed meanwhile
+        return parent.status();
+      }
       objects.push_back(BackendObject{*id, *parent});
     }
     std::sort(objects.begin(), objects.end(),
@@ -399,7 +413,7 @@ class NativeBackend final : public Backend {
   }
 
   static absl::Status WriteParentFile(int dir_fd, uint64_t parent_id,
-                                      const std::string& dir_path) {
+                                      const std::string& dir_path, bool sync) {
     const std::string path = absl::StrCat(dir_path, "/", kParentFile);
     UniqueFd fd(::openat(dir_fd, kParentFile,
                          O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
@@ -410,7 +424,7 @@ class NativeBackend final : public Backend {
         !s.ok()) {
       return s;
     }
-    if (::fsync(fd.get()) != 0) return ErrnoError(errno, "fsync", path);
+    if (sync && ::fsync(fd.get()) != 0) return ErrnoError(errno, "fsync", path);
     if (::close(fd.release()) != 0) return ErrnoError(errno, "close", path);
     return absl::OkStatus();
   }
@@ -452,12 +466,13 @@ class NativeBackend final : public Backend {
 
   const std::string snapshots_dir_;  // absolute
   const UniqueFd snapshots_fd_;
+  const NativeBackendOptions options_;
 };
 
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Backend>> NewNativeBackend(
-    const std::string& root) {
+    const std::string& root, const NativeBackendOptions& options) {
   if (root.empty()) {
     return absl::InvalidArgumentError("native backend: empty root path");
   }
@@ -479,7 +494,7 @@ absl::StatusOr<std::unique_ptr<Backend>> NewNativeBackend(
   }
   UniqueFd fd(::open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!fd.valid()) return ErrnoError(errno, "open", resolved);
-  return std::make_unique<NativeBackend>(resolved, std::move(fd));
+  return std::make_unique<NativeBackend>(resolved, std::move(fd), options);
 }
 
 }  // namespace snapledger

@@ -13,7 +13,8 @@
 //     rm-<id>/                 an object being removed (Remove)
 // Create builds the whole object in a new-* directory, syncs it (syncfs(2)
 // after a copy; fsync otherwise), renames it to <id> and syncs snapshots/;
-// Remove renames <id> to rm-<id>, syncs snapshots/ and deletes the tree.
+// Remove renames <id> to rm-<id>, syncs snapshots/ and deletes the tree
+// (the syncs only with NativeBackendOptions::sync).
 // A crash therefore leaves each object whole or absent, plus temporaries
 // that List() ignores and Cleanup() sweeps. Anything else in snapshots/ is
 // left alone (and List() warns about it).
@@ -44,9 +45,19 @@
 
 namespace snapledger {
 
+struct NativeBackendOptions {
+  // Flush to stable storage: copied trees and parent files before their
+  // rename, snapshots/ after a rename, and the filesystem at Commit. Makes
+  // objects whole and committed layers durable across a power loss. Off,
+  // a kill -9 still leaves every object whole or absent (renames are atomic
+  // and the page cache survives the process) — the guarantee containerd's
+  // own native snapshotter gives, which never flushes.
+  bool sync = true;
+};
+
 // Opens (creating if needed, mode 0700) the native backend at `root`.
 // Mount sources are absolute: `root` is resolved with realpath(3).
 [[nodiscard]] absl::StatusOr<std::unique_ptr<Backend>> NewNativeBackend(
-    const std::string& root);
+    const std::string& root, const NativeBackendOptions& options = {});
 
 }  // namespace snapledger
