@@ -482,8 +482,15 @@ void Coordinator::ResolvePendingIntents() {
       s = record.status();
     }
     if (!s.ok()) {
-      spdlog::debug("intent at {} still unresolved: {}", key, s.ToString());
-      return;  // the ledger is still unwell; try again with the next call
+      // Tried again by the next mutation; other keys may still resolve.
+      // While the ledger is known to be unwritable this is expected (and
+      // every RPC already fails with the cause): keep the log quiet.
+      if (ledger_->degraded()) {
+        spdlog::debug("intent at {} still unresolved: {}", key, s.ToString());
+      } else {
+        spdlog::warn("intent at {} still unresolved: {}", key, s.ToString());
+      }
+      continue;
     }
     spdlog::info("resolved the intent left at {} while the ledger was not "
                  "writable",

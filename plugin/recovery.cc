@@ -61,7 +61,16 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend,
       report->missing.push_back(r.key());
       break;
     }
-    case store::v1::MISSING:
+    case store::v1::MISSING: {
+      // Storage that was only unreachable (a mount not there yet) is back.
+      if (!stored) return absl::OkStatus();
+      Record live = r;
+      live.set_state(store::v1::LIVE);
+      live.set_last_error("backend object found again at start-up");
+      batch.Put(live);
+      ++report->missing_restored;
+      break;
+    }
     case store::v1::ADOPTED:
       return absl::OkStatus();
     default:
@@ -76,7 +85,13 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
   RecoveryReport report;
   // The backend's temporaries are half-made creates and removes: sweep them
   // first so that List() below sees only whole objects.
-  if (absl::Status s = backend.Cleanup(); !s.ok()) return s;
+  // A leftover that cannot be deleted (an immutable file, say) must not keep
+  // the daemon from starting: List() ignores temporaries, and the next
+  // Cleanup tries again.
+  if (absl::Status s = backend.Cleanup(); !s.ok()) {
+    spdlog::warn("recovery: cannot sweep every backend temporary: {}",
+                 s.ToString());
+  }
 
   absl::StatusOr<std::vector<BackendObject>> objects = backend.List();
   if (!objects.ok()) return objects.status();
@@ -90,10 +105,14 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
   std::map<uint64_t, std::string> recorded;  // id -> key
   absl::Status scan = ledger.ForEach([&](const Record& r) {
     recorded[r.backend_id()] = r.key();
-    if (r.state() != store::v1::LIVE && r.state() != store::v1::MISSING) {
+    const bool stored = present.contains(r.backend_id());
+    // Intents; live records without storage (to mark missing); missing
+    // records whose storage is back (to make live again).
+    if ((r.state() != store::v1::LIVE && r.state() != store::v1::MISSING &&
+         r.state() != store::v1::ADOPTED) ||
+        (r.state() == store::v1::LIVE && !stored) ||
+        (r.state() == store::v1::MISSING && stored)) {
       intents.push_back(r);
-    } else if (r.state() == store::v1::LIVE && !present.contains(r.backend_id())) {
-      intents.push_back(r);  // a live record without storage: mark missing
     }
     return true;
   });

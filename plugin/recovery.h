@@ -37,6 +37,8 @@ struct RecoveryReport {
   int removes_completed = 0;
   // Live records whose backend object is gone, now marked MISSING.
   std::vector<std::string> missing;
+  // MISSING records whose backend object is there again, now LIVE.
+  int missing_restored = 0;
   // Keys given to backend objects that no record named (now ADOPTED).
   std::vector<std::string> adopted;
 

@@ -139,6 +139,15 @@ TEST_F(RecoveryTest, UnrecordedObjectsAreAdoptedHiddenAndIdsReserved) {
   EXPECT_THAT(again->adopted, IsEmpty());
 }
 
+TEST_F(RecoveryTest, MissingRecordBecomesLiveWhenItsStorageIsBack) {
+  Put("k", 3, store::v1::MISSING, store::v1::COMMITTED);
+  backend_.Put(3, {});
+  auto report = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(report.ok());
+  EXPECT_EQ(report->missing_restored, 1);
+  EXPECT_EQ(ledger_->Get("k")->state(), store::v1::LIVE);
+}
+
 TEST_F(RecoveryTest, BackendFailureStopsRecoveryWithAnError) {
   Put("x", 1, store::v1::REMOVING);
   backend_.Put(1, {});
