@@ -2,6 +2,8 @@
 
 #include <atomic>
 #include <chrono>
+#include <future>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -16,12 +18,14 @@ TEST(KeyLocksTest, SameKeyIsExclusive) {
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&] {
-      for (int i = 0; i < 200; ++i) {
+      for (int i = 0; i < 100; ++i) {
         auto g = locks.Lock({"k"});
         int now = ++inside;
         int prev = max_inside.load();
         while (now > prev && !max_inside.compare_exchange_weak(prev, now)) {
         }
+        // Stay inside long enough for an overlap to be seen if it happens.
+        std::this_thread::sleep_for(std::chrono::microseconds(50));
         --inside;
       }
     });
@@ -34,13 +38,9 @@ TEST(KeyLocksTest, SameKeyIsExclusive) {
 TEST(KeyLocksTest, DifferentKeysDoNotBlock) {
   KeyLocks locks;
   auto a = locks.Lock({"a"});
-  std::atomic<bool> got_b{false};
-  std::thread t([&] {
-    auto b = locks.Lock({"b"});
-    got_b = true;
-  });
-  t.join();
-  EXPECT_TRUE(got_b.load());
+  auto got_b = std::async(std::launch::async, [&] { auto b = locks.Lock({"b"}); });
+  // Fails (rather than hangs) if "b" waited for "a".
+  ASSERT_EQ(got_b.wait_for(std::chrono::seconds(5)), std::future_status::ready);
 }
 
 TEST(KeyLocksTest, BlockedUntilReleased) {

@@ -67,7 +67,6 @@ class StorageFailureTest : public ::testing::Test {
 
 TEST_F(StorageFailureTest, DiskFullFailsCleanlyAndHealsWithoutRestart) {
   ASSERT_TRUE(coord_->Prepare("before", "", {}).ok());
-  const int creates_before = backend_.creates();
 
   FillDisk();
   // Small writes may still fit in a page the WAL already holds: keep going
@@ -81,7 +80,6 @@ TEST_F(StorageFailureTest, DiskFullFailsCleanlyAndHealsWithoutRestart) {
   ASSERT_EQ(failure.code(), absl::StatusCode::kUnavailable) << failure;
   EXPECT_THAT(std::string(failure.message()), HasSubstr("No space left"));
   const int creates_at_failure = backend_.creates();
-  EXPECT_GE(creates_at_failure, creates_before);
 
   // While degraded: the backend is never touched, reads keep working.
   auto again = coord_->Prepare("during", "", {});
@@ -93,7 +91,7 @@ TEST_F(StorageFailureTest, DiskFullFailsCleanlyAndHealsWithoutRestart) {
   // Space returns: the next writes succeed without a restart.
   std::filesystem::remove(dir_ + "/filler");
   absl::Status healed = absl::UnknownError("not tried");
-  for (int i = 0; i < 50 && !healed.ok(); ++i) {
+  for (int i = 0; i < 300 && !healed.ok(); ++i) {  // a bound, not a goal
     healed = coord_->Prepare("after", "", {}).status();
     if (!healed.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
