@@ -8,7 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "plugin/testing/fake_backend.h"
+#include "plugin/testing/ledger_fixture.h"
 
 namespace snapledger {
 namespace {
@@ -16,23 +16,15 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
-class CoordinatorTest : public ::testing::Test {
+class CoordinatorTest : public testing::LedgerFixture {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/coordinator_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    Ledger::Options options;
-    options.path = dir_ + "/ledger";
-    auto ledger = Ledger::Open(options);
-    ASSERT_TRUE(ledger.ok()) << ledger.status();
-    ledger_ = *std::move(ledger);
+    LedgerFixture::SetUp();
     coord_ = std::make_unique<Coordinator>(ledger_.get(), &backend_);
   }
   void TearDown() override {
     coord_.reset();
-    ledger_.reset();
-    std::filesystem::remove_all(dir_);
+    LedgerFixture::TearDown();
   }
 
   // Prepares `key` on `parent` and commits it as `name`.
@@ -51,9 +43,6 @@ class CoordinatorTest : public ::testing::Test {
                     .ok());
   }
 
-  std::string dir_;
-  std::unique_ptr<Ledger> ledger_;
-  testing::FakeBackend backend_;
   std::unique_ptr<Coordinator> coord_;
 };
 
@@ -180,7 +169,8 @@ TEST_F(CoordinatorTest, CommitErrors) {
 TEST_F(CoordinatorTest, BackendCommitFailureKeepsActive) {
   ASSERT_TRUE(coord_->Prepare("k", "", {}).ok());
   backend_.FailCommit(absl::UnavailableError("io"));
-  EXPECT_EQ(coord_->Commit("n", "k", {}).code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(coord_->Commit("n", "k", {}).code(),
+            absl::StatusCode::kUnavailable);
   auto info = coord_->Stat("k");
   ASSERT_TRUE(info.ok());
   EXPECT_EQ(info->kind(), store::v1::ACTIVE);
@@ -312,19 +302,25 @@ TEST_F(CoordinatorTest, ListFiltersVisibleRecords) {
   auto all = filter::Filter::ParseAll({});
   ASSERT_TRUE(all.ok());
   std::vector<std::string> seen;
-  ASSERT_TRUE(coord_->List(*all, [&](const Record& r) {
-                       seen.push_back(r.key());
-                       return true;
-                     }).ok());
+  ASSERT_TRUE(coord_
+                  ->List(*all,
+                         [&](const Record& r) {
+                           seen.push_back(r.key());
+                           return true;
+                         })
+                  .ok());
   EXPECT_THAT(seen, ElementsAre("base", "k"));
 
   auto f = filter::Filter::ParseAll({"kind==active,labels.l==v"});
   ASSERT_TRUE(f.ok()) << f.status();
   seen.clear();
-  ASSERT_TRUE(coord_->List(*f, [&](const Record& r) {
-                       seen.push_back(r.key());
-                       return true;
-                     }).ok());
+  ASSERT_TRUE(coord_
+                  ->List(*f,
+                         [&](const Record& r) {
+                           seen.push_back(r.key());
+                           return true;
+                         })
+                  .ok());
   EXPECT_THAT(seen, ElementsAre("k"));
 }
 
@@ -363,20 +359,20 @@ TEST_F(CoordinatorTest, ConcurrentUseOfSharedParentsStaysConsistent) {
   for (auto& th : threads) th.join();
   ExpectNoIntents();
   std::set<uint64_t> recorded;
-  ASSERT_TRUE(ledger_
-                  ->ForEach([&](const Record& r) {
-                    recorded.insert(r.backend_id());
-                    if (!r.parent().empty()) {
-                      // The very object it was made on, not a namesake
-                      // re-created after a remove.
-                      auto p = ledger_->Get(r.parent());
-                      EXPECT_TRUE(p.ok() && p->backend_id() ==
-                                                r.parent_backend_id())
-                          << r.key() << " points at missing " << r.parent();
-                    }
-                    return true;
-                  })
-                  .ok());
+  ASSERT_TRUE(
+      ledger_
+          ->ForEach([&](const Record& r) {
+            recorded.insert(r.backend_id());
+            if (!r.parent().empty()) {
+              // The very object it was made on, not a namesake
+              // re-created after a remove.
+              auto p = ledger_->Get(r.parent());
+              EXPECT_TRUE(p.ok() && p->backend_id() == r.parent_backend_id())
+                  << r.key() << " points at missing " << r.parent();
+            }
+            return true;
+          })
+          .ok());
   std::set<uint64_t> stored;
   for (const auto& [id, o] : backend_.objects()) stored.insert(id);
   EXPECT_EQ(recorded, stored);

@@ -6,30 +6,22 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "plugin/testing/fake_backend.h"
+#include "plugin/testing/ledger_fixture.h"
 
 namespace snapledger {
 namespace {
 
 using ::testing::IsEmpty;
 
-class ReconcilerTest : public ::testing::Test {
+class ReconcilerTest : public testing::LedgerFixture {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/reconciler_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    Ledger::Options options;
-    options.path = dir_ + "/ledger";
-    auto ledger = Ledger::Open(options);
-    ASSERT_TRUE(ledger.ok()) << ledger.status();
-    ledger_ = *std::move(ledger);
+    LedgerFixture::SetUp();
     reconciler_ = std::make_unique<Reconciler>(ledger_.get(), &backend_);
   }
   void TearDown() override {
     reconciler_.reset();
-    ledger_.reset();
-    std::filesystem::remove_all(dir_);
+    LedgerFixture::TearDown();
   }
   void Put(const std::string& key, uint64_t id, uint64_t parent_id = 0,
            RecordState state = store::v1::LIVE) {
@@ -44,9 +36,6 @@ class ReconcilerTest : public ::testing::Test {
     ASSERT_TRUE(ledger_->Write(b).ok());
   }
 
-  std::string dir_;
-  std::unique_ptr<Ledger> ledger_;
-  testing::FakeBackend backend_;
   std::unique_ptr<Reconciler> reconciler_;
 };
 

@@ -6,7 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "plugin/testing/fake_backend.h"
+#include "plugin/testing/ledger_fixture.h"
 
 namespace snapledger {
 namespace {
@@ -14,22 +14,8 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::IsEmpty;
 
-class RecoveryTest : public ::testing::Test {
+class RecoveryTest : public testing::LedgerFixture {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/recovery_test.XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-    Ledger::Options options;
-    options.path = dir_ + "/ledger";
-    auto ledger = Ledger::Open(options);
-    ASSERT_TRUE(ledger.ok()) << ledger.status();
-    ledger_ = *std::move(ledger);
-  }
-  void TearDown() override {
-    ledger_.reset();
-    std::filesystem::remove_all(dir_);
-  }
   void Put(const std::string& key, uint64_t id, RecordState state,
            RecordKind kind = store::v1::ACTIVE, std::string parent = "") {
     Record r;
@@ -45,10 +31,6 @@ class RecoveryTest : public ::testing::Test {
     b.Put(r);
     ASSERT_TRUE(ledger_->Write(b).ok());
   }
-
-  std::string dir_;
-  std::unique_ptr<Ledger> ledger_;
-  testing::FakeBackend backend_;
 };
 
 TEST_F(RecoveryTest, NothingToDoOnACleanLedger) {
@@ -121,8 +103,7 @@ TEST_F(RecoveryTest, UnrecordedObjectsAreAdoptedHiddenAndIdsReserved) {
   backend_.Put(43, {42});  // a child of another stranger
   auto report = ResolveIntents(*ledger_, backend_);
   ASSERT_TRUE(report.ok());
-  EXPECT_THAT(report->adopted,
-              ElementsAre(AdoptedKey(42), AdoptedKey(43)));
+  EXPECT_THAT(report->adopted, ElementsAre(AdoptedKey(42), AdoptedKey(43)));
   EXPECT_TRUE(backend_.objects().contains(42));  // never deleted blindly
   auto r = ledger_->Get(AdoptedKey(42));
   ASSERT_TRUE(r.ok());
