@@ -11,8 +11,8 @@ namespace {
 
 absl::Status Bad(const std::string& path, const toml::node& node,
                  const std::string& what) {
-  return absl::InvalidArgumentError(absl::StrCat(
-      path, ":", node.source().begin.line, ": ", what));
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ":", node.source().begin.line, ": ", what));
 }
 
 absl::StatusOr<std::string> GetString(const std::string& path,
@@ -34,9 +34,9 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
   try {
     table = toml::parse_file(path);
   } catch (const toml::parse_error& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ":", e.source().begin.line, ":",
-                     e.source().begin.column, ": ", std::string(e.description())));
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ":", e.source().begin.line, ":", e.source().begin.column, ": ",
+        std::string(e.description())));
   }
 
   for (auto&& [k, node] : table) {
@@ -55,9 +55,9 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
           : key == "reconcile_interval" ? &base.reconcile_interval
                                         : nullptr;
       if (duration != nullptr && !absl::ParseDuration(*v, duration)) {
-        return Bad(path, node,
-                   absl::StrCat("`", key,
-                                "` is not a duration (e.g. \"30s\"): ", *v));
+        return Bad(
+            path, node,
+            absl::StrCat("`", key, "` is not a duration (e.g. \"30s\"): ", *v));
       }
     } else if (key == "ledger") {
       const toml::table* ledger = node.as_table();
@@ -109,14 +109,13 @@ absl::Status ValidateConfig(const Config& config) {
                      config.address, "\""));
   }
   if (config.address.size() >= 108) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "address is too long for a unix socket (max 107 bytes): ",
-        config.address));
+    return absl::InvalidArgumentError(
+        absl::StrCat("address is too long for a unix socket (max 107 bytes): ",
+                     config.address));
   }
   if (config.backend != "native") {
-    return absl::InvalidArgumentError(
-        absl::StrCat("unknown backend \"", config.backend,
-                     "\" (available: native)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "unknown backend \"", config.backend, "\" (available: native)"));
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info",
                                                 "warn",  "error", "off"};

@@ -87,8 +87,8 @@ TEST_F(ConfigTest, ClearErrorsForBadFiles) {
   EXPECT_THAT(std::string(native.status().message()),
               HasSubstr("`native.sync` must be true or false"));
 
-  auto duration = LoadConfigFile(Write("shutdown_timeout = \"soon\"\n"),
-                                 Config{});
+  auto duration =
+      LoadConfigFile(Write("shutdown_timeout = \"soon\"\n"), Config{});
   EXPECT_THAT(std::string(duration.status().message()),
               HasSubstr("not a duration"));
 }

@@ -7,8 +7,8 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "spdlog/spdlog.h"
 #include "plugin/recovery.h"
+#include "spdlog/spdlog.h"
 #include "store/crash_point.h"
 
 namespace snapledger {
@@ -66,9 +66,9 @@ RecordKind ToRecordKind(SnapshotKind kind) {
 absl::Status ValidateLabels(const Labels& labels) {
   for (const auto& [k, v] : labels) {
     if (k.size() + v.size() > kMaxLabelBytes) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "label key and value greater than maximum size (", kMaxLabelBytes,
-          " bytes), key: ", k));
+      return absl::InvalidArgumentError(
+          absl::StrCat("label key and value greater than maximum size (",
+                       kMaxLabelBytes, " bytes), key: ", k));
     }
   }
   return absl::OkStatus();
@@ -98,8 +98,9 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Prepare(
   return Create(SnapshotKind::kActive, key, parent, labels);
 }
 
-absl::StatusOr<std::vector<Mount>> Coordinator::View(
-    const std::string& key, const std::string& parent, const Labels& labels) {
+absl::StatusOr<std::vector<Mount>> Coordinator::View(const std::string& key,
+                                                     const std::string& parent,
+                                                     const Labels& labels) {
   return Create(SnapshotKind::kView, key, parent, labels);
 }
 
@@ -173,8 +174,8 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
                     u.ToString());
       NotePendingIntent(key);
     }
-    return BackendError(s, absl::StrCat("create storage for snapshot ",
-                                        Quote(key)));
+    return BackendError(
+        s, absl::StrCat("create storage for snapshot ", Quote(key)));
   }
   CRASH_POINT("prepare.after_backend");
 
@@ -196,12 +197,12 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Mounts(const std::string& key) {
   absl::StatusOr<Record> record = GetVisible(key);
   if (!record.ok()) return record.status();
   if (record->kind() == store::v1::COMMITTED) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "requested snapshot ", Quote(key), " not active or view"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("requested snapshot ", Quote(key), " not active or view"));
   }
   if (record->state() == store::v1::MISSING) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "snapshot ", Quote(key), " has lost its backend storage"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", Quote(key), " has lost its backend storage"));
   }
   return backend_->Mounts(record->backend_id(), record->parent_backend_id(),
                           ToSnapshotKind(record->kind()));
@@ -230,8 +231,8 @@ absl::Status Coordinator::Commit(const std::string& name,
   absl::StatusOr<Record> active = GetVisible(key);
   if (!active.ok()) {
     if (absl::IsNotFound(active.status())) {
-      return absl::NotFoundError(absl::StrCat(
-          "failed to get active snapshot ", Quote(key), ": not found"));
+      return absl::NotFoundError(absl::StrCat("failed to get active snapshot ",
+                                              Quote(key), ": not found"));
     }
     return active.status();
   }
@@ -304,9 +305,9 @@ absl::Status Coordinator::Remove(const std::string& key) {
         children->begin(),
         children->begin() + std::min<size_t>(children->size(), 8), ", ");
     if (children->size() > 8) absl::StrAppend(&names, ", ...");
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot remove snapshot with child: ", Quote(key), " has children [",
-        names, "]"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot remove snapshot with child: ", Quote(key),
+                     " has children [", names, "]"));
   }
 
   Record intent_record = *record;
@@ -333,8 +334,7 @@ absl::Status Coordinator::Remove(const std::string& key) {
                     u.ToString());
       NotePendingIntent(key);
     }
-    return BackendError(removed,
-                        absl::StrCat("remove snapshot ", Quote(key)));
+    return BackendError(removed, absl::StrCat("remove snapshot ", Quote(key)));
   }
   CRASH_POINT("remove.after_backend");
 
@@ -400,34 +400,33 @@ absl::Status Coordinator::List(const filter::Filter& filter,
   return ledger_->ForEach([&](const Record& record) {
     if (!IsVisible(record)) return true;
     if (!filter.MatchesAll()) {
-      bool match = filter.Match(
-          [&](const std::vector<std::string>& path)
-              -> std::optional<std::string> {
-            if (path.empty()) return std::nullopt;
-            if (path[0] == "name") return record.key();
-            if (path[0] == "parent") return record.parent();
-            if (path[0] == "kind") {
-              switch (record.kind()) {
-                case store::v1::ACTIVE:
-                  return "active";
-                case store::v1::VIEW:
-                  return "view";
-                case store::v1::COMMITTED:
-                  return "committed";
-                default:
-                  return std::nullopt;
-              }
-            }
-            if (path[0] == "labels") {
-              // As containerd: the label key is the rest of the path joined
-              // with '.', so labels."a.b" and labels.a.b name the same label.
-              std::vector<std::string> rest(path.begin() + 1, path.end());
-              auto it = record.labels().find(absl::StrJoin(rest, "."));
-              if (it == record.labels().end()) return std::nullopt;
-              return it->second;
-            }
-            return std::nullopt;
-          });
+      bool match = filter.Match([&](const std::vector<std::string>& path)
+                                    -> std::optional<std::string> {
+        if (path.empty()) return std::nullopt;
+        if (path[0] == "name") return record.key();
+        if (path[0] == "parent") return record.parent();
+        if (path[0] == "kind") {
+          switch (record.kind()) {
+            case store::v1::ACTIVE:
+              return "active";
+            case store::v1::VIEW:
+              return "view";
+            case store::v1::COMMITTED:
+              return "committed";
+            default:
+              return std::nullopt;
+          }
+        }
+        if (path[0] == "labels") {
+          // As containerd: the label key is the rest of the path joined
+          // with '.', so labels."a.b" and labels.a.b name the same label.
+          std::vector<std::string> rest(path.begin() + 1, path.end());
+          auto it = record.labels().find(absl::StrJoin(rest, "."));
+          if (it == record.labels().end()) return std::nullopt;
+          return it->second;
+        }
+        return std::nullopt;
+      });
       if (!match) return true;
     }
     return emit(record);
@@ -475,9 +474,9 @@ void Coordinator::ResolvePendingIntents() {
     if (record.ok() && !IsVisible(*record)) {
       absl::StatusOr<bool> stored = backend_->Exists(record->backend_id());
       RecoveryReport report;
-      s = stored.ok() ? ResolveIntent(*ledger_, *backend_, *record, *stored,
-                                      &report)
-                      : stored.status();
+      s = stored.ok()
+              ? ResolveIntent(*ledger_, *backend_, *record, *stored, &report)
+              : stored.status();
     } else if (!record.ok() && !absl::IsNotFound(record.status())) {
       s = record.status();
     }
@@ -492,9 +491,10 @@ void Coordinator::ResolvePendingIntents() {
       }
       continue;
     }
-    spdlog::info("resolved the intent left at {} while the ledger was not "
-                 "writable",
-                 key);
+    spdlog::info(
+        "resolved the intent left at {} while the ledger was not "
+        "writable",
+        key);
     absl::MutexLock lock(&pending_mu_);
     pending_.erase(key);
     has_pending_.store(!pending_.empty());

@@ -23,8 +23,8 @@
 
 #include <atomic>
 #include <map>
-#include <set>
 #include <memory>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -77,9 +77,8 @@ class Coordinator {
       const std::vector<std::string>& paths);
   // Calls `emit` for each visible snapshot that matches `filter`, in key
   // order, until it returns false.
-  [[nodiscard]] absl::Status List(
-      const filter::Filter& filter,
-      absl::FunctionRef<bool(const Record&)> emit);
+  [[nodiscard]] absl::Status List(const filter::Filter& filter,
+                                  absl::FunctionRef<bool(const Record&)> emit);
   // Usage of a snapshot: measured now for an active one, as frozen at
   // commit for a committed one, zero for a view.
   [[nodiscard]] absl::StatusOr<Usage> GetUsage(const std::string& key);

@@ -40,9 +40,9 @@ absl::Status PrepareSocketPath(const std::string& path) {
   std::filesystem::path parent = std::filesystem::path(path).parent_path();
   std::filesystem::create_directories(parent, ec);
   if (ec) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot create the socket's directory ", parent.string(), ": ",
-        ec.message()));
+    return absl::FailedPreconditionError(
+        absl::StrCat("cannot create the socket's directory ", parent.string(),
+                     ": ", ec.message()));
   }
   struct stat st;
   if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();
@@ -51,9 +51,9 @@ absl::Status PrepareSocketPath(const std::string& path) {
         path, " exists and is not a socket; refusing to replace it"));
   }
   if (SocketIsServed(path)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "another process is already serving on ", path,
-        " (is snapledgerd running?)"));
+    return absl::FailedPreconditionError(
+        absl::StrCat("another process is already serving on ", path,
+                     " (is snapledgerd running?)"));
   }
   spdlog::info("removing stale socket {}", path);
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
@@ -111,9 +111,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   const auto recovery_start = std::chrono::steady_clock::now();
   auto report = ResolveIntents(*state->ledger, *state->backend);
   if (!report.ok()) {
-    return absl::Status(report.status().code(),
-                        absl::StrCat("recovery failed: ",
-                                     report.status().message()));
+    return absl::Status(
+        report.status().code(),
+        absl::StrCat("recovery failed: ", report.status().message()));
   }
   state->recovery = *std::move(report);
   spdlog::info(
@@ -121,8 +121,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
       "rolled back, {} removes completed), {} missing, {} adopted, in {} ms",
       state->recovery.intents_resolved(), state->recovery.prepares_rolled_back,
       state->recovery.commits_rolled_back, state->recovery.removes_completed,
-      state->recovery.missing.size(),
-      state->recovery.adopted.size(),
+      state->recovery.missing.size(), state->recovery.adopted.size(),
       std::chrono::duration_cast<std::chrono::milliseconds>(
           std::chrono::steady_clock::now() - recovery_start)
           .count());
@@ -150,11 +149,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   state->reconciler =
       std::make_unique<Reconciler>(state->ledger.get(), state->backend.get());
   state->reconciler->Start(config.reconcile_interval);
-  spdlog::info(
-      "snapledgerd serving on {} (root {}, backend {}{}, ledger {})",
-      config.address, config.root, config.backend,
-      config.native_sync ? "" : " without data flushes",
-      config.ledger_sync ? "sync" : "async");
+  spdlog::info("snapledgerd serving on {} (root {}, backend {}{}, ledger {})",
+               config.address, config.root, config.backend,
+               config.native_sync ? "" : " without data flushes",
+               config.ledger_sync ? "sync" : "async");
   return std::unique_ptr<Daemon>(new Daemon(std::move(state)));
 }
 

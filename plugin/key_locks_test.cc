@@ -38,7 +38,8 @@ TEST(KeyLocksTest, SameKeyIsExclusive) {
 TEST(KeyLocksTest, DifferentKeysDoNotBlock) {
   KeyLocks locks;
   auto a = locks.Lock({"a"});
-  auto got_b = std::async(std::launch::async, [&] { auto b = locks.Lock({"b"}); });
+  auto got_b =
+      std::async(std::launch::async, [&] { auto b = locks.Lock({"b"}); });
   // Fails (rather than hangs) if "b" waited for "a".
   ASSERT_EQ(got_b.wait_for(std::chrono::seconds(5)), std::future_status::ready);
 }

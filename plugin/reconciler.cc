@@ -108,19 +108,21 @@ void Reconciler::Loop(absl::Duration interval) {
       continue;
     }
     if (report->findings_total > 0) {
-      spdlog::warn("reconcile: {} findings ({} records judged, {} newer "
-                   "skipped, {} backend objects)",
-                   report->findings_total, report->records_judged,
-                   report->records_skipped_newer, report->objects_listed);
+      spdlog::warn(
+          "reconcile: {} findings ({} records judged, {} newer "
+          "skipped, {} backend objects)",
+          report->findings_total, report->records_judged,
+          report->records_skipped_newer, report->objects_listed);
       for (const Finding& f : report->findings) {
         spdlog::warn("reconcile: {} {}: {}", Finding::Type_Name(f.type()),
                      f.key(), f.detail());
       }
     } else {
-      spdlog::debug("reconcile: ledger and backend agree ({} records, {} "
-                    "objects, {} ms)",
-                    report->records_judged, report->objects_listed,
-                    absl::ToInt64Milliseconds(report->took));
+      spdlog::debug(
+          "reconcile: ledger and backend agree ({} records, {} "
+          "objects, {} ms)",
+          report->records_judged, report->objects_listed,
+          absl::ToInt64Milliseconds(report->took));
     }
     absl::MutexLock lock(&mu_);
     latest_ = *std::move(report);

@@ -22,9 +22,8 @@ std::string AdoptedKey(uint64_t backend_id) {
   return absl::StrCat("snapledger.adopted/", backend_id);
 }
 
-absl::Status ResolveIntent(Ledger& ledger, Backend& backend,
-                           const Record& r, bool stored,
-                           RecoveryReport* report) {
+absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
+                           bool stored, RecoveryReport* report) {
   Ledger::Batch batch;
   switch (r.state()) {
     case store::v1::PREPARING:
@@ -135,7 +134,8 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
     adopted.set_state(store::v1::ADOPTED);
     adopted.set_backend_id(id);
     adopted.set_parent_backend_id(parent_id);
-    if (auto it = recorded.find(parent_id); parent_id != 0 && it != recorded.end()) {
+    if (auto it = recorded.find(parent_id);
+        parent_id != 0 && it != recorded.end()) {
       adopted.set_parent(it->second);
     }
     const int64_t now = absl::ToUnixNanos(absl::Now());
@@ -149,14 +149,16 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
     report.adopted.push_back(adopted.key());
   }
   for (const std::string& key : report.missing) {
-    spdlog::error("recovery: snapshot {} has lost its backend storage; marked "
-                  "missing",
-                  key);
+    spdlog::error(
+        "recovery: snapshot {} has lost its backend storage; marked "
+        "missing",
+        key);
   }
   for (const std::string& key : report.adopted) {
-    spdlog::warn("recovery: adopted a backend object that had no ledger "
-                 "record as {} (hidden from containerd; see the admin CLI)",
-                 key);
+    spdlog::warn(
+        "recovery: adopted a backend object that had no ledger "
+        "record as {} (hidden from containerd; see the admin CLI)",
+        key);
   }
   return report;
 }

@@ -1,14 +1,13 @@
 // snapledgerd: the snapledger daemon. Flags override the config file, which
 // overrides the defaults (plugin/config.h). Exits 0 after SIGTERM or SIGINT
 // once in-flight calls have finished (a second signal while draining is
-// ignored: the drain is bounded by shutdown_timeout); non-zero with a one-line reason when it
-// cannot start.
+// ignored: the drain is bounded by shutdown_timeout); non-zero with a one-line
+// reason when it cannot start.
 #include <fcntl.h>
 #include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
-
 #include <cstdio>
 #include <string>
 
@@ -72,7 +71,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"native"}));
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error or off (default info)")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+      ->check(
+          CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   app.set_version_flag("--version", "snapledgerd 0.1.0");
   CLI11_PARSE(app, argc, argv);
 
@@ -91,8 +91,7 @@ int main(int argc, char** argv) {
   if (!backend.empty()) config.backend = backend;
   if (!log_level.empty()) config.log_level = log_level;
   if (absl::Status s = snapledger::ValidateConfig(config); !s.ok()) {
-    std::fprintf(stderr, "snapledgerd: %s\n",
-                 std::string(s.message()).c_str());
+    std::fprintf(stderr, "snapledgerd: %s\n", std::string(s.message()).c_str());
     return 2;
   }
 

@@ -18,9 +18,9 @@ void SetTimestamp(int64_t nanos, google::protobuf::Timestamp* ts) {
   ts->set_nanos(static_cast<int32_t>(nanos % 1000000000));
 }
 
-void FillMounts(const std::vector<Mount>& mounts,
-                google::protobuf::RepeatedPtrField<containerd::types::Mount>*
-                    out) {
+void FillMounts(
+    const std::vector<Mount>& mounts,
+    google::protobuf::RepeatedPtrField<containerd::types::Mount>* out) {
   for (const Mount& m : mounts) {
     containerd::types::Mount* pm = out->Add();
     pm->set_type(m.type);
@@ -49,8 +49,7 @@ class CallLog {
                       us);
         break;
       default:
-        spdlog::warn("{} {:?} -> {} ({} us)", op_, key_, status.ToString(),
-                     us);
+        spdlog::warn("{} {:?} -> {} ({} us)", op_, key_, status.ToString(), us);
     }
     return ToGrpcStatus(status);
   }
@@ -98,8 +97,8 @@ grpc::Status SnapshotService::Prepare(
     grpc::ServerContext*, const snapshots_v1::PrepareSnapshotRequest* req,
     snapshots_v1::PrepareSnapshotResponse* resp) {
   CallLog log("Prepare", req->key());
-  auto mounts =
-      coordinator_->Prepare(req->key(), req->parent(), FromProto(req->labels()));
+  auto mounts = coordinator_->Prepare(req->key(), req->parent(),
+                                      FromProto(req->labels()));
   if (mounts.ok()) FillMounts(*mounts, resp->mutable_mounts());
   return log.Done(mounts.status());
 }
@@ -164,8 +163,7 @@ grpc::Status SnapshotService::List(
     grpc::ServerWriter<snapshots_v1::ListSnapshotsResponse>* writer) {
   static const std::string kNoKey;
   CallLog log("List", kNoKey);
-  std::vector<std::string> exprs(req->filters().begin(),
-                                 req->filters().end());
+  std::vector<std::string> exprs(req->filters().begin(), req->filters().end());
   auto filter = filter::Filter::ParseAll(exprs);
   if (!filter.ok()) return log.Done(filter.status());
 

@@ -113,8 +113,7 @@ class SnapshotServiceTest : public ::testing::Test {
   }
   grpc::Status Update(const std::string& key,
                       std::map<std::string, std::string> labels,
-                      std::vector<std::string> paths,
-                      v1::Info* out = nullptr) {
+                      std::vector<std::string> paths, v1::Info* out = nullptr) {
     grpc::ClientContext ctx;
     v1::UpdateSnapshotRequest req;
     req.mutable_info()->set_name(key);
@@ -355,7 +354,8 @@ TEST_F(SnapshotServiceTest, ListFiltersAndStreamsInBatches) {
   EXPECT_THAT(list({"kind==view", "labels.role==y"}),
               UnorderedElementsAre("v1", "a2"));
 
-  for (int i = 0; i < 250; ++i) ASSERT_TRUE(Prepare("many/" + std::to_string(i), "").ok());
+  for (int i = 0; i < 250; ++i)
+    ASSERT_TRUE(Prepare("many/" + std::to_string(i), "").ok());
   std::vector<std::string> names;
   int messages = 0;
   ASSERT_TRUE(List({}, &names, &messages).ok());

@@ -93,12 +93,14 @@ TEST_F(StorageFailureTest, DiskFullFailsCleanlyAndHealsWithoutRestart) {
   absl::Status healed = absl::UnknownError("not tried");
   for (int i = 0; i < 300 && !healed.ok(); ++i) {  // a bound, not a goal
     healed = coord_->Prepare("after", "", {}).status();
-    if (!healed.ok()) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (!healed.ok())
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   ASSERT_TRUE(healed.ok()) << healed;
   EXPECT_FALSE(ledger_->degraded());
   EXPECT_TRUE(coord_->Stat("after").ok());
-  EXPECT_EQ(coord_->Stat("during").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(coord_->Stat("during").status().code(),
+            absl::StatusCode::kNotFound);
 
   // Intents the full disk left half-done were resolved in-process: the
   // ledger and the backend agree again.

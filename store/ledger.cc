@@ -181,8 +181,8 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat("open of ", options.path));
   }
-  std::unique_ptr<Ledger> ledger(new Ledger(
-      options, std::unique_ptr<rocksdb::DB>(raw), std::move(cache)));
+  std::unique_ptr<Ledger> ledger(
+      new Ledger(options, std::unique_ptr<rocksdb::DB>(raw), std::move(cache)));
   if (absl::Status st = ledger->LoadCounters(); !st.ok()) return st;
   return ledger;
 }
@@ -227,8 +227,8 @@ absl::StatusOr<Record> Ledger::Get(std::string_view key) const {
   if (!s.ok()) return FromRocks(s, "read");
   Record record;
   if (!record.ParseFromString(value)) {
-    return absl::DataLossError(
-        absl::StrCat("ledger record for ", std::string(key), " cannot be parsed"));
+    return absl::DataLossError(absl::StrCat(
+        "ledger record for ", std::string(key), " cannot be parsed"));
   }
   return record;
 }
@@ -244,17 +244,17 @@ absl::Status Ledger::ForEach(absl::FunctionRef<bool(const Record&)> fn) const {
   for (it->Seek(std::string(kRecordPrefix)); it->Valid(); it->Next()) {
     if (!record.ParseFromArray(it->value().data(),
                                static_cast<int>(it->value().size()))) {
-      return absl::DataLossError(absl::StrCat(
-          "ledger record for ", it->key().ToString().substr(2),
-          " cannot be parsed"));
+      return absl::DataLossError(absl::StrCat("ledger record for ",
+                                              it->key().ToString().substr(2),
+                                              " cannot be parsed"));
     }
     if (!fn(record)) return absl::OkStatus();
   }
   return FromRocks(it->status(), "scan");
 }
 
-absl::StatusOr<std::vector<std::string>> Ledger::Children(
-    uint64_t parent_id, size_t limit) const {
+absl::StatusOr<std::vector<std::string>> Ledger::Children(uint64_t parent_id,
+                                                          size_t limit) const {
   std::vector<std::string> children;
   const std::string prefix = ChildIndexPrefix(parent_id);
   std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
@@ -280,16 +280,16 @@ absl::Status Ledger::TryResume() {
   if (!degraded_.load()) return absl::OkStatus();
   const absl::Time now = absl::Now();
   if (now - last_resume_attempt_ < absl::Milliseconds(500)) {
-    return absl::UnavailableError(absl::StrCat(
-        "ledger is not writable (last error: ", last_write_error_,
-        "); retrying automatically"));
+    return absl::UnavailableError(
+        absl::StrCat("ledger is not writable (last error: ", last_write_error_,
+                     "); retrying automatically"));
   }
   last_resume_attempt_ = now;
   rocksdb::Status s = db_->Resume();
   if (!s.ok()) {
     return absl::UnavailableError(absl::StrCat(
-        "ledger is not writable: ", s.ToString(), " (first error: ",
-        last_write_error_, "); retrying automatically"));
+        "ledger is not writable: ", s.ToString(),
+        " (first error: ", last_write_error_, "); retrying automatically"));
   }
   degraded_.store(false);
   return absl::OkStatus();

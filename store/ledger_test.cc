@@ -2,9 +2,8 @@
 
 #include <stdlib.h>
 
-#include <set>
-
 #include <filesystem>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
