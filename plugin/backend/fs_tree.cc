@@ -56,6 +56,15 @@ absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
 
 // Splits `path` into the directory holding it and its last component, which
 // must name something ("/", "." and ".." are refused).
+// The walks below recurse once per directory level: a bound keeps a tree
+// made by an untrusted container from exhausting the stack (about 300 bytes
+// a level) or memory (a path string a level).
+absl::Status TooDeep(absl::string_view op, const std::string& path) {
+  return absl::FailedPreconditionError(
+      absl::StrCat(op, " ", path, ": tree deeper than ", kMaxTreeDepth,
+                   " directory levels; refusing to walk it"));
+}
+
 absl::StatusOr<std::pair<std::string, std::string>> SplitPath(
     const std::string& path) {
   absl::string_view p = path;
@@ -413,14 +422,15 @@ class TreeCopier {
   absl::Status CopyDirectory(int src_fd, int dst_fd, const struct stat& st,
                              const std::string& rel,
                              const std::string& src_path,
-                             const std::string& dst_path) {
+                             const std::string& dst_path, int depth = 0) {
+    if (depth > kMaxTreeDepth) return TooDeep("copy", src_path);
     absl::StatusOr<std::vector<DirEntry>> entries = ReadDir(src_fd, src_path);
     if (!entries.ok()) return entries.status();
     for (const DirEntry& e : *entries) {
       absl::Status s =
           CopyEntry(src_fd, dst_fd, e.name.c_str(),
                     rel.empty() ? e.name : absl::StrCat(rel, "/", e.name),
-                    Join(src_path, e.name), Join(dst_path, e.name));
+                    Join(src_path, e.name), Join(dst_path, e.name), depth);
       if (!s.ok()) return s;
     }
     const Node src{src_fd, -1, nullptr, &src_path};
@@ -433,7 +443,7 @@ class TreeCopier {
 
   absl::Status CopyEntry(int src_dir_fd, int dst_dir_fd, const char* name,
                          const std::string& rel, const std::string& src_path,
-                         const std::string& dst_path) {
+                         const std::string& dst_path, int depth) {
     struct stat st;
     if (::fstatat(src_dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) != 0) {
       return ErrnoError(errno, "stat", src_path);
@@ -441,6 +451,9 @@ class TreeCopier {
     const InodeKey key(st.st_dev, st.st_ino);
     if (S_ISDIR(st.st_mode)) {
       if (key == dst_root_key_) return absl::OkStatus();  // copying into src
+      // Refuse before creating the level, so that what was made stays within
+      // the bound and RemoveTree can take it back.
+      if (depth + 1 > kMaxTreeDepth) return TooDeep("copy", src_path);
       // Owner-only until its contents are in, whatever its final mode.
       if (::mkdirat(dst_dir_fd, name, 0700) != 0) {
         return ErrnoError(errno, "mkdir", dst_path);
@@ -449,7 +462,8 @@ class TreeCopier {
       if (!src.ok()) return src.status();
       absl::StatusOr<UniqueFd> dst = OpenDirAt(dst_dir_fd, name, dst_path);
       if (!dst.ok()) return dst.status();
-      return CopyDirectory(src->get(), dst->get(), st, rel, src_path, dst_path);
+      return CopyDirectory(src->get(), dst->get(), st, rel, src_path, dst_path,
+                           depth + 1);
     }
     if (st.st_nlink > 1) {
       auto it = first_links_.find(key);
@@ -590,17 +604,20 @@ absl::Status Unlink(int dir_fd, const char* name, int flags,
 }
 
 absl::Status RemoveEntry(int dir_fd, const char* name, unsigned char d_type,
-                         const std::string& path, const dev_t* parent_dev);
+                         const std::string& path, const dev_t* parent_dev,
+                         int depth);
 
 // Removes everything in open directory `fd` (on device `dev`), going on past
 // failures; returns the first.
-absl::Status EmptyDirectory(int fd, dev_t dev, const std::string& path) {
+absl::Status EmptyDirectory(int fd, dev_t dev, const std::string& path,
+                            int depth) {
+  if (depth > kMaxTreeDepth) return TooDeep("remove", path);
   absl::StatusOr<std::vector<DirEntry>> entries = ReadDir(fd, path);
   if (!entries.ok()) return entries.status();
   absl::Status first;
   for (const DirEntry& e : *entries) {
-    first.Update(
-        RemoveEntry(fd, e.name.c_str(), e.type, Join(path, e.name), &dev));
+    first.Update(RemoveEntry(fd, e.name.c_str(), e.type, Join(path, e.name),
+                             &dev, depth + 1));
   }
   return first;
 }
@@ -608,7 +625,8 @@ absl::Status EmptyDirectory(int fd, dev_t dev, const std::string& path) {
 // Removes entry `name` of `dir_fd` and all below it. `parent_dev` is null for
 // the top of the tree, which may itself be a mount point.
 absl::Status RemoveEntry(int dir_fd, const char* name, unsigned char d_type,
-                         const std::string& path, const dev_t* parent_dev) {
+                         const std::string& path, const dev_t* parent_dev,
+                         int depth) {
   if (d_type != DT_DIR && d_type != DT_UNKNOWN) {
     return Unlink(dir_fd, name, 0, path);
   }
@@ -632,7 +650,7 @@ absl::Status RemoveEntry(int dir_fd, const char* name, unsigned char d_type,
     if (errno == ENOENT) return absl::OkStatus();
     return ErrnoError(errno, "open", path);
   }
-  absl::Status s = EmptyDirectory(fd.get(), st.dev, path);
+  absl::Status s = EmptyDirectory(fd.get(), st.dev, path, depth);
   fd.reset();
   if (!s.ok()) return s;
   return Unlink(dir_fd, name, AT_REMOVEDIR, path);
@@ -650,7 +668,8 @@ class UsageCounter {
     }
   }
 
-  absl::Status Walk(int fd, dev_t dev, const std::string& path) {
+  absl::Status Walk(int fd, dev_t dev, const std::string& path, int depth = 0) {
+    if (depth > kMaxTreeDepth) return TooDeep("measure", path);
     absl::StatusOr<std::vector<DirEntry>> entries = ReadDir(fd, path);
     if (!entries.ok()) return entries.status();
     for (const DirEntry& e : *entries) {
@@ -668,7 +687,7 @@ class UsageCounter {
         if (errno == ENOENT) continue;
         return ErrnoError(errno, "open", child_path);
       }
-      absl::Status s = Walk(child.get(), st.dev, child_path);
+      absl::Status s = Walk(child.get(), st.dev, child_path, depth + 1);
       if (!s.ok()) return s;
     }
     return absl::OkStatus();
@@ -730,7 +749,8 @@ absl::Status RemoveTree(const std::string& path) {
     if (errno == ENOENT) return absl::OkStatus();
     return ErrnoError(errno, "open", parent_path);
   }
-  return RemoveEntry(parent.get(), name.c_str(), DT_UNKNOWN, path, nullptr);
+  return RemoveEntry(parent.get(), name.c_str(), DT_UNKNOWN, path, nullptr,
+                     /*depth=*/0);
 }
 
 absl::StatusOr<Usage> DiskUsage(const std::string& dir) {

@@ -25,6 +25,11 @@
 
 namespace snapledger::fstree {
 
+// CopyTree, RemoveTree and DiskUsage refuse (FailedPrecondition) to walk a
+// tree deeper than this many directory levels: they recurse once per level,
+// and the trees they walk are made by untrusted containers.
+inline constexpr int kMaxTreeDepth = 2048;
+
 // Owns a file descriptor; closes it on destruction. Move-only.
 class UniqueFd {
  public:
