@@ -705,3 +705,44 @@ TEST_F(FsTreeTest, ListDirNamesEntries) {
 
 }  // namespace
 }  // namespace snapledger::fstree
+
+namespace snapledger::fstree {
+namespace {
+
+// A container can nest directories far deeper than the walks' bound: every
+// walk must refuse with an error, never crash, and removal must still get rid
+// of everything above the bound.
+TEST(FsTreeDepthTest, TooDeepTreesAreRefusedNotACrash) {
+  char tmpl[] = "/tmp/fs_tree_depth.XXXXXX";
+  ASSERT_NE(mkdtemp(tmpl), nullptr);
+  const std::string root = tmpl;
+  const std::string src = root + "/src";
+  ASSERT_EQ(::mkdir(src.c_str(), 0755), 0);
+  int fd = ::open(src.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(fd, 0);
+  for (int i = 0; i < kMaxTreeDepth + 10; ++i) {
+    ASSERT_EQ(::mkdirat(fd, "d", 0755), 0) << i;
+    int next = ::openat(fd, "d", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    ASSERT_GE(next, 0);
+    ::close(fd);
+    fd = next;
+  }
+  ::close(fd);
+
+  auto usage = DiskUsage(src);
+  EXPECT_EQ(usage.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(usage.status().message()),
+              ::testing::HasSubstr("deeper than 2048"));
+  absl::Status copy = CopyTree(src, root + "/dst");
+  EXPECT_EQ(copy.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_FALSE(std::filesystem::exists(root + "/dst"));  // nothing half-made
+  absl::Status removed = RemoveTree(src);
+  EXPECT_EQ(removed.code(), absl::StatusCode::kFailedPrecondition);
+
+  // Clean up with the shell, which walks iteratively.
+  std::string cmd = "rm -rf '" + root + "'";
+  EXPECT_EQ(std::system(cmd.c_str()), 0);
+}
+
+}  // namespace
+}  // namespace snapledger::fstree
