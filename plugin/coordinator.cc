@@ -502,8 +502,17 @@ void Coordinator::ResolvePendingIntents() {
 }
 
 absl::Status Coordinator::Cleanup() {
-  absl::WriterMutexLock gate(&cleanup_gate_);
-  return backend_->Cleanup();
+  // containerd calls Cleanup after every GC pass. Waiting here for in-flight
+  // copies would make every new mutation queue behind the waiting sweep, so
+  // a busy moment skips it: temporaries only wait for the next Cleanup (or
+  // the next start).
+  if (!cleanup_gate_.WriterTryLock()) {
+    spdlog::debug("cleanup: mutations in flight; sweep skipped this time");
+    return absl::OkStatus();
+  }
+  absl::Status s = backend_->Cleanup();
+  cleanup_gate_.WriterUnlock();
+  return s;
 }
 
 }  // namespace snapledger

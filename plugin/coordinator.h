@@ -82,7 +82,8 @@ class Coordinator {
   // Usage of a snapshot: measured now for an active one, as frozen at
   // commit for a committed one, zero for a view.
   [[nodiscard]] absl::StatusOr<Usage> GetUsage(const std::string& key);
-  // Sweeps backend temporaries; waits for in-flight mutations to finish.
+  // Sweeps backend temporaries — unless mutations are in flight, in which
+  // case it returns at once and leaves the sweep to the next call.
   [[nodiscard]] absl::Status Cleanup();
 
  private:
@@ -103,8 +104,8 @@ class Coordinator {
   Ledger* const ledger_;
   Backend* const backend_;
   KeyLocks locks_;
-  // Held shared by every mutation, exclusively by Cleanup, so that a sweep
-  // of backend temporaries never races a Create or Remove in flight.
+  // Held shared by every mutation, exclusively (if free) by Cleanup, so that
+  // a sweep of backend temporaries never races a Create or Remove in flight.
   absl::Mutex cleanup_gate_;
 
   absl::Mutex pending_mu_;

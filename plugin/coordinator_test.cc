@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <filesystem>
+#include <future>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -292,6 +293,30 @@ TEST_F(CoordinatorTest, UsageByKind) {
 }
 
 TEST_F(CoordinatorTest, CleanupReachesBackend) {
+  ASSERT_TRUE(coord_->Cleanup().ok());
+  EXPECT_EQ(backend_.cleanups(), 1);
+}
+
+// A Cleanup while a Create is in flight neither waits for it nor sweeps
+// under it: it returns at once and the next Cleanup sweeps.
+TEST_F(CoordinatorTest, CleanupSkipsTheSweepWhileMutationsAreInFlight) {
+  std::promise<void> entered, release;
+  std::shared_future<void> released = release.get_future().share();
+  backend_.DuringCreate([&] {
+    entered.set_value();
+    released.wait();
+  });
+  std::thread prepare([&] { EXPECT_TRUE(coord_->Prepare("k", "", {}).ok()); });
+  entered.get_future().wait();
+  backend_.DuringCreate(nullptr);
+  auto cleanup =
+      std::async(std::launch::async, [&] { return coord_->Cleanup(); });
+  ASSERT_EQ(cleanup.wait_for(std::chrono::seconds(5)),
+            std::future_status::ready);  // fails rather than hangs
+  EXPECT_TRUE(cleanup.get().ok());
+  EXPECT_EQ(backend_.cleanups(), 0);
+  release.set_value();
+  prepare.join();
   ASSERT_TRUE(coord_->Cleanup().ok());
   EXPECT_EQ(backend_.cleanups(), 1);
 }

@@ -27,6 +27,12 @@ class FakeBackend : public Backend {
 
   absl::Status Create(uint64_t id, uint64_t parent_id,
                       SnapshotKind kind) override {
+    std::function<void()> during;
+    {
+      absl::MutexLock l(&mu_);
+      during = during_create_;
+    }
+    if (during) during();  // lets a test hold a Create in flight
     absl::MutexLock l(&mu_);
     ++creates_;
     if (!fail_create_.ok()) return fail_create_;
@@ -89,6 +95,10 @@ class FakeBackend : public Backend {
   }
 
   // Test controls.
+  void DuringCreate(std::function<void()> fn) {
+    absl::MutexLock l(&mu_);
+    during_create_ = std::move(fn);
+  }
   void AfterList(std::function<void()> fn) {
     absl::MutexLock l(&mu_);
     after_list_ = std::move(fn);
@@ -144,6 +154,7 @@ class FakeBackend : public Backend {
   int removes_ ABSL_GUARDED_BY(mu_) = 0;
   int cleanups_ ABSL_GUARDED_BY(mu_) = 0;
   std::function<void()> after_list_ ABSL_GUARDED_BY(mu_);
+  std::function<void()> during_create_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace snapledger::testing
