@@ -23,9 +23,15 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "plugin/testing/fs_helpers.h"
 
 namespace snapledger::fstree {
 namespace {
+
+using ::snapledger::testing::LimitLeavingFreeFds;
+using ::snapledger::testing::PathExists;
+using ::snapledger::testing::ReadFile;
+using ::snapledger::testing::WriteFile;
 
 using ::testing::HasSubstr;
 using ::testing::UnorderedElementsAre;
@@ -37,33 +43,6 @@ struct stat Lstat(const std::string& path) {
   std::memset(&st, 0, sizeof(st));
   EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path << ": " << strerror(errno);
   return st;
-}
-
-bool PathExists(const std::string& path) {
-  struct stat st;
-  return ::lstat(path.c_str(), &st) == 0;
-}
-
-void WriteFile(const std::string& path, const std::string& data,
-               mode_t mode = 0644) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
-  ASSERT_GE(fd, 0) << path << ": " << strerror(errno);
-  ASSERT_EQ(::write(fd, data.data(), data.size()),
-            static_cast<ssize_t>(data.size()));
-  ASSERT_EQ(::close(fd), 0);
-  ASSERT_EQ(::chmod(path.c_str(), mode), 0);  // past umask
-}
-
-std::string ReadFile(const std::string& path) {
-  std::string data;
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  EXPECT_GE(fd, 0) << path << ": " << strerror(errno);
-  if (fd < 0) return data;
-  char buf[65536];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof(buf))) > 0) data.append(buf, n);
-  ::close(fd);
-  return data;
 }
 
 void MakeDir(const std::string& path, mode_t mode = 0755) {
@@ -79,18 +58,6 @@ std::string ReadLink(const std::string& path) {
 }
 
 // The descriptor limit that leaves exactly `free` descriptors to open.
-rlim_t LimitLeavingFreeFds(int free) {
-  std::set<int> open;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
-    open.insert(std::stoi(e.path().filename().string()));
-  }
-  int limit = 0;
-  for (int left = free; left > 0; ++limit) {
-    if (open.count(limit) == 0) --left;
-  }
-  return static_cast<rlim_t>(limit);
-}
-
 // Builds `depth` nested directories named `name` below `dir`, fd-relative
 // so that the total length may exceed PATH_MAX; returns an fd of the deepest.
 int MakeDeepDirs(const std::string& dir, const std::string& name, int depth) {

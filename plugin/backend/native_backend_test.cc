@@ -22,9 +22,15 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/backend/fs_tree.h"
+#include "plugin/testing/fs_helpers.h"
 
 namespace snapledger {
 namespace {
+
+using ::snapledger::testing::LimitLeavingFreeFds;
+using ::snapledger::testing::PathExists;
+using ::snapledger::testing::ReadFile;
+using ::snapledger::testing::WriteFile;
 
 using ::testing::ElementsAre;
 using ::testing::FieldsAre;
@@ -34,37 +40,10 @@ using ::testing::UnorderedElementsAre;
 
 bool IsRoot() { return ::geteuid() == 0; }
 
-bool PathExists(const std::string& path) {
-  struct stat st;
-  return ::lstat(path.c_str(), &st) == 0;
-}
-
 mode_t ModeOf(const std::string& path) {
   struct stat st;
   EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
   return st.st_mode;
-}
-
-void WriteFile(const std::string& path, const std::string& data,
-               mode_t mode = 0644) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, mode);
-  ASSERT_GE(fd, 0) << path << ": " << strerror(errno);
-  ASSERT_EQ(::write(fd, data.data(), data.size()),
-            static_cast<ssize_t>(data.size()));
-  ASSERT_EQ(::close(fd), 0);
-  ASSERT_EQ(::chmod(path.c_str(), mode), 0);
-}
-
-std::string ReadFile(const std::string& path) {
-  std::string data;
-  const int fd = ::open(path.c_str(), O_RDONLY);
-  EXPECT_GE(fd, 0) << path << ": " << strerror(errno);
-  if (fd < 0) return data;
-  char buf[4096];
-  ssize_t n;
-  while ((n = ::read(fd, buf, sizeof(buf))) > 0) data.append(buf, n);
-  ::close(fd);
-  return data;
 }
 
 std::vector<std::string> Names(const std::string& dir) {
@@ -77,18 +56,6 @@ std::vector<std::string> Names(const std::string& dir) {
 }
 
 // The descriptor limit that leaves exactly `free` descriptors to open.
-rlim_t LimitLeavingFreeFds(int free) {
-  std::set<int> open;
-  for (const auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
-    open.insert(std::stoi(e.path().filename().string()));
-  }
-  int limit = 0;
-  for (int left = free; left > 0; ++limit) {
-    if (open.count(limit) == 0) --left;
-  }
-  return static_cast<rlim_t>(limit);
-}
-
 class NativeBackendTest : public ::testing::Test {
  protected:
   void SetUp() override {
