@@ -26,6 +26,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
 #include "plugin/backend/fs_tree.h"
+#include "plugin/backend/mount_table.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {
@@ -257,20 +258,37 @@ class NativeBackend final : public Backend {
   absl::Status Remove(uint64_t id) override {
     if (absl::Status s = CheckId(id); !s.ok()) return s;
     const std::string name = absl::StrCat(id);
+    struct stat st;
+    if (::fstatat(snapshots_fd_.get(), name.c_str(), &st,
+                  AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno == ENOENT) {
+      return ObjectNotFound(id);  // without a look at the mount table
+    }
     const std::string removing = absl::StrCat(kRemovingPrefix, id);
     const std::string removing_path =
         absl::StrCat(snapshots_dir_, "/", removing);
+    // A bind mount of the tree (a container's rootfs) makes neither the
+    // rename nor the deletion fail: the files would just vanish from under
+    // the container. Ask the mount table first, and touch nothing if busy.
+    if (absl::Status s = CheckNotMounted(id, removing_path); !s.ok()) return s;
     int rc =
         RenameNoReplace(snapshots_fd_.get(), name.c_str(), removing.c_str());
     if (rc != 0 && (errno == EEXIST || errno == ENOTEMPTY)) {
       // Left by an interrupted Remove of an earlier object with this id.
       if (absl::Status s = fstree::RemoveTree(removing_path); !s.ok()) {
-        return s;
+        // Mounted there since the check?
+        absl::Status busy = CheckNotMounted(id, removing_path);
+        return busy.ok() ? s : busy;
       }
       rc = RenameNoReplace(snapshots_fd_.get(), name.c_str(), removing.c_str());
     }
     if (rc != 0) {
       if (errno == ENOENT) return ObjectNotFound(id);
+      if (errno == EBUSY) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("snapshot object ", id, " is in use: rename ",
+                         ObjectPath(id), ": ", ::strerror(EBUSY), " (busy)"));
+      }
       return ErrnoError(errno, absl::StrCat("rename ", ObjectPath(id), " to"),
                         removing_path);
     }
@@ -285,7 +303,9 @@ class NativeBackend final : public Backend {
       }
       return ErrnoError(err, "fsync", snapshots_dir_);
     }
-    // The object is gone for good now; leftovers are Cleanup()'s.
+    // The object is gone for good now; leftovers are Cleanup()'s. Even a
+    // busy leftover (mounted since the check) is no failure of this call:
+    // the caller would keep a record of an object that no longer exists.
     if (absl::Status s = fstree::RemoveTree(removing_path); !s.ok()) {
       spdlog::warn("native: object {} removed, but not all its storage: {}", id,
                    s.ToString());
@@ -394,6 +414,57 @@ class NativeBackend final : public Backend {
   }
   std::string TreePath(uint64_t id) const {
     return absl::StrCat(snapshots_dir_, "/", id, "/", kTreeDir);
+  }
+
+  // FailedPrecondition (busy) if object `id`'s directory, or the leftover
+  // `removing_path` of an earlier removal, is in use as a mount: anything
+  // mounted inside it, or a mount of anything in it (see MountsUsing).
+  absl::Status CheckNotMounted(uint64_t id,
+                               const std::string& removing_path) const {
+    absl::StatusOr<std::vector<MountEntry>> table = ReadMountInfo();
+    if (!table.ok()) {
+      // Not NotFound (which would say the object is gone), whatever the
+      // cause.
+      return absl::UnavailableError(
+          absl::StrCat("snapshot object ", id,
+                       " not removed: cannot check whether it is mounted: ",
+                       table.status().message()));
+    }
+    struct stat st;
+    if (::fstat(snapshots_fd_.get(), &st) != 0) {
+      return ErrnoError(errno, "stat", snapshots_dir_);
+    }
+    std::vector<MountEntry> users =
+        MountsUsing(*table, ObjectPath(id), st.st_dev);
+    if (!users.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot object ", id, " is in use: ", MountedAt(users)));
+    }
+    users = MountsUsing(*table, removing_path, st.st_dev);
+    if (!users.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot object ", id, " cannot be removed: ", removing_path,
+          ", left by an earlier removal, is in use: ", MountedAt(users)));
+    }
+    return absl::OkStatus();
+  }
+
+  // "mounted at A, B and 3 more (busy)": the first two distinct mount points.
+  static std::string MountedAt(const std::vector<MountEntry>& users) {
+    std::vector<std::string> points;
+    for (const MountEntry& e : users) {
+      if (std::find(points.begin(), points.end(), e.mount_point) ==
+          points.end()) {
+        points.push_back(e.mount_point);
+      }
+    }
+    std::string text = absl::StrCat("mounted at ", points[0]);
+    if (points.size() > 1) absl::StrAppend(&text, ", ", points[1]);
+    if (points.size() > 2) {
+      absl::StrAppend(&text, " and ", points.size() - 2, " more");
+    }
+    absl::StrAppend(&text, " (busy)");
+    return text;
   }
 
   // Opens object `id`'s tree; invalid with errno set on failure.

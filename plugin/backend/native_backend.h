@@ -29,10 +29,26 @@
 // storage: its usage is zero. An active object cannot be created on a view
 // that has a parent (it has no tree to copy): FailedPrecondition.
 //
+// Remove refuses an object in use as a mount. A bind mount of <id>/fs (what
+// a container's rootfs is here) makes neither rename(2) nor rmdir(2) fail:
+// deleting would pull the files from under the container. So Remove first
+// reads this process's mount table (/proc/self/mountinfo, once per call) and
+// touches nothing, failing with FailedPrecondition
+//   "snapshot object <id> is in use: mounted at <mount point>[, <mount
+//   point>][ and <n> more] (busy)"
+// when a mount's source lies in <id>/ (a mount of that filesystem whose root
+// is there) or a mount point lies in it (see MountsUsing in mount_table.h);
+// likewise, naming it, when the rm-<id> leftover of an earlier removal is
+// in use; and when the rename fails with EBUSY ("... (busy)" too). Only
+// mounts of the daemon's mount namespace are seen, and one made between the
+// check and the rename is not: callers must not hand out an object's mounts
+// while removing it. An unreadable mount table fails the call with
+// Unavailable, before anything is touched.
+//
 // Errors beyond backend.h's: InvalidArgument for id 0, for creating a
 // kCommitted object and for Mounts of kCommitted; DataLoss for an object
 // whose parent file is missing or malformed, or whose <id> entry is not a
-// directory.
+// directory; FailedPrecondition (busy) and Unavailable from Remove, above.
 //
 // Thread-safety: as backend.h requires; the backend keeps no mutable state.
 #pragma once

@@ -1,6 +1,7 @@
 #include "plugin/backend/native_backend.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <sys/mount.h>
 #include <sys/resource.h>
@@ -39,6 +40,33 @@ using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
 bool IsRoot() { return ::geteuid() == 0; }
+
+// Tests that mount run in a private mount namespace of the test process, so
+// that no mount they make (or fail to unmake) can leak out of it. Set up
+// once, before any test starts a thread: unshare(CLONE_NEWNS) fails in a
+// multithreaded process.
+class PrivateMountNamespace : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (!IsRoot()) {
+      Unavailable() = "mount(2) needs root";
+    } else if (::unshare(CLONE_NEWNS) != 0) {
+      Unavailable() = absl::StrCat("unshare(CLONE_NEWNS): ", strerror(errno));
+    } else if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) !=
+               0) {
+      // Mounts could still propagate out: make none.
+      Unavailable() = absl::StrCat(
+          "making / private in the new mount namespace: ", strerror(errno));
+    }
+  }
+  // Why mount tests cannot run; empty if they can.
+  static std::string& Unavailable() {
+    static std::string* reason = new std::string;
+    return *reason;
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kPrivateMountNamespace =
+    ::testing::AddGlobalTestEnvironment(new PrivateMountNamespace);
 
 mode_t ModeOf(const std::string& path) {
   struct stat st;
@@ -485,7 +513,9 @@ int PerformMount(const Mount& mount, const std::string& target) {
 }
 
 TEST_F(NativeBackendTest, ReturnedMountsWork) {
-  if (!IsRoot()) GTEST_SKIP() << "mount(2) needs root";
+  if (!PrivateMountNamespace::Unavailable().empty()) {
+    GTEST_SKIP() << PrivateMountNamespace::Unavailable();
+  }
   Create(1, 0, SnapshotKind::kActive);
   WriteFile(Tree(1) + "/from-parent", "p");
   ASSERT_TRUE(backend_->Commit(1).ok());
@@ -533,6 +563,161 @@ TEST_F(NativeBackendTest, ReturnedMountsWork) {
   std::move(unmount_view).Cancel();
   EXPECT_EQ(::umount2(active_target.c_str(), 0), 0) << strerror(errno);
   std::move(unmount_active).Cancel();
+}
+
+// Remove of objects in use as mounts: in the private mount namespace only.
+class NativeBackendBusyTest : public NativeBackendTest {
+ protected:
+  void SetUp() override {
+    if (!PrivateMountNamespace::Unavailable().empty()) {
+      GTEST_SKIP() << PrivateMountNamespace::Unavailable();
+    }
+    NativeBackendTest::SetUp();
+  }
+  // A new empty directory under the test's directory. (Mounts made on such
+  // directories are undone with MNT_DETACH, which cannot fail, on the way
+  // out of each test, whatever its outcome.)
+  std::string NewDir(const std::string& name) {
+    const std::string path = dir_ + "/" + name;
+    EXPECT_EQ(::mkdir(path.c_str(), 0755), 0)
+        << path << ": " << strerror(errno);
+    return path;
+  }
+};
+
+TEST_F(NativeBackendBusyTest, RemoveRefusesATreeMountedElsewhere) {
+  Create(1, 0, SnapshotKind::kActive);
+  ASSERT_EQ(::mkdir((Tree(1) + "/etc").c_str(), 0755), 0);
+  WriteFile(Tree(1) + "/etc/hostname", "box\n");
+  const std::string rootfs = NewDir("rootfs");
+  absl::StatusOr<std::vector<Mount>> mounts =
+      backend_->Mounts(1, 0, SnapshotKind::kActive);
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  ASSERT_EQ(mounts->size(), 1u);
+  ASSERT_EQ(PerformMount(mounts->front(), rootfs), 0) << strerror(errno);
+  absl::Cleanup unmount = [rootfs] { ::umount2(rootfs.c_str(), MNT_DETACH); };
+
+  absl::Status s = backend_->Remove(1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(),
+            "snapshot object 1 is in use: mounted at " + rootfs + " (busy)");
+  // Nothing touched, for the object or for its user.
+  EXPECT_TRUE(Exists(1));
+  EXPECT_EQ(ReadFile(Tree(1) + "/etc/hostname"), "box\n");
+  EXPECT_EQ(ReadFile(rootfs + "/etc/hostname"), "box\n");
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u)));
+  EXPECT_THAT(Temporaries(), IsEmpty());
+
+  // A second user is named too.
+  const std::string hosts = dir_ + "/hosts";
+  WriteFile(hosts, "");
+  ASSERT_EQ(::mount((Tree(1) + "/etc/hostname").c_str(), hosts.c_str(), nullptr,
+                    MS_BIND, nullptr),
+            0)
+      << strerror(errno);
+  absl::Cleanup unmount_hosts = [hosts] {
+    ::umount2(hosts.c_str(), MNT_DETACH);
+  };
+  s = backend_->Remove(1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(), "snapshot object 1 is in use: mounted at " + rootfs +
+                             ", " + hosts + " (busy)");
+
+  ASSERT_EQ(::umount2(hosts.c_str(), 0), 0) << strerror(errno);
+  ASSERT_EQ(::umount2(rootfs.c_str(), 0), 0) << strerror(errno);
+  s = backend_->Remove(1);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_FALSE(Exists(1));
+  EXPECT_THAT(Names(snapshots_), IsEmpty());
+}
+
+TEST_F(NativeBackendBusyTest, RemoveRefusesTheParentOfAMountedView) {
+  Create(1, 0, SnapshotKind::kActive);
+  WriteFile(Tree(1) + "/layer", "l");
+  ASSERT_TRUE(backend_->Commit(1).ok());
+  Create(3, 1, SnapshotKind::kView);
+  const std::string view = NewDir("view");
+  absl::StatusOr<std::vector<Mount>> mounts =
+      backend_->Mounts(3, 1, SnapshotKind::kView);
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  ASSERT_EQ(PerformMount(mounts->front(), view), 0) << strerror(errno);
+  absl::Cleanup unmount = [view] { ::umount2(view.c_str(), MNT_DETACH); };
+
+  // The mount shows the parent's tree, which is what must stay.
+  absl::Status s = backend_->Remove(1);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_THAT(s.message(), HasSubstr("(busy)"));
+  EXPECT_EQ(ReadFile(view + "/layer"), "l");
+  // The view itself owns no storage: removing it takes nothing from the
+  // mount.
+  s = backend_->Remove(3);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_EQ(ReadFile(view + "/layer"), "l");
+  EXPECT_TRUE(Exists(1));
+}
+
+TEST_F(NativeBackendBusyTest, RemoveRefusesAnObjectWithAMountInside) {
+  Create(1, 0, SnapshotKind::kActive);
+  ASSERT_EQ(::mkdir((Tree(1) + "/mnt").c_str(), 0755), 0);
+  WriteFile(Tree(1) + "/own", "o");
+  const std::string elsewhere = NewDir("elsewhere");
+  WriteFile(elsewhere + "/precious", "p");
+
+  // Inside the tree, on the tree, on the object's directory.
+  for (const std::string& target : {Tree(1) + "/mnt", Tree(1), Object(1)}) {
+    SCOPED_TRACE(target);
+    ASSERT_EQ(
+        ::mount(elsewhere.c_str(), target.c_str(), nullptr, MS_BIND, nullptr),
+        0)
+        << strerror(errno);
+    absl::Cleanup unmount = [target] { ::umount2(target.c_str(), MNT_DETACH); };
+    absl::Status s = backend_->Remove(1);
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_EQ(s.message(),
+              "snapshot object 1 is in use: mounted at " + target + " (busy)");
+    EXPECT_EQ(ReadFile(target + "/precious"), "p");
+    ASSERT_EQ(::umount2(target.c_str(), 0), 0) << strerror(errno);
+    EXPECT_TRUE(Exists(1));
+    EXPECT_EQ(ReadFile(Tree(1) + "/own"), "o");
+    EXPECT_THAT(Temporaries(), IsEmpty());
+  }
+  EXPECT_EQ(ReadFile(elsewhere + "/precious"), "p");
+  absl::Status s = backend_->Remove(1);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_FALSE(Exists(1));
+}
+
+TEST_F(NativeBackendBusyTest, RemoveRefusesWhileAnEarlierLeftoverIsBusy) {
+  Create(7, 0, SnapshotKind::kActive);
+  WriteFile(Tree(7) + "/own", "o");
+  // As if an earlier object 7 had been renamed for removal, and its tree
+  // were still some container's rootfs.
+  const std::string leftover = snapshots_ + "/rm-7";
+  ASSERT_EQ(::mkdir(leftover.c_str(), 0700), 0);
+  ASSERT_EQ(::mkdir((leftover + "/fs").c_str(), 0755), 0);
+  WriteFile(leftover + "/fs/old", "x");
+  const std::string rootfs = NewDir("rootfs");
+  ASSERT_EQ(::mount((leftover + "/fs").c_str(), rootfs.c_str(), nullptr,
+                    MS_BIND, nullptr),
+            0)
+      << strerror(errno);
+  absl::Cleanup unmount = [rootfs] { ::umount2(rootfs.c_str(), MNT_DETACH); };
+
+  absl::Status s = backend_->Remove(7);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(), "snapshot object 7 cannot be removed: " + leftover +
+                             ", left by an earlier removal, is in use: "
+                             "mounted at " +
+                             rootfs + " (busy)");
+  EXPECT_TRUE(Exists(7));
+  EXPECT_EQ(ReadFile(Tree(7) + "/own"), "o");
+  EXPECT_EQ(ReadFile(rootfs + "/old"), "x");
+
+  ASSERT_EQ(::umount2(rootfs.c_str(), 0), 0) << strerror(errno);
+  s = backend_->Remove(7);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_FALSE(Exists(7));
+  EXPECT_THAT(Names(snapshots_), IsEmpty());
 }
 
 }  // namespace

@@ -1,0 +1,169 @@
+#include "plugin/backend/mount_table.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <cstddef>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace snapledger {
+namespace {
+
+bool IsOctal(char c) { return c >= '0' && c <= '7'; }
+
+// Undoes the kernel's escaping of " \t\n\\" as a backslash and three octal
+// digits; any other backslash stays as it is.
+std::string Unescape(absl::string_view field) {
+  std::string out;
+  out.reserve(field.size());
+  for (size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size() && IsOctal(field[i + 1]) &&
+        IsOctal(field[i + 2]) && IsOctal(field[i + 3])) {
+      out.push_back(static_cast<char>(((field[i + 1] - '0') << 6) |
+                                      ((field[i + 2] - '0') << 3) |
+                                      (field[i + 3] - '0')));
+      i += 3;
+    } else {
+      out.push_back(field[i]);
+    }
+  }
+  return out;
+}
+
+bool ParseDev(absl::string_view field, dev_t* dev) {
+  std::vector<absl::string_view> parts = absl::StrSplit(field, ':');
+  unsigned int major = 0, minor = 0;
+  if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &major) ||
+      !absl::SimpleAtoi(parts[1], &minor)) {
+    return false;
+  }
+  *dev = makedev(major, minor);
+  return true;
+}
+
+// Whether `path` is `dir` or lies below it (by whole components).
+bool Within(absl::string_view path, absl::string_view dir) {
+  if (!absl::StartsWith(path, dir)) return false;
+  return path.size() == dir.size() || dir == "/" || path[dir.size()] == '/';
+}
+
+// `path` (Within `mount_point`) as seen from the mount's root directory:
+// "" for the mount point itself, else "/..." .
+absl::string_view BelowMountPoint(absl::string_view path,
+                                  absl::string_view mount_point) {
+  if (path.size() == mount_point.size()) return "";
+  if (mount_point == "/") return path;
+  return path.substr(mount_point.size());
+}
+
+// Path `rest` ("" or "/...") below `root`, a path within a filesystem.
+std::string JoinRoot(absl::string_view root, absl::string_view rest) {
+  if (rest.empty()) return std::string(root);
+  if (root == "/") return std::string(rest);
+  return absl::StrCat(root, rest);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<MountEntry>> ParseMountInfo(absl::string_view text) {
+  std::vector<MountEntry> table;
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_number;
+    if (line.empty()) continue;
+    // Single spaces separate the fields; paths have theirs escaped.
+    std::vector<absl::string_view> fields = absl::StrSplit(line, ' ');
+    size_t separator = 6;  // optional fields come before it
+    while (separator < fields.size() && fields[separator] != "-") ++separator;
+    MountEntry entry;
+    if (separator + 2 >= fields.size() ||
+        !absl::SimpleAtoi(fields[0], &entry.mount_id) ||
+        !absl::SimpleAtoi(fields[1], &entry.parent_id) ||
+        !ParseDev(fields[2], &entry.dev) || fields[3].empty() ||
+        fields[4].empty()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("mountinfo line ", line_number, ": malformed: ", line));
+    }
+    entry.root = Unescape(fields[3]);
+    entry.mount_point = Unescape(fields[4]);
+    entry.fs_type = Unescape(fields[separator + 1]);
+    entry.source = Unescape(fields[separator + 2]);
+    table.push_back(std::move(entry));
+  }
+  return table;
+}
+
+absl::StatusOr<std::vector<MountEntry>> ReadMountInfo(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
+  std::string text;
+  char buf[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd, buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      const int err = errno;
+      ::close(fd);
+      return absl::ErrnoToStatus(err, absl::StrCat("read ", path));
+    }
+    if (n == 0) break;
+    text.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return ParseMountInfo(text);
+}
+
+std::vector<MountEntry> MountsUsing(const std::vector<MountEntry>& table,
+                                    const std::string& dir, dev_t dev) {
+  // The mount that `dir` is reached through, and so where it lies within
+  // its filesystem.
+  const MountEntry* home = nullptr;
+  for (const MountEntry& e : table) {
+    if (e.mount_point == dir || !Within(dir, e.mount_point)) continue;
+    const bool better =
+        home == nullptr || (e.dev == dev && home->dev != dev) ||
+        ((e.dev == dev) == (home->dev == dev) &&
+         e.mount_point.size() >= home->mount_point.size());  // last on ties
+    if (better) home = &e;
+  }
+  std::string dir_in_fs;
+  if (home != nullptr) {
+    dir_in_fs = JoinRoot(home->root, BelowMountPoint(dir, home->mount_point));
+  }
+  // Whether `path` on filesystem `path_dev` is the directory or below it.
+  auto in_tree = [&](dev_t path_dev, absl::string_view path) {
+    return home != nullptr && path_dev == home->dev && Within(path, dir_in_fs);
+  };
+
+  std::unordered_map<int, const MountEntry*> by_id;
+  for (const MountEntry& e : table) by_id.emplace(e.mount_id, &e);
+  std::vector<MountEntry> users;
+  for (const MountEntry& e : table) {
+    bool used = Within(e.mount_point, dir) || in_tree(e.dev, e.root);
+    if (!used) {
+      // Its mount point as a path of the filesystem it is mounted on: finds
+      // mounts made inside the tree through another path to it.
+      auto parent = by_id.find(e.parent_id);
+      if (parent != by_id.end() && parent->second != &e &&
+          Within(e.mount_point, parent->second->mount_point)) {
+        const MountEntry& p = *parent->second;
+        used = in_tree(p.dev, JoinRoot(p.root, BelowMountPoint(e.mount_point,
+                                                               p.mount_point)));
+      }
+    }
+    if (used) users.push_back(e);
+  }
+  return users;
+}
+
+}  // namespace snapledger

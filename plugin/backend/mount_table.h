@@ -1,0 +1,59 @@
+// The mount table of this process's mount namespace, as the kernel reports
+// it in /proc/self/mountinfo (proc_pid_mountinfo(5)), and the question a
+// backend asks of it before deleting a tree: is any part of it in use as a
+// mount?
+//
+// Thread-safety: the functions keep no state; safe to call concurrently.
+#pragma once
+
+#include <sys/types.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
+
+namespace snapledger {
+
+// One line of mountinfo. Paths are unescaped (the kernel writes space, tab,
+// newline and backslash as \040, \011, \012 and \134).
+struct MountEntry {
+  int mount_id = 0;
+  int parent_id = 0;
+  dev_t dev = 0;            // field 3, major:minor of the mounted filesystem
+  std::string root;         // field 4: what of that filesystem is mounted
+  std::string mount_point;  // field 5, relative to this process's root
+  std::string fs_type;      // first field after " - "
+  std::string source;       // second field after " - "
+};
+
+// Parses mountinfo `text`: one entry per non-empty line, in order. Optional
+// fields (zero or more, before the "-" separator) are skipped. Errors:
+// InvalidArgument naming the first malformed line.
+[[nodiscard]] absl::StatusOr<std::vector<MountEntry>> ParseMountInfo(
+    absl::string_view text);
+
+// Reads (in one pass) and parses the mount table at `path`.
+[[nodiscard]] absl::StatusOr<std::vector<MountEntry>> ReadMountInfo(
+    const std::string& path = "/proc/self/mountinfo");
+
+// The mounts in `table` that use directory `dir` or anything below it, in
+// table order:
+//   - a mount whose mount point is at or below `dir` (a filesystem mounted
+//     on or inside the tree), whether reached through `dir` or through
+//     another path to the same directory;
+//   - a mount whose source is at or below `dir` (a bind mount of part of the
+//     tree elsewhere, e.g. a container's rootfs): its root lies there on the
+//     filesystem that holds `dir`.
+// `dir` is absolute and resolved (no symlinks, "." or ".."), not "/"; `dev`
+// is the device of the filesystem holding it (st_dev of its parent
+// directory). Where `dir` lies within that filesystem is found from the
+// mount it is reached through: of the mounts whose mount point is a proper
+// prefix of `dir`, the longest one of device `dev`, else (a btrfs
+// subvolume's st_dev differs from its mount's) the longest one. Only mounts
+// of this process's mount namespace are seen.
+std::vector<MountEntry> MountsUsing(const std::vector<MountEntry>& table,
+                                    const std::string& dir, dev_t dev);
+
+}  // namespace snapledger

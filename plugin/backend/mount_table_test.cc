@@ -1,0 +1,198 @@
+#include "plugin/backend/mount_table.h"
+
+#include <sys/sysmacros.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+
+namespace snapledger {
+namespace {
+
+using ::testing::Contains;
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+std::vector<MountEntry> Parse(const std::string& text) {
+  absl::StatusOr<std::vector<MountEntry>> table = ParseMountInfo(text);
+  EXPECT_TRUE(table.ok()) << table.status();
+  return table.ok() ? *table : std::vector<MountEntry>{};
+}
+
+std::vector<std::string> MountPoints(const std::vector<MountEntry>& entries) {
+  std::vector<std::string> points;
+  for (const MountEntry& e : entries) points.push_back(e.mount_point);
+  return points;
+}
+
+TEST(ParseMountInfoTest, ReadsTheFieldsAndSkipsOptionalOnes) {
+  const std::vector<MountEntry> table = Parse(
+      "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+      "23 22 0:21 / /proc rw,nosuid - proc proc rw\n"
+      "\n"
+      "31 22 259:17 /sl/snapshots/42/fs /run/c/rootfs rw shared:5 "
+      "master:1 propagate_from:2 - ext4 /dev/nvme0n1p1 rw,errors=x\n");
+  ASSERT_EQ(table.size(), 3u);
+  EXPECT_EQ(table[0].mount_id, 22);
+  EXPECT_EQ(table[0].parent_id, 1);
+  EXPECT_EQ(table[0].dev, makedev(8, 1));
+  EXPECT_EQ(table[0].root, "/");
+  EXPECT_EQ(table[0].mount_point, "/");
+  EXPECT_EQ(table[0].fs_type, "ext4");
+  EXPECT_EQ(table[0].source, "/dev/sda1");
+  EXPECT_EQ(table[1].mount_point, "/proc");
+  EXPECT_EQ(table[1].fs_type, "proc");
+  EXPECT_EQ(table[2].mount_id, 31);
+  EXPECT_EQ(table[2].parent_id, 22);
+  EXPECT_EQ(table[2].dev, makedev(259, 17));
+  EXPECT_EQ(table[2].root, "/sl/snapshots/42/fs");
+  EXPECT_EQ(table[2].mount_point, "/run/c/rootfs");
+  EXPECT_EQ(table[2].fs_type, "ext4");
+  EXPECT_EQ(table[2].source, "/dev/nvme0n1p1");
+}
+
+TEST(ParseMountInfoTest, UnescapesPaths) {
+  const std::vector<MountEntry> table = Parse(
+      "40 22 8:1 /my\\040dir/a\\011b /mnt/x\\012y\\134z rw - ext4 "
+      "/dev/my\\040disk rw\n"
+      "41 22 8:1 /back\\slash /mnt/short\\04 rw - ext4 /dev/sda1 rw");
+  ASSERT_EQ(table.size(), 2u);
+  EXPECT_EQ(table[0].root, "/my dir/a\tb");
+  EXPECT_EQ(table[0].mount_point, "/mnt/x\ny\\z");
+  EXPECT_EQ(table[0].source, "/dev/my disk");
+  // Backslashes that are no escape stay as they are.
+  EXPECT_EQ(table[1].root, "/back\\slash");
+  EXPECT_EQ(table[1].mount_point, "/mnt/short\\04");
+}
+
+TEST(ParseMountInfoTest, AcceptsAnEmptyTableAndAnEmptySource) {
+  EXPECT_THAT(Parse(""), IsEmpty());
+  const std::vector<MountEntry> table =
+      Parse("50 22 0:60 / /mnt rw - tmpfs  rw\n");
+  ASSERT_EQ(table.size(), 1u);
+  EXPECT_EQ(table[0].fs_type, "tmpfs");
+  EXPECT_EQ(table[0].source, "");
+}
+
+TEST(ParseMountInfoTest, RejectsMalformedLines) {
+  const std::string good = "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n";
+  for (const std::string bad : {
+           "23 22 0:21 / /proc rw proc proc rw",    // no separator
+           "23 22 0:21 / /proc rw - proc",          // no source
+           "23 22 0-21 / /proc rw - proc proc rw",  // device
+           "x 22 0:21 / /proc rw - proc proc rw",   // id
+           "23 22 0:21 / /proc - proc proc rw",     // separator too early
+           "23 22 0:21  /proc rw - proc proc rw",   // empty root
+       }) {
+    absl::StatusOr<std::vector<MountEntry>> table =
+        ParseMountInfo(good + bad + "\n");
+    EXPECT_EQ(table.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_THAT(table.status().message(), HasSubstr("line 2")) << bad;
+  }
+}
+
+TEST(ReadMountInfoTest, ReadsThisProcesssTable) {
+  absl::StatusOr<std::vector<MountEntry>> table = ReadMountInfo();
+  ASSERT_TRUE(table.ok()) << table.status();
+  EXPECT_THAT(MountPoints(*table), Contains("/"));
+  EXPECT_EQ(ReadMountInfo("/nonexistent/mountinfo").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+// The root filesystem (8:1) at /, a second one (8:2) at /var/lib.
+constexpr char kBase[] =
+    "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+    "30 22 8:2 / /var/lib rw - ext4 /dev/sdb1 rw\n";
+
+TEST(MountsUsingTest, BindMountsOfTheTreeAndMountsInsideIt) {
+  const std::vector<MountEntry> table = Parse(
+      std::string(kBase) +
+      // The object's tree as a container's rootfs: 8:2 is mounted at
+      // /var/lib, so the object lies at /sl/snapshots/42 on it.
+      "31 22 8:2 /sl/snapshots/42/fs /run/c1/rootfs rw - ext4 /dev/sdb1 rw\n"
+      // A file of the tree bound elsewhere.
+      "32 22 8:2 /sl/snapshots/42/fs/etc/hosts /run/c1/hosts rw - ext4 s rw\n"
+      // A sibling whose name only starts alike.
+      "33 22 8:2 /sl/snapshots/420/fs /run/c2/rootfs rw - ext4 s rw\n"
+      // The same path, but on the other filesystem.
+      "34 22 8:1 /sl/snapshots/42/fs /run/c3/rootfs rw - ext4 s rw\n"
+      // The path as seen from /, which is not a path of 8:2.
+      "35 22 8:2 /var/lib/sl/snapshots/42 /run/c4 rw - ext4 s rw\n"
+      // Something mounted inside the tree.
+      "36 30 0:50 / /var/lib/sl/snapshots/42/fs/proc rw - proc proc rw\n"
+      // Something mounted on the object directory itself.
+      "37 30 0:51 / /var/lib/sl/snapshots/42 rw - tmpfs tmpfs rw\n");
+  EXPECT_THAT(MountPoints(MountsUsing(table, "/var/lib/sl/snapshots/42",
+                                      makedev(8, 2))),
+              ElementsAre("/run/c1/rootfs", "/run/c1/hosts",
+                          "/var/lib/sl/snapshots/42/fs/proc",
+                          "/var/lib/sl/snapshots/42"));
+  EXPECT_THAT(MountPoints(MountsUsing(table, "/var/lib/sl/snapshots/420",
+                                      makedev(8, 2))),
+              ElementsAre("/run/c2/rootfs"));
+  EXPECT_THAT(MountsUsing(table, "/var/lib/sl/snapshots/7", makedev(8, 2)),
+              IsEmpty());
+}
+
+TEST(MountsUsingTest, TreeOnTheRootFilesystem) {
+  const std::vector<MountEntry> table = Parse(
+      "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+      "31 22 8:1 /srv/snapshots/42/fs /run/c1/rootfs rw - ext4 s rw\n"
+      "32 22 8:1 /srv/snapshots/43/fs /run/c2/rootfs rw - ext4 s rw\n");
+  EXPECT_THAT(
+      MountPoints(MountsUsing(table, "/srv/snapshots/42", makedev(8, 1))),
+      ElementsAre("/run/c1/rootfs"));
+}
+
+TEST(MountsUsingTest, TreeReachedThroughABindMount) {
+  // /var/lib/sl is /data/sl of 8:1: that is where the tree lies on 8:1.
+  const std::vector<MountEntry> table = Parse(
+      "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+      "30 22 8:1 /data/sl /var/lib/sl rw - ext4 /dev/sda1 rw\n"
+      "31 22 8:1 /data/sl/snapshots/42/fs /run/c1/rootfs rw - ext4 s rw\n"
+      "32 22 8:1 /var/lib/sl/snapshots/42/fs /run/c2/rootfs rw - ext4 s rw\n"
+      // Mounted inside the tree through the other path to it.
+      "33 22 0:50 / /data/sl/snapshots/42/fs/proc rw - proc proc rw\n");
+  EXPECT_THAT(MountPoints(MountsUsing(table, "/var/lib/sl/snapshots/42",
+                                      makedev(8, 1))),
+              ElementsAre("/run/c1/rootfs", "/data/sl/snapshots/42/fs/proc"));
+}
+
+TEST(MountsUsingTest, PrefersTheMountOfTheDirectorysDevice) {
+  // Two filesystems stacked on /var/lib; the tree is on the lower one (8:2),
+  // e.g. reached through a descriptor opened before the upper was mounted.
+  const std::vector<MountEntry> table = Parse(
+      "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+      "30 22 8:2 / /var/lib rw - ext4 /dev/sdb1 rw\n"
+      "31 30 8:3 / /var/lib rw - ext4 /dev/sdc1 rw\n"
+      "40 22 8:2 /sl/snapshots/42/fs /run/c1/rootfs rw - ext4 s rw\n"
+      "41 22 8:3 /sl/snapshots/42/fs /run/c2/rootfs rw - ext4 s rw\n");
+  EXPECT_THAT(MountPoints(MountsUsing(table, "/var/lib/sl/snapshots/42",
+                                      makedev(8, 2))),
+              ElementsAre("/run/c1/rootfs"));
+  EXPECT_THAT(MountPoints(MountsUsing(table, "/var/lib/sl/snapshots/42",
+                                      makedev(8, 3))),
+              ElementsAre("/run/c2/rootfs"));
+  // No mount of that device (a btrfs subvolume): the longest prefix, the
+  // visible (last) one on a tie.
+  EXPECT_THAT(MountPoints(MountsUsing(table, "/var/lib/sl/snapshots/42",
+                                      makedev(0, 99))),
+              ElementsAre("/run/c2/rootfs"));
+}
+
+TEST(MountsUsingTest, EscapedPaths) {
+  const std::vector<MountEntry> table = Parse(
+      "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+      "30 22 8:1 /my\\040data /srv/my\\040root rw - ext4 /dev/sda1 rw\n"
+      "31 22 8:1 /my\\040data/snapshots/42/fs /run/c\\0401 rw - ext4 s rw\n");
+  EXPECT_THAT(MountPoints(MountsUsing(table, "/srv/my root/snapshots/42",
+                                      makedev(8, 1))),
+              ElementsAre("/run/c 1"));
+}
+
+}  // namespace
+}  // namespace snapledger

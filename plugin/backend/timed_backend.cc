@@ -1,0 +1,328 @@
+#include "plugin/backend/timed_backend.h"
+
+#include <cassert>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "spdlog/spdlog.h"
+
+namespace snapledger {
+namespace timed_backend_internal {
+
+enum class Op {
+  kCreate,
+  kCommit,
+  kRemove,
+  kMounts,
+  kDiskUsage,
+  kExists,
+  kList,
+  kCleanup
+};
+
+// What a call works on, for conflict checks and messages.
+struct CallInfo {
+  Op op;
+  uint64_t id = 0;         // the object; 0 for List and Cleanup
+  uint64_t parent_id = 0;  // Create's parent (0: none); 0 for the others
+};
+
+// Bookkeeping of abandoned calls, shared by the TimedBackend and every call
+// thread.
+struct SharedState {
+  struct Abandoned {
+    CallInfo info;
+    absl::Time started;
+  };
+
+  bool Idle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu) {
+    return abandoned.empty();
+  }
+
+  mutable absl::Mutex mu;
+  uint64_t next_seq ABSL_GUARDED_BY(mu) = 1;
+  // Keyed by a sequence number; an entry goes when its call returns.
+  std::map<uint64_t, Abandoned> abandoned ABSL_GUARDED_BY(mu);
+};
+
+}  // namespace timed_backend_internal
+
+namespace {
+
+using timed_backend_internal::CallInfo;
+using timed_backend_internal::Op;
+using timed_backend_internal::SharedState;
+
+// One call's rendezvous between the caller and the call's thread.
+template <typename T>
+struct PendingCall {
+  absl::Mutex mu;
+  bool done ABSL_GUARDED_BY(mu) = false;
+  // Set by the caller when it stops waiting; then `seq` names the call's
+  // entry in SharedState::abandoned and `result` stays empty.
+  bool abandoned ABSL_GUARDED_BY(mu) = false;
+  uint64_t seq ABSL_GUARDED_BY(mu) = 0;
+  std::optional<T> result ABSL_GUARDED_BY(mu);
+};
+
+bool IsCreateOrRemove(Op op) { return op == Op::kCreate || op == Op::kRemove; }
+
+// The call, with article, as in "busy with a remove".
+const char* CallNoun(Op op) {
+  switch (op) {
+    case Op::kCreate:
+      return "a create";
+    case Op::kCommit:
+      return "a commit";
+    case Op::kRemove:
+      return "a remove";
+    case Op::kMounts:
+      return "a mounts query";
+    case Op::kDiskUsage:
+      return "a disk usage query";
+    case Op::kExists:
+      return "an exists check";
+    case Op::kList:
+      return "a list";
+    case Op::kCleanup:
+      return "a cleanup";
+  }
+  return "a call";
+}
+
+// "remove of object 42", "create of object 8 on object 7", "cleanup".
+std::string Describe(const CallInfo& info) {
+  std::string noun = CallNoun(info.op);
+  noun.erase(0, noun.find(' ') + 1);
+  if (info.op == Op::kList || info.op == Op::kCleanup) return noun;
+  std::string out = absl::StrCat(noun, " of object ", info.id);
+  if (info.op == Op::kCreate && info.parent_id != 0) {
+    absl::StrAppend(&out, " on object ", info.parent_id);
+  }
+  return out;
+}
+
+// Durations for people: whole seconds beyond a second, else milliseconds.
+std::string Human(absl::Duration d) {
+  return absl::FormatDuration(absl::Trunc(
+      d, d >= absl::Seconds(1) ? absl::Seconds(1) : absl::Milliseconds(1)));
+}
+
+// Why `next` may not start while the abandoned `busy` runs; nullopt if it
+// may. Mirrors backend.h's rules for concurrent calls.
+std::optional<std::string> Conflict(const CallInfo& next,
+                                    const CallInfo& busy) {
+  if (next.op == Op::kList || busy.op == Op::kList) return std::nullopt;
+  if (next.op == Op::kCleanup) {
+    if (!IsCreateOrRemove(busy.op) && busy.op != Op::kCleanup) {
+      return std::nullopt;
+    }
+    return absl::StrCat("cleanup must wait: ", Describe(busy),
+                        " outlived its time limit and is still running");
+  }
+  if (busy.op == Op::kCleanup) {
+    if (!IsCreateOrRemove(next.op)) return std::nullopt;
+    return absl::StrCat(Describe(next),
+                        " must wait: a cleanup outlived its time limit and is "
+                        "still running");
+  }
+  if (next.id == busy.id) {
+    return absl::StrCat("object ", next.id, " is still busy with ",
+                        CallNoun(busy.op), " that outlived its time limit");
+  }
+  if (next.op == Op::kRemove && busy.op == Op::kCreate && busy.parent_id != 0 &&
+      busy.parent_id == next.id) {
+    return absl::StrCat("object ", next.id, " is still busy with a create of ",
+                        "object ", busy.id,
+                        " on it that outlived its time limit");
+  }
+  if (next.op == Op::kCreate && busy.op == Op::kRemove && next.parent_id != 0 &&
+      next.parent_id == busy.id) {
+    return absl::StrCat("parent object ", busy.id,
+                        " is still busy with a remove that outlived its time "
+                        "limit");
+  }
+  return std::nullopt;
+}
+
+const absl::Status& StatusOf(const absl::Status& s) { return s; }
+template <typename U>
+const absl::Status& StatusOf(const absl::StatusOr<U>& s) {
+  return s.status();
+}
+
+}  // namespace
+
+TimedBackend::TimedBackend(std::shared_ptr<Backend> inner,
+                           TimedBackendOptions options)
+    : inner_(std::move(inner)),
+      timeout_(options.timeout),
+      bounded_(options.timeout > absl::ZeroDuration() &&
+               options.timeout != absl::InfiniteDuration()),
+      name_(inner_ != nullptr ? std::string(inner_->Name()) : std::string()),
+      state_(std::make_shared<SharedState>()) {
+  assert(inner_ != nullptr);
+}
+
+TimedBackend::~TimedBackend() {
+  if (size_t n = abandoned(); n > 0) {
+    spdlog::warn(
+        "{} backend: closing with {} call(s) past their time limit still "
+        "running; they finish in the background",
+        name_, n);
+  }
+}
+
+template <typename T, typename Fn>
+T TimedBackend::Run(const CallInfo& info, Fn fn) {
+  if (!bounded_) return fn(*inner_);
+
+  const absl::Time started = absl::Now();
+  {
+    absl::MutexLock l(&state_->mu);
+    for (const auto& [seq, busy] : state_->abandoned) {
+      if (std::optional<std::string> why = Conflict(info, busy.info)) {
+        return absl::UnavailableError(
+            absl::StrCat(name_, " backend: ", *why, " (started ",
+                         Human(started - busy.started), " ago)"));
+      }
+    }
+  }
+
+  auto call = std::make_shared<PendingCall<T>>();
+  try {
+    // The thread holds everything it touches: it may outlive `this`.
+    std::thread([call, fn = std::move(fn), inner = inner_, state = state_,
+                 name = name_, info, started]() mutable {
+      T result = fn(*inner);
+      bool abandoned = false;
+      uint64_t seq = 0;
+      {
+        absl::MutexLock l(&call->mu);
+        abandoned = call->abandoned;
+        seq = call->seq;
+        if (!abandoned) {
+          // Let go first, so that a caller holding the result knows this
+          // thread holds the backend no more. (Only drops a reference: the
+          // waiting caller's TimedBackend holds another.)
+          inner.reset();
+          call->result.emplace(std::move(result));
+        }
+        call->done = true;
+      }
+      if (!abandoned) return;
+      // Logged before the entry goes, so that WaitIdle() implies the log.
+      spdlog::warn(
+          "{} backend: {} finished {} after it started, past its time "
+          "limit: {}",
+          name, Describe(info), Human(absl::Now() - started),
+          StatusOf(result).ToString());
+      {
+        absl::MutexLock l(&state->mu);
+        state->abandoned.erase(seq);
+      }
+      inner.reset();  // may destroy the backend, if its owners are gone
+    }).detach();
+  } catch (const std::system_error& e) {
+    return absl::UnavailableError(
+        absl::StrCat(name_, " backend: cannot start a thread for the ",
+                     Describe(info), ": ", e.what()));
+  }
+
+  absl::MutexLock l(&call->mu);
+  if (call->mu.AwaitWithTimeout(absl::Condition(&call->done), timeout_)) {
+    return *std::move(call->result);
+  }
+  // Registered before returning, so the caller's next call already sees it.
+  call->abandoned = true;
+  {
+    absl::MutexLock sl(&state_->mu);
+    call->seq = state_->next_seq++;
+    state_->abandoned.emplace(call->seq, SharedState::Abandoned{info, started});
+  }
+  return absl::DeadlineExceededError(absl::StrCat(
+      name_, " backend: ", Describe(info), " did not finish within ",
+      absl::FormatDuration(timeout_), "; it continues in the background"));
+}
+
+std::string_view TimedBackend::Name() const { return inner_->Name(); }
+
+absl::Status TimedBackend::Create(uint64_t id, uint64_t parent_id,
+                                  SnapshotKind kind) {
+  return Run<absl::Status>({Op::kCreate, id, parent_id},
+                           [id, parent_id, kind](Backend& b) {
+                             return b.Create(id, parent_id, kind);
+                           });
+}
+
+absl::StatusOr<Usage> TimedBackend::Commit(uint64_t id) {
+  return Run<absl::StatusOr<Usage>>({Op::kCommit, id},
+                                    [id](Backend& b) { return b.Commit(id); });
+}
+
+absl::Status TimedBackend::Remove(uint64_t id) {
+  return Run<absl::Status>({Op::kRemove, id},
+                           [id](Backend& b) { return b.Remove(id); });
+}
+
+absl::StatusOr<std::vector<Mount>> TimedBackend::Mounts(uint64_t id,
+                                                        uint64_t parent_id,
+                                                        SnapshotKind kind) {
+  return Run<absl::StatusOr<std::vector<Mount>>>(
+      {Op::kMounts, id}, [id, parent_id, kind](Backend& b) {
+        return b.Mounts(id, parent_id, kind);
+      });
+}
+
+absl::StatusOr<Usage> TimedBackend::DiskUsage(uint64_t id) {
+  return Run<absl::StatusOr<Usage>>(
+      {Op::kDiskUsage, id}, [id](Backend& b) { return b.DiskUsage(id); });
+}
+
+absl::StatusOr<bool> TimedBackend::Exists(uint64_t id) {
+  return Run<absl::StatusOr<bool>>({Op::kExists, id},
+                                   [id](Backend& b) { return b.Exists(id); });
+}
+
+absl::StatusOr<std::vector<BackendObject>> TimedBackend::List() {
+  return Run<absl::StatusOr<std::vector<BackendObject>>>(
+      {Op::kList}, [](Backend& b) { return b.List(); });
+}
+
+absl::Status TimedBackend::Cleanup() {
+  return Run<absl::Status>({Op::kCleanup},
+                           [](Backend& b) { return b.Cleanup(); });
+}
+
+bool TimedBackend::WaitIdle(absl::Duration timeout) {
+  absl::MutexLock l(&state_->mu);
+  return state_->mu.AwaitWithTimeout(
+      absl::Condition(state_.get(), &SharedState::Idle), timeout);
+}
+
+size_t TimedBackend::abandoned() const {
+  absl::MutexLock l(&state_->mu);
+  return state_->abandoned.size();
+}
+
+std::unique_ptr<TimedBackend> NewTimedBackend(std::shared_ptr<Backend> inner,
+                                              TimedBackendOptions options) {
+  return std::make_unique<TimedBackend>(std::move(inner), options);
+}
+
+}  // namespace snapledger

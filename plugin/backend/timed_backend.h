@@ -1,0 +1,117 @@
+// A Backend decorator that bounds every call in time. containerd holds its
+// lock across the whole garbage-collection walk, so a backend that hangs (a
+// stuck filesystem, say) must turn into an error, never into a hung RPC.
+//
+// Each call of a bounded TimedBackend runs on a thread of its own while the
+// caller waits at most `timeout`. A call that does not finish by then is
+// abandoned: the caller gets DeadlineExceeded, and the call keeps running in
+// the background until the inner backend returns, when its outcome is
+// logged (a warning, once).
+//
+// An abandoned call still holds its object, so the inner backend never sees
+// what backend.h forbids: while it runs, a new call returns Unavailable at
+// once, without reaching the inner backend, if it
+//   - names the same object id (Create, Commit, Remove, Mounts, DiskUsage,
+//     Exists);
+//   - is Remove(p) while a Create(_, p) is abandoned, or Create(_, p) while a
+//     Remove(p) is abandoned (an object is never removed while another is
+//     being created from it);
+//   - is Cleanup while a Create, Remove or Cleanup is abandoned, or Create
+//     or Remove while a Cleanup is abandoned.
+// List is never refused. Calls the caller itself makes concurrently are not
+// checked: the caller keeps backend.h's rules for those, as without this
+// decorator.
+//
+// Costs: one thread start per call (tens of microseconds). Each abandoned
+// call holds one thread until the inner backend returns; its bookkeeping
+// entry goes when it does. A zero, negative or infinite timeout turns the
+// decorator off: calls are then made directly on the caller's thread.
+//
+// Ownership: the inner backend is shared. Each call's thread holds it, and
+// the decorator's bookkeeping, alive, so a TimedBackend may be destroyed
+// while abandoned calls run; the last of them to finish then destroys the
+// inner backend (on its thread) if nobody else holds it.
+//
+// Thread-safety: as backend.h requires (thread-safe; concurrent calls on
+// different ids). WaitIdle() and abandoned() may be called from any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "plugin/backend/backend.h"
+
+namespace snapledger {
+namespace timed_backend_internal {
+struct CallInfo;     // what one call works on
+struct SharedState;  // bookkeeping shared with the call threads
+}  // namespace timed_backend_internal
+
+struct TimedBackendOptions {
+  // The longest a caller waits for one call. Zero, negative or
+  // absl::InfiniteDuration(): no bound, calls are made directly.
+  absl::Duration timeout = absl::Seconds(60);
+};
+
+class TimedBackend final : public Backend {
+ public:
+  // `inner` must not be null.
+  TimedBackend(std::shared_ptr<Backend> inner, TimedBackendOptions options);
+  ~TimedBackend() override;
+
+  TimedBackend(const TimedBackend&) = delete;
+  TimedBackend& operator=(const TimedBackend&) = delete;
+
+  // The inner backend's name.
+  std::string_view Name() const override;
+
+  // The Backend calls, forwarded to the inner backend within the time limit.
+  // Beyond the inner backend's errors: DeadlineExceeded when the limit
+  // passed (the call continues in the background), Unavailable when an
+  // abandoned call still holds what the call needs (see above), and
+  // Unavailable when no thread could be started for the call.
+  absl::Status Create(uint64_t id, uint64_t parent_id,
+                      SnapshotKind kind) override;
+  absl::StatusOr<Usage> Commit(uint64_t id) override;
+  absl::Status Remove(uint64_t id) override;
+  absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id, uint64_t parent_id,
+                                            SnapshotKind kind) override;
+  absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
+  absl::StatusOr<bool> Exists(uint64_t id) override;
+  absl::StatusOr<std::vector<BackendObject>> List() override;
+  absl::Status Cleanup() override;
+
+  // Blocks until no abandoned call is running or `timeout` passes; true if
+  // idle. For shutdown and tests.
+  bool WaitIdle(absl::Duration timeout);
+
+  // Number of calls that outlived their limit and are still running.
+  size_t abandoned() const;
+
+ private:
+  // Runs `fn(*inner_)` within the time limit; defined in the .cc only.
+  template <typename T, typename Fn>
+  T Run(const timed_backend_internal::CallInfo& info, Fn fn);
+
+  const std::shared_ptr<Backend> inner_;
+  const absl::Duration timeout_;
+  const bool bounded_;
+  // Name for messages; copied so that call threads need not ask `inner_`.
+  const std::string name_;
+  // Shared with every call thread, which may outlive this object.
+  const std::shared_ptr<timed_backend_internal::SharedState> state_;
+};
+
+// Wraps `inner` (not null). Shared: a call abandoned after its time limit
+// keeps running on its own thread and keeps the backend alive.
+[[nodiscard]] std::unique_ptr<TimedBackend> NewTimedBackend(
+    std::shared_ptr<Backend> inner, TimedBackendOptions options);
+
+}  // namespace snapledger
