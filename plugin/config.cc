@@ -43,16 +43,19 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
     const std::string key(k.str());
     if (key == "root" || key == "address" || key == "backend" ||
         key == "log_level" || key == "shutdown_timeout" ||
-        key == "reconcile_interval") {
+        key == "reconcile_interval" || key == "remove_policy" ||
+        key == "backend_timeout") {
       absl::StatusOr<std::string> v = GetString(path, node, key);
       if (!v.ok()) return v.status();
       if (key == "root") base.root = *v;
       if (key == "address") base.address = *v;
       if (key == "backend") base.backend = *v;
       if (key == "log_level") base.log_level = *v;
+      if (key == "remove_policy") base.remove_policy = *v;
       absl::Duration* duration =
           key == "shutdown_timeout"     ? &base.shutdown_timeout
           : key == "reconcile_interval" ? &base.reconcile_interval
+          : key == "backend_timeout"    ? &base.backend_timeout
                                         : nullptr;
       if (duration != nullptr && !absl::ParseDuration(*v, duration)) {
         return Bad(
@@ -90,6 +93,43 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
         auto v = nnode.value<bool>();
         if (!v) return Bad(path, nnode, "`native.sync` must be true or false");
         base.native_sync = *v;
+      }
+    } else if (key == "remove_queue") {
+      const toml::table* queue = node.as_table();
+      if (queue == nullptr) {
+        return Bad(path, node, "`remove_queue` must be a table");
+      }
+      RetryPolicy& retry = base.remove_retry;
+      for (auto&& [qk, qnode] : *queue) {
+        const std::string qkey(qk.str());
+        const std::string name = absl::StrCat("remove_queue.", qkey);
+        if (qkey == "initial_backoff" || qkey == "max_backoff") {
+          absl::StatusOr<std::string> v = GetString(path, qnode, name);
+          if (!v.ok()) return v.status();
+          absl::Duration* d = qkey == "initial_backoff" ? &retry.initial_backoff
+                                                        : &retry.max_backoff;
+          if (!absl::ParseDuration(*v, d)) {
+            return Bad(
+                path, qnode,
+                absl::StrCat("`", name,
+                             "` is not a duration (e.g. \"30s\"): ", *v));
+          }
+        } else if (qkey == "jitter") {
+          auto v = qnode.value<double>();
+          if (!v)
+            return Bad(path, qnode, "`remove_queue.jitter` must be a number");
+          retry.jitter = *v;
+        } else if (qkey == "max_attempts") {
+          auto v = qnode.value<int64_t>();
+          if (!v || *v < 1 || *v > 1000000) {
+            return Bad(path, qnode,
+                       "`remove_queue.max_attempts` must be an integer from 1 "
+                       "to 1000000");
+          }
+          retry.max_attempts = static_cast<int>(*v);
+        } else {
+          return Bad(path, qnode, absl::StrCat("unknown setting `", name, "`"));
+        }
       }
     } else {
       return Bad(path, node, absl::StrCat("unknown setting `", key, "`"));
@@ -133,6 +173,20 @@ absl::Status ValidateConfig(const Config& config) {
       config.reconcile_interval > absl::Hours(24 * 7)) {
     return absl::InvalidArgumentError(
         "reconcile_interval must be between 0s (off) and 168h");
+  }
+  if (config.remove_policy != "refuse" && config.remove_policy != "defer") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("remove_policy must be \"refuse\" or \"defer\", not \"",
+                     config.remove_policy, "\""));
+  }
+  if (config.backend_timeout < absl::ZeroDuration() ||
+      config.backend_timeout > absl::Hours(24)) {
+    return absl::InvalidArgumentError(
+        "backend_timeout must be between 0s (unbounded) and 24h");
+  }
+  if (absl::Status s = ValidateRetryPolicy(config.remove_retry); !s.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("remove_queue: ", s.message()));
   }
   return absl::OkStatus();
 }

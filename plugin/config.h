@@ -7,16 +7,24 @@
 //   log_level = "info"                    # trace|debug|info|warn|error
 //   shutdown_timeout = "30s"              # drain time for in-flight calls
 //   reconcile_interval = "10m"            # backend vs ledger check; "0s": off
+//   remove_policy = "refuse"              # refuse | defer (docs/removal.md)
+//   backend_timeout = "60s"               # bound on every backend call
 //   [ledger]
 //   durability = "sync"                   # sync | async (see docs)
 //   [native]
 //   sync = false                          # flush snapshot data (see docs)
+//   [remove_queue]                        # retries of deferred removals
+//   initial_backoff = "1s"
+//   max_backoff = "5m"
+//   jitter = 0.2                          # delays scaled by [1-jitter, 1]
+//   max_attempts = 10                     # then the removal is `stuck`
 #pragma once
 
 #include <string>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "plugin/removal_schedule.h"
 
 namespace snapledger {
 
@@ -37,6 +45,13 @@ struct Config {
   // default, like containerd's own native snapshotter: the ledger is flushed
   // either way, and an object a power loss takes is reported MISSING.
   bool native_sync = false;
+  // What Remove does when it cannot remove now (children remain, the
+  // snapshot is mounted, the backend fails): "refuse" answers
+  // FailedPrecondition; "defer" answers OK and queues the removal.
+  std::string remove_policy = "refuse";
+  // Every backend call is bounded by this; zero disables the bound.
+  absl::Duration backend_timeout = absl::Seconds(60);
+  RetryPolicy remove_retry;
 };
 
 // Applies the settings in TOML file `path` on top of `base`. InvalidArgument

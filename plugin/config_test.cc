@@ -109,6 +109,60 @@ TEST_F(ConfigTest, ValidationNamesTheProblem) {
   c.log_level = "loud";
   EXPECT_THAT(std::string(ValidateConfig(c).message()),
               HasSubstr("unknown log level"));
+  c = Config{};
+  c.remove_policy = "ignore";
+  EXPECT_THAT(std::string(ValidateConfig(c).message()),
+              HasSubstr("remove_policy must be \"refuse\" or \"defer\""));
+  c = Config{};
+  c.backend_timeout = absl::Seconds(-1);
+  EXPECT_THAT(std::string(ValidateConfig(c).message()),
+              HasSubstr("backend_timeout"));
+  c = Config{};
+  c.remove_retry.max_backoff = absl::Milliseconds(1);
+  EXPECT_THAT(std::string(ValidateConfig(c).message()),
+              HasSubstr("remove_queue: "));
+}
+
+TEST_F(ConfigTest, RemovalSettings) {
+  Config defaults;
+  EXPECT_EQ(defaults.remove_policy, "refuse");
+  EXPECT_EQ(defaults.backend_timeout, absl::Seconds(60));
+
+  auto c = LoadConfigFile(Write(R"(
+remove_policy = "defer"
+backend_timeout = "5s"
+[remove_queue]
+initial_backoff = "250ms"
+max_backoff = "1m"
+jitter = 0.5
+max_attempts = 3
+)"),
+                          Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->remove_policy, "defer");
+  EXPECT_EQ(c->backend_timeout, absl::Seconds(5));
+  EXPECT_EQ(c->remove_retry.initial_backoff, absl::Milliseconds(250));
+  EXPECT_EQ(c->remove_retry.max_backoff, absl::Minutes(1));
+  EXPECT_DOUBLE_EQ(c->remove_retry.jitter, 0.5);
+  EXPECT_EQ(c->remove_retry.max_attempts, 3);
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+
+  auto unknown =
+      LoadConfigFile(Write("[remove_queue]\nretries = 3\n"), Config{});
+  EXPECT_THAT(std::string(unknown.status().message()),
+              HasSubstr(":2: unknown setting `remove_queue.retries`"));
+  auto attempts =
+      LoadConfigFile(Write("[remove_queue]\nmax_attempts = 0\n"), Config{});
+  EXPECT_THAT(std::string(attempts.status().message()),
+              HasSubstr("max_attempts` must be an integer"));
+  auto backoff = LoadConfigFile(
+      Write("[remove_queue]\ninitial_backoff = \"later\"\n"), Config{});
+  EXPECT_THAT(std::string(backoff.status().message()),
+              HasSubstr("`remove_queue.initial_backoff` is not a duration"));
+  auto jitter =
+      LoadConfigFile(Write("[remove_queue]\njitter = \"some\"\n"), Config{});
+  EXPECT_THAT(std::string(jitter.status().message()),
+              HasSubstr("`remove_queue.jitter` must be a number"));
 }
 
 }  // namespace

@@ -74,8 +74,39 @@ absl::Status ValidateLabels(const Labels& labels) {
   return absl::OkStatus();
 }
 
-Coordinator::Coordinator(Ledger* ledger, Backend* backend)
-    : ledger_(ledger), backend_(backend) {}
+Coordinator::Coordinator(Ledger* ledger, Backend* backend,
+                         CoordinatorOptions options)
+    : ledger_(ledger), backend_(backend), options_(std::move(options)) {}
+
+Coordinator::~Coordinator() { StopRemovalQueue(); }
+
+absl::Status Coordinator::RollBackIntent(Record intent,
+                                         const absl::Status& cause) {
+  // The backend may have done part of the work before failing (or may
+  // still be doing it, after a time-out): ask it, as recovery would.
+  if (absl::IsDeadlineExceeded(cause)) {
+    NotePendingIntent(intent.key());
+    return absl::OkStatus();
+  }
+  absl::StatusOr<bool> stored = backend_->Exists(intent.backend_id());
+  if (!stored.ok()) {
+    NotePendingIntent(intent.key());
+    return stored.status();
+  }
+  intent.set_last_error(cause.ToString());
+  RecoveryReport report;
+  absl::Status s = ResolveIntent(*ledger_, *backend_, intent, *stored, &report);
+  if (!s.ok()) {
+    NotePendingIntent(intent.key());
+    return s;
+  }
+  if (report.removals_queued > 0) {
+    absl::StatusOr<Record> pending =
+        ledger_->Get(RemovedKey(intent.backend_id()));
+    if (pending.ok()) Reschedule(*pending);
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<Record> Coordinator::GetVisible(const std::string& key) {
   absl::StatusOr<Record> record = ledger_->Get(key);
@@ -115,18 +146,20 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
         absl::StrCat("snapshot ", Quote(key), " cannot be its own parent"));
   }
   if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
+  if (IsReservedKey(key)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot key ", Quote(key),
+                     " is reserved: keys beginning with \"snapledger.\" name "
+                     "snapledger's own records"));
+  }
 
   ResolvePendingIntents();
-  KeyLocks::Guard guard = locks_.Lock({key, parent});
+  // The parent is held shared: prepares on one parent run side by side, but
+  // never beside a Remove of it.
+  KeyLocks::Guard guard = locks_.Lock({key}, {parent});
   absl::ReaderMutexLock gate(&cleanup_gate_);
 
-  absl::StatusOr<Record> existing = ledger_->Get(key);
-  if (existing.ok()) {
-    return absl::AlreadyExistsError(
-        absl::StrCat("snapshot ", Quote(key), ": already exists"));
-  }
-  if (!absl::IsNotFound(existing.status())) return existing.status();
-
+  // containerd checks the parent first.
   Record record;
   if (!parent.empty()) {
     absl::StatusOr<Record> p = ledger_->Get(parent);
@@ -150,6 +183,21 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
     record.set_parent_backend_id(p->backend_id());
   }
 
+  absl::StatusOr<Record> existing = ledger_->Get(key);
+  if (existing.ok()) {
+    if (!IsVisible(*existing)) {
+      // An intent that could not be resolved yet (a backend call that
+      // outlived its time limit, a ledger that refused a write).
+      return absl::UnavailableError(
+          absl::StrCat("snapshot ", Quote(key),
+                       ": an earlier operation on it has not finished; try "
+                       "again later"));
+    }
+    return absl::AlreadyExistsError(
+        absl::StrCat("snapshot ", Quote(key), ": already exists"));
+  }
+  if (!absl::IsNotFound(existing.status())) return existing.status();
+
   const int64_t now = NowNanos();
   record.set_key(key);
   record.set_kind(ToRecordKind(kind));
@@ -167,12 +215,9 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   if (absl::Status s = backend_->Create(record.backend_id(),
                                         record.parent_backend_id(), kind);
       !s.ok()) {
-    Ledger::Batch undo;
-    undo.Delete(record);
-    if (absl::Status u = ledger_->Write(undo); !u.ok()) {
-      spdlog::error("prepare {}: cannot roll back the intent: {}", key,
+    if (absl::Status u = RollBackIntent(record, s); !u.ok()) {
+      spdlog::error("prepare {}: cannot roll back the intent yet: {}", key,
                     u.ToString());
-      NotePendingIntent(key);
     }
     return BackendError(
         s, absl::StrCat("create storage for snapshot ", Quote(key)));
@@ -215,6 +260,12 @@ absl::Status Coordinator::Commit(const std::string& name,
         "commit needs both a name and the key of an active snapshot");
   }
   if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
+  if (IsReservedKey(name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot name ", Quote(name),
+                     " is reserved: names beginning with \"snapledger.\" name "
+                     "snapledger's own records"));
+  }
 
   ResolvePendingIntents();
   KeyLocks::Guard guard = locks_.Lock({key, name});
@@ -253,14 +304,10 @@ absl::Status Coordinator::Commit(const std::string& name,
 
   absl::StatusOr<Usage> usage = backend_->Commit(active->backend_id());
   if (!usage.ok()) {
-    Record rollback = *active;
-    rollback.set_last_error(std::string(usage.status().message()));
-    Ledger::Batch undo;
-    undo.Put(rollback);
-    if (absl::Status u = ledger_->Write(undo); !u.ok()) {
-      spdlog::error("commit {}: cannot roll back the intent: {}", key,
+    if (absl::Status u = RollBackIntent(intent_record, usage.status());
+        !u.ok()) {
+      spdlog::error("commit {}: cannot roll back the intent yet: {}", key,
                     u.ToString());
-      NotePendingIntent(key);
     }
     return BackendError(usage.status(),
                         absl::StrCat("commit snapshot ", Quote(key)));
@@ -291,61 +338,148 @@ absl::Status Coordinator::Commit(const std::string& name,
 
 absl::Status Coordinator::Remove(const std::string& key) {
   ResolvePendingIntents();
-  KeyLocks::Guard guard = locks_.Lock({key});
-  absl::ReaderMutexLock gate(&cleanup_gate_);
+  // The parent is known only from the record: read it, lock, and check that
+  // the key still names the same snapshot.
+  for (int tries = 0;; ++tries) {
+    absl::StatusOr<Record> seen = GetVisible(key);
+    if (!seen.ok()) return seen.status();
+    const uint64_t parent_id = seen->parent_backend_id();
+    KeyLocks::Guard guard = locks_.Lock(
+        {key}, {seen->parent(), parent_id != 0 ? RemovedKey(parent_id) : ""});
+    absl::ReaderMutexLock gate(&cleanup_gate_);
+    absl::StatusOr<Record> record = GetVisible(key);
+    if (!record.ok()) return record.status();
+    if (record->backend_id() == seen->backend_id()) {
+      return RemoveLocked(*record);
+    }
+    if (tries == 8) {
+      return absl::UnavailableError(absl::StrCat(
+          "snapshot ", Quote(key), " keeps changing; try the removal again"));
+    }
+  }
+}
 
-  absl::StatusOr<Record> record = GetVisible(key);
-  if (!record.ok()) return record.status();
+absl::Status Coordinator::RemoveLocked(const Record& record) {
+  const std::string& key = record.key();
+  const bool defer = options_.remove_policy == RemovePolicy::kDefer;
+  const absl::Time now = options_.clock();
 
   absl::StatusOr<std::vector<std::string>> children =
-      ledger_->Children(record->backend_id(), 9);
+      ledger_->Children(record.backend_id(), 9);
   if (!children.ok()) return children.status();
   if (!children->empty()) {
-    std::string names = absl::StrJoin(
-        children->begin(),
-        children->begin() + std::min<size_t>(children->size(), 8), ", ");
-    if (children->size() > 8) absl::StrAppend(&names, ", ...");
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot remove snapshot with child: ", Quote(key),
-                     " has children [", names, "]"));
+    const std::string names = DescribeChildren(*children);
+    if (!defer) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot remove snapshot with child: ", Quote(key),
+                       " has children [", names, "]"));
+    }
+    // Waits, without a due time, for the removal of its last child.
+    Record pending = ToPendingRemoval(record, now);
+    const std::string cause =
+        absl::StrCat("waiting for children [", names, "]");
+    pending.set_next_attempt_ns(0);
+    pending.set_last_error(cause);
+    AppendRemovalAttempt(&pending, now, cause);
+    Ledger::Batch batch;
+    batch.Delete(record);
+    batch.Put(pending);
+    if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
+    CRASH_POINT("remove.after_defer");
+    spdlog::info("remove {}: deferred as {} ({})", key, pending.key(), cause);
+    Reschedule(pending);
+    return absl::OkStatus();
   }
 
-  Record intent_record = *record;
-  intent_record.set_prior_state(record->state());
+  Record intent_record = record;
+  intent_record.set_prior_state(record.state());
   intent_record.set_state(store::v1::REMOVING);
   Ledger::Batch intent;
   intent.Put(intent_record);
   if (absl::Status s = ledger_->Write(intent); !s.ok()) return s;
   CRASH_POINT("remove.after_intent");
 
-  absl::Status removed = backend_->Remove(record->backend_id());
+  absl::Status removed = backend_->Remove(record.backend_id());
   if (absl::IsNotFound(removed)) {
     spdlog::warn("remove {}: backend object {} was already gone", key,
-                 record->backend_id());
+                 record.backend_id());
     removed = absl::OkStatus();
   }
   if (!removed.ok()) {
-    Record rollback = *record;
-    rollback.set_last_error(std::string(removed.message()));
-    Ledger::Batch undo;
-    undo.Put(rollback);
-    if (absl::Status u = ledger_->Write(undo); !u.ok()) {
-      spdlog::error("remove {}: cannot roll back the intent: {}", key,
-                    u.ToString());
-      NotePendingIntent(key);
+    // A time-out leaves the backend working on it: the record cannot go back
+    // to live (the object may vanish any moment), so it is queued whatever
+    // the policy.
+    const bool timed_out = absl::IsDeadlineExceeded(removed);
+    if (!defer && !timed_out) {
+      Record rollback = record;
+      rollback.set_last_error(removed.ToString());
+      Ledger::Batch undo;
+      undo.Put(rollback);
+      if (absl::Status u = ledger_->Write(undo); !u.ok()) {
+        spdlog::error("remove {}: cannot roll back the intent: {}", key,
+                      u.ToString());
+        NotePendingIntent(key);
+      }
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot remove snapshot ", Quote(key), " now: ", removed.message()));
     }
-    return BackendError(removed, absl::StrCat("remove snapshot ", Quote(key)));
+    Record pending = ToPendingRemoval(record, now);
+    pending.set_remove_attempts(1);
+    pending.set_last_error(removed.ToString());
+    pending.set_next_attempt_ns(
+        absl::ToUnixNanos(now + RetryDelay(options_.retry, 1)));
+    AppendRemovalAttempt(&pending, now, removed.ToString());
+    Ledger::Batch batch;
+    batch.Delete(intent_record);
+    batch.Put(pending);
+    if (absl::Status s = ledger_->Write(batch); !s.ok()) {
+      NotePendingIntent(key);  // rolled forward, or queued, later
+      return s;
+    }
+    CRASH_POINT("remove.after_defer");
+    spdlog::warn("remove {}: cannot remove now ({}); queued as {}", key,
+                 removed.ToString(), pending.key());
+    Reschedule(pending);
+    if (!defer) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot remove snapshot ", Quote(key), " now: ", removed.message(),
+          " (its removal continues in the background, queued as ",
+          pending.key(), ")"));
+    }
+    return absl::OkStatus();
   }
   CRASH_POINT("remove.after_backend");
 
   Ledger::Batch done;
-  done.Delete(*record);
+  done.Delete(record);
   if (absl::Status s = ledger_->Write(done); !s.ok()) {
     NotePendingIntent(key);  // rolled forward later
     return s;
   }
   CRASH_POINT("remove.after_complete");
+  CascadeTo(record.parent_backend_id());
   return absl::OkStatus();
+}
+
+std::string Coordinator::DescribeChildren(
+    const std::vector<std::string>& keys) {
+  std::vector<std::string> names;
+  for (size_t i = 0; i < keys.size() && i < 8; ++i) {
+    std::string name = keys[i];
+    if (IsReservedKey(name)) {
+      absl::StatusOr<Record> child = ledger_->Get(name);
+      if (child.ok() && !child->removed_key().empty()) {
+        name = absl::StrCat(child->removed_key(),
+                            child->state() == store::v1::STUCK
+                                ? " (removal stuck, "
+                                : " (removal pending, ",
+                            child->key(), ")");
+      }
+    }
+    names.push_back(std::move(name));
+  }
+  if (keys.size() > 8) names.push_back("...");
+  return absl::StrJoin(names, ", ");
 }
 
 absl::StatusOr<Record> Coordinator::Stat(const std::string& key) {
@@ -467,16 +601,30 @@ void Coordinator::ResolvePendingIntents() {
     keys = pending_;
   }
   for (const std::string& key : keys) {
-    KeyLocks::Guard guard = locks_.Lock({key});
+    absl::StatusOr<Record> seen = ledger_->Get(key);
+    const uint64_t parent_id = seen.ok() ? seen->parent_backend_id() : 0;
+    KeyLocks::Guard guard =
+        locks_.Lock({key}, {seen.ok() ? seen->parent() : "",
+                            parent_id != 0 ? RemovedKey(parent_id) : ""});
     absl::ReaderMutexLock gate(&cleanup_gate_);
     absl::Status s;
     absl::StatusOr<Record> record = ledger_->Get(key);
-    if (record.ok() && !IsVisible(*record)) {
+    if (record.ok() && !IsVisible(*record) &&
+        (record->state() == store::v1::PREPARING ||
+         record->state() == store::v1::COMMITTING ||
+         record->state() == store::v1::REMOVING)) {
       absl::StatusOr<bool> stored = backend_->Exists(record->backend_id());
       RecoveryReport report;
       s = stored.ok()
               ? ResolveIntent(*ledger_, *backend_, *record, *stored, &report)
               : stored.status();
+      if (s.ok() && report.removals_queued > 0) {
+        absl::StatusOr<Record> pending =
+            ledger_->Get(RemovedKey(record->backend_id()));
+        if (pending.ok()) Reschedule(*pending);
+      } else if (s.ok() && report.removes_completed > 0) {
+        CascadeTo(record->parent_backend_id());
+      }
     } else if (!record.ok() && !absl::IsNotFound(record.status())) {
       s = record.status();
     }
@@ -506,13 +654,282 @@ absl::Status Coordinator::Cleanup() {
   // copies would make every new mutation queue behind the waiting sweep, so
   // a busy moment skips it: temporaries only wait for the next Cleanup (or
   // the next start).
-  if (!cleanup_gate_.WriterTryLock()) {
+  absl::Status s;
+  if (cleanup_gate_.WriterTryLock()) {
+    s = backend_->Cleanup();
+    cleanup_gate_.WriterUnlock();
+  } else {
     spdlog::debug("cleanup: mutations in flight; sweep skipped this time");
-    return absl::OkStatus();
   }
-  absl::Status s = backend_->Cleanup();
-  cleanup_gate_.WriterUnlock();
+  // containerd calls Cleanup right after its garbage collector's removals:
+  // the moment to run what is due, within a budget (containerd holds its
+  // metadata lock meanwhile).
+  const int ran = RunDueRemovals(SIZE_MAX, options_.cleanup_budget);
+  if (ran > 0) spdlog::debug("cleanup: {} queued removals attempted", ran);
   return s;
+}
+
+// ---- The removal queue ----
+
+void Coordinator::Reschedule(const Record& pending) {
+  absl::MutexLock lock(&queue_mu_);
+  if (pending.state() == store::v1::REMOVE_PENDING &&
+      pending.next_attempt_ns() > 0) {
+    schedule_.Schedule(pending.backend_id(),
+                       absl::FromUnixNanos(pending.next_attempt_ns()));
+  } else {
+    schedule_.Unschedule(pending.backend_id());
+  }
+  ++schedule_version_;
+}
+
+void Coordinator::CascadeTo(uint64_t parent_id) {
+  if (parent_id == 0) return;
+  absl::StatusOr<Record> parent = ledger_->Get(RemovedKey(parent_id));
+  if (!parent.ok() || parent->state() != store::v1::REMOVE_PENDING) return;
+  absl::StatusOr<std::vector<std::string>> children =
+      ledger_->Children(parent_id, 1);
+  if (!children.ok() || !children->empty()) return;
+  // Due now. Not written to the ledger: after a restart LoadRemovalQueue()
+  // finds a childless pending parent by itself.
+  spdlog::info("removal queue: last child of {} ({}) is gone; removing it now",
+               parent->key(), parent->removed_key());
+  absl::MutexLock lock(&queue_mu_);
+  schedule_.Schedule(parent_id, options_.clock());
+  ++schedule_version_;
+}
+
+void Coordinator::AttemptRemoval(uint64_t id) {
+  const std::string key = RemovedKey(id);
+  absl::StatusOr<Record> seen = ledger_->Get(key);
+  if (!seen.ok() || seen->state() != store::v1::REMOVE_PENDING) return;
+  const uint64_t parent_id = seen->parent_backend_id();
+  KeyLocks::Guard guard = locks_.Lock(
+      {key}, {seen->parent(), parent_id != 0 ? RemovedKey(parent_id) : ""});
+  absl::ReaderMutexLock gate(&cleanup_gate_);
+  absl::StatusOr<Record> record = ledger_->Get(key);
+  if (!record.ok() || record->state() != store::v1::REMOVE_PENDING) return;
+  const absl::Time now = options_.clock();
+
+  absl::StatusOr<std::vector<std::string>> children = ledger_->Children(id, 9);
+  if (!children.ok()) {
+    spdlog::warn("removal queue: {}: {}", key, children.status().ToString());
+    return;  // the ledger cannot be read: tried again on the next restart
+  }
+  if (!children->empty()) {
+    // Not an attempt: it waits for the cascade.
+    Record waiting = *record;
+    waiting.set_next_attempt_ns(0);
+    waiting.set_last_error(absl::StrCat("waiting for children [",
+                                        DescribeChildren(*children), "]"));
+    waiting.set_updated_ns(absl::ToUnixNanos(now));
+    Ledger::Batch batch;
+    batch.Put(waiting);
+    if (absl::Status s = ledger_->Write(batch); !s.ok()) {
+      spdlog::warn("removal queue: {}: {}", key, s.ToString());
+    }
+    return;
+  }
+
+  Record intent_record = *record;
+  intent_record.set_prior_state(store::v1::REMOVE_PENDING);
+  intent_record.set_state(store::v1::REMOVING);
+  Ledger::Batch intent;
+  intent.Put(intent_record);
+  if (absl::Status s = ledger_->Write(intent); !s.ok()) {
+    // Nothing changed; due again after a back-off.
+    absl::MutexLock lock(&queue_mu_);
+    schedule_.Schedule(id, now + RetryDelay(options_.retry, 1));
+    ++schedule_version_;
+    return;
+  }
+  CRASH_POINT("queue.after_intent");
+
+  absl::Status removed = backend_->Remove(id);
+  if (absl::IsNotFound(removed)) removed = absl::OkStatus();
+  if (removed.ok()) {
+    CRASH_POINT("queue.after_backend");
+    Ledger::Batch done;
+    done.Delete(intent_record);
+    if (absl::Status s = ledger_->Write(done); !s.ok()) {
+      NotePendingIntent(key);  // rolled forward later
+      return;
+    }
+    spdlog::info(
+        "removal queue: removed {} ({}) after {} failed attempts, {} after it "
+        "was asked for",
+        record->removed_key(), key, record->remove_attempts(),
+        absl::FormatDuration(absl::Trunc(
+            now - absl::FromUnixNanos(record->remove_requested_ns()),
+            absl::Milliseconds(1))));
+    CascadeTo(parent_id);
+    return;
+  }
+
+  Record failed = *record;
+  const int attempts = record->remove_attempts() + 1;
+  failed.set_remove_attempts(attempts);
+  failed.set_last_error(removed.ToString());
+  failed.set_updated_ns(absl::ToUnixNanos(now));
+  AppendRemovalAttempt(&failed, now, removed.ToString());
+  if (attempts >= options_.retry.max_attempts) {
+    failed.set_state(store::v1::STUCK);
+    failed.set_next_attempt_ns(0);
+  } else {
+    failed.set_next_attempt_ns(
+        absl::ToUnixNanos(now + RetryDelay(options_.retry, attempts)));
+  }
+  Ledger::Batch batch;
+  batch.Put(failed);
+  if (absl::Status s = ledger_->Write(batch); !s.ok()) {
+    NotePendingIntent(key);  // the REMOVING intent is rolled forward later
+    return;
+  }
+  if (failed.state() == store::v1::STUCK) {
+    spdlog::error(
+        "removal queue: {} ({}) is stuck after {} attempts, last: {}; kept "
+        "until an operator retries it",
+        record->removed_key(), key, attempts, removed.ToString());
+  } else {
+    spdlog::warn("removal queue: {} ({}): attempt {} failed: {}",
+                 record->removed_key(), key, attempts, removed.ToString());
+  }
+  Reschedule(failed);
+}
+
+int Coordinator::RunDueRemovals(size_t max, absl::Duration budget) {
+  const absl::Time start = absl::Now();
+  int ran = 0;
+  while (static_cast<size_t>(ran) < max && absl::Now() - start < budget) {
+    std::vector<uint64_t> due;
+    {
+      absl::MutexLock lock(&queue_mu_);
+      due = schedule_.TakeDue(options_.clock(), 1);
+    }
+    if (due.empty()) break;
+    AttemptRemoval(due.front());
+    ++ran;
+  }
+  return ran;
+}
+
+absl::Status Coordinator::LoadRemovalQueue() {
+  std::vector<Record> pending;
+  absl::Status scan = ledger_->ForEach([&](const Record& r) {
+    if (r.state() == store::v1::REMOVE_PENDING) pending.push_back(r);
+    return true;
+  });
+  if (!scan.ok()) return scan;
+  const absl::Time now = options_.clock();
+  absl::MutexLock lock(&queue_mu_);
+  for (const Record& r : pending) {
+    if (r.next_attempt_ns() > 0) {
+      schedule_.Schedule(r.backend_id(),
+                         absl::FromUnixNanos(r.next_attempt_ns()));
+      continue;
+    }
+    absl::StatusOr<std::vector<std::string>> children =
+        ledger_->Children(r.backend_id(), 1);
+    if (!children.ok()) return children.status();
+    // Its last child went while the daemon was down (or before a cascade
+    // could be noted): due now.
+    if (children->empty()) schedule_.Schedule(r.backend_id(), now);
+  }
+  ++schedule_version_;
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::StartRemovalQueue() {
+  if (absl::Status s = LoadRemovalQueue(); !s.ok()) return s;
+  {
+    absl::MutexLock lock(&queue_mu_);
+    if (worker_.joinable()) return absl::OkStatus();
+    stop_worker_ = false;
+  }
+  worker_ = std::thread([this] { WorkerLoop(); });
+  return absl::OkStatus();
+}
+
+void Coordinator::StopRemovalQueue() {
+  {
+    absl::MutexLock lock(&queue_mu_);
+    stop_worker_ = true;
+    ++schedule_version_;
+  }
+  if (worker_.joinable()) worker_.join();
+}
+
+void Coordinator::WorkerLoop() {
+  queue_mu_.Lock();
+  while (!stop_worker_) {
+    const std::optional<absl::Time> next = schedule_.NextDue();
+    const absl::Time now = options_.clock();
+    if (next.has_value() && *next <= now) {
+      queue_mu_.Unlock();
+      RunDueRemovals(16);
+      queue_mu_.Lock();
+      continue;
+    }
+    const uint64_t version = schedule_version_;
+    struct Wake {
+      Coordinator* self;
+      uint64_t version;
+    } wake{this, version};
+    const absl::Time deadline =
+        next.has_value() ? absl::Now() + (*next - now) : absl::InfiniteFuture();
+    queue_mu_.AwaitWithDeadline(
+        absl::Condition(
+            +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+              return w->self->stop_worker_ ||
+                     w->self->schedule_version_ != w->version;
+            },
+            &wake),
+        deadline);
+  }
+  queue_mu_.Unlock();
+}
+
+absl::Status Coordinator::RetryRemoval(uint64_t backend_id) {
+  const std::string key = RemovedKey(backend_id);
+  KeyLocks::Guard guard = locks_.Lock({key});
+  absl::StatusOr<Record> record = ledger_->Get(key);
+  if (!record.ok() || (record->state() != store::v1::REMOVE_PENDING &&
+                       record->state() != store::v1::STUCK)) {
+    if (record.ok() || absl::IsNotFound(record.status())) {
+      return absl::NotFoundError(
+          absl::StrCat("no queued removal of backend object ", backend_id));
+    }
+    return record.status();
+  }
+  Record due = *record;
+  due.set_state(store::v1::REMOVE_PENDING);
+  due.set_next_attempt_ns(absl::ToUnixNanos(options_.clock()));
+  Ledger::Batch batch;
+  batch.Put(due);
+  if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
+  spdlog::info("removal queue: retry of {} ({}) asked for", due.removed_key(),
+               key);
+  Reschedule(due);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<RemovalQueueStats> Coordinator::GetRemovalQueueStats() {
+  RemovalQueueStats stats;
+  absl::Status scan = ledger_->ForEach([&](const Record& r) {
+    if (r.state() == store::v1::STUCK) ++stats.stuck;
+    if (r.state() == store::v1::REMOVE_PENDING) {
+      if (r.next_attempt_ns() > 0) {
+        ++stats.scheduled;
+      } else {
+        ++stats.waiting_for_children;
+      }
+    }
+    return true;
+  });
+  if (!scan.ok()) return scan;
+  absl::MutexLock lock(&queue_mu_);
+  stats.next_due = schedule_.NextDue();
+  return stats;
 }
 
 }  // namespace snapledger

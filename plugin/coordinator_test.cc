@@ -208,9 +208,12 @@ TEST_F(CoordinatorTest, RemoveErrors) {
   EXPECT_EQ(s.code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(s.message()), HasSubstr("\"nope\""));
 
+  // Under the default policy (refuse) every reason a removal cannot happen
+  // now is FailedPrecondition: containerd's GC aborts its pass on others.
   backend_.FailRemove(absl::PermissionDeniedError("EBUSY"));
   s = coord_->Remove("child-a");
-  EXPECT_EQ(s.code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("EBUSY"));
   auto kept = coord_->Stat("child-a");
   ASSERT_TRUE(kept.ok());
   EXPECT_EQ(kept->state(), store::v1::LIVE);

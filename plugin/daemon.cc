@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "plugin/backend/native_backend.h"
+#include "plugin/backend/timed_backend.h"
 #include "plugin/coordinator.h"
 #include "plugin/reconciler.h"
 #include "plugin/snapshot_service.h"
@@ -68,7 +69,7 @@ absl::Status PrepareSocketPath(const std::string& path) {
 struct Daemon::State {
   Config config;
   std::unique_ptr<Ledger> ledger;
-  std::unique_ptr<Backend> backend;
+  std::unique_ptr<TimedBackend> backend;
   std::unique_ptr<Coordinator> coordinator;
   std::unique_ptr<Reconciler> reconciler;
   std::unique_ptr<SnapshotService> service;
@@ -106,7 +107,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   auto backend =
       NewNativeBackend(config.root, NativeBackendOptions{config.native_sync});
   if (!backend.ok()) return backend.status();
-  state->backend = *std::move(backend);
+  // Every backend call is bounded in time, recovery's included.
+  state->backend =
+      NewTimedBackend(std::shared_ptr<Backend>(*std::move(backend)),
+                      TimedBackendOptions{config.backend_timeout});
 
   const auto recovery_start = std::chrono::steady_clock::now();
   auto report = ResolveIntents(*state->ledger, *state->backend);
@@ -118,16 +122,35 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   state->recovery = *std::move(report);
   spdlog::info(
       "recovery: {} intents resolved ({} prepares rolled back, {} commits "
-      "rolled back, {} removes completed), {} missing, {} adopted, in {} ms",
+      "rolled back, {} removes completed, {} removals queued), {} missing, {} "
+      "adopted, in {} ms",
       state->recovery.intents_resolved(), state->recovery.prepares_rolled_back,
       state->recovery.commits_rolled_back, state->recovery.removes_completed,
-      state->recovery.missing.size(), state->recovery.adopted.size(),
+      state->recovery.removals_queued, state->recovery.missing.size(),
+      state->recovery.adopted.size(),
       std::chrono::duration_cast<std::chrono::milliseconds>(
           std::chrono::steady_clock::now() - recovery_start)
           .count());
 
-  state->coordinator =
-      std::make_unique<Coordinator>(state->ledger.get(), state->backend.get());
+  CoordinatorOptions coordinator_options;
+  coordinator_options.remove_policy = config.remove_policy == "defer"
+                                          ? RemovePolicy::kDefer
+                                          : RemovePolicy::kRefuse;
+  coordinator_options.retry = config.remove_retry;
+  state->coordinator = std::make_unique<Coordinator>(
+      state->ledger.get(), state->backend.get(), coordinator_options);
+  if (absl::Status s = state->coordinator->StartRemovalQueue(); !s.ok()) {
+    return s;
+  }
+  if (absl::StatusOr<RemovalQueueStats> queue =
+          state->coordinator->GetRemovalQueueStats();
+      queue.ok()) {
+    spdlog::info(
+        "removal queue: {} pending ({} waiting for children), {} stuck; "
+        "policy {}",
+        queue->scheduled + queue->waiting_for_children,
+        queue->waiting_for_children, queue->stuck, config.remove_policy);
+  }
   state->service = std::make_unique<SnapshotService>(state->coordinator.get());
 
   if (absl::Status s = PrepareSocketPath(config.address); !s.ok()) return s;
@@ -167,7 +190,13 @@ void Daemon::Shutdown(absl::Duration grace) {
   ::unlink(state_->config.address.c_str());
   state_->reconciler.reset();  // stops its thread
   state_->service.reset();
-  state_->coordinator.reset();
+  state_->coordinator.reset();  // stops the removal worker
+  // A backend call that outlived its limit keeps the backend alive by
+  // itself; waiting a little lets it finish and log its outcome.
+  if (state_->backend != nullptr && !state_->backend->WaitIdle(grace)) {
+    spdlog::warn("{} backend calls still running at shutdown",
+                 state_->backend->abandoned());
+  }
   state_->backend.reset();
   state_->ledger.reset();  // flushes and closes RocksDB
   spdlog::info("snapledgerd stopped");

@@ -22,6 +22,71 @@ std::string AdoptedKey(uint64_t backend_id) {
   return absl::StrCat("snapledger.adopted/", backend_id);
 }
 
+std::string RemovedKey(uint64_t backend_id) {
+  return absl::StrCat("snapledger.removed/", backend_id);
+}
+
+bool IsReservedKey(std::string_view key) {
+  return key.starts_with("snapledger.");
+}
+
+void AppendRemovalAttempt(Record* record, absl::Time at,
+                          const std::string& error) {
+  auto* history = record->mutable_remove_history();
+  if (history->size() >= kMaxRemovalHistory) {
+    history->DeleteSubrange(0, history->size() - kMaxRemovalHistory + 1);
+  }
+  store::v1::RemovalAttempt* attempt = history->Add();
+  attempt->set_at_ns(absl::ToUnixNanos(at));
+  attempt->set_error(error);
+}
+
+Record ToPendingRemoval(const Record& record, absl::Time now) {
+  Record pending = record;
+  const bool already = record.state() == store::v1::REMOVE_PENDING ||
+                       record.state() == store::v1::STUCK ||
+                       (record.state() == store::v1::REMOVING &&
+                        (record.prior_state() == store::v1::REMOVE_PENDING ||
+                         record.prior_state() == store::v1::STUCK));
+  if (!already) {
+    pending.set_key(RemovedKey(record.backend_id()));
+    pending.set_removed_key(record.key());
+    pending.set_remove_requested_ns(absl::ToUnixNanos(now));
+    pending.set_remove_attempts(0);
+    pending.clear_remove_history();
+  }
+  pending.set_state(store::v1::REMOVE_PENDING);
+  pending.clear_prior_state();
+  pending.clear_commit_name();
+  pending.set_updated_ns(absl::ToUnixNanos(now));
+  return pending;
+}
+
+namespace {
+
+// The backend could not remove the object of intent `r` now: queue the
+// removal, due at once, instead of failing recovery.
+absl::Status QueueRemoval(Ledger& ledger, const Record& r,
+                          const absl::Status& error, RecoveryReport* report) {
+  const absl::Time now = absl::Now();
+  Record pending = ToPendingRemoval(r, now);
+  pending.set_remove_attempts(pending.remove_attempts() + 1);
+  pending.set_last_error(error.ToString());
+  pending.set_next_attempt_ns(absl::ToUnixNanos(now));
+  AppendRemovalAttempt(&pending, now, error.ToString());
+  Ledger::Batch batch;
+  if (pending.key() != r.key()) batch.Delete(r);
+  batch.Put(pending);
+  if (absl::Status s = ledger.Write(batch); !s.ok()) return s;
+  spdlog::warn(
+      "recovery: cannot remove the storage of {} now ({}); queued as {}",
+      r.key(), error.ToString(), pending.key());
+  ++report->removals_queued;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
                            bool stored, RecoveryReport* report) {
   Ledger::Batch batch;
@@ -29,7 +94,7 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
     case store::v1::PREPARING:
       if (stored) {
         if (absl::Status s = RemoveObject(backend, r.backend_id()); !s.ok()) {
-          return s;
+          return QueueRemoval(ledger, r, s, report);
         }
       }
       batch.Delete(r);
@@ -37,7 +102,7 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
       break;
     case store::v1::REMOVING:
       if (absl::Status s = RemoveObject(backend, r.backend_id()); !s.ok()) {
-        return s;
+        return QueueRemoval(ledger, r, s, report);
       }
       batch.Delete(r);
       ++report->removes_completed;
@@ -71,6 +136,8 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
       break;
     }
     case store::v1::ADOPTED:
+    case store::v1::REMOVE_PENDING:
+    case store::v1::STUCK:
       return absl::OkStatus();
     default:
       return absl::DataLossError(absl::StrCat(
@@ -108,7 +175,9 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
     // Intents; live records without storage (to mark missing); missing
     // records whose storage is back (to make live again).
     if ((r.state() != store::v1::LIVE && r.state() != store::v1::MISSING &&
-         r.state() != store::v1::ADOPTED) ||
+         r.state() != store::v1::ADOPTED &&
+         r.state() != store::v1::REMOVE_PENDING &&
+         r.state() != store::v1::STUCK) ||
         (r.state() == store::v1::LIVE && !stored) ||
         (r.state() == store::v1::MISSING && stored)) {
       intents.push_back(r);

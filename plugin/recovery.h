@@ -9,7 +9,13 @@
 //                 so containerd still knows the active key, not the name.
 //                 Marked MISSING if the backend object is gone.
 //   REMOVING   -> rolled forward: the backend object is removed (if still
-//                 there) and the record deleted.
+//                 there) and the record deleted. If the backend cannot
+//                 remove it now (in use, failing), the removal is queued
+//                 instead (REMOVE_PENDING, due at once): never lost, and it
+//                 does not keep the daemon from starting. The same holds
+//                 for a PREPARING object that cannot be removed.
+// REMOVE_PENDING and STUCK records are not intents: the coordinator's
+// removal queue owns them (plugin/coordinator.h).
 // Backend objects that no record names (storage copied in from outside, a
 // lost ledger) are adopted: recorded as ADOPTED under the key
 // AdoptedKey(id), with their parent linked when the ledger knows it — kept
@@ -23,9 +29,11 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "plugin/backend/backend.h"
 #include "store/ledger.h"
 
@@ -35,6 +43,8 @@ struct RecoveryReport {
   int prepares_rolled_back = 0;
   int commits_rolled_back = 0;
   int removes_completed = 0;
+  // Intents whose backend object could not be removed now: queued.
+  int removals_queued = 0;
   // Live records whose backend object is gone, now marked MISSING.
   std::vector<std::string> missing;
   // MISSING records whose backend object is there again, now LIVE.
@@ -43,13 +53,31 @@ struct RecoveryReport {
   std::vector<std::string> adopted;
 
   int intents_resolved() const {
-    return prepares_rolled_back + commits_rolled_back + removes_completed;
+    return prepares_rolled_back + commits_rolled_back + removes_completed +
+           removals_queued;
   }
 };
 
 // The ledger key an adopted backend object is recorded under.
 std::string AdoptedKey(uint64_t backend_id);
+// The ledger key a pending (or stuck) removal is recorded under: derived from
+// the never-reused backend id, so the client's key is free at once and the
+// record of a parent is found from a child's parent_backend_id.
+std::string RemovedKey(uint64_t backend_id);
+// Keys snapledger names its own records with ("snapledger." prefix); clients
+// may not create snapshots under them.
+bool IsReservedKey(std::string_view key);
 
+// How many attempts a removal record keeps in its history (the oldest go).
+inline constexpr int kMaxRemovalHistory = 32;
+// Appends an attempt (error empty: success) to the record's bounded history.
+void AppendRemovalAttempt(Record* record, absl::Time at,
+                          const std::string& error);
+// The REMOVE_PENDING record that replaces `record` (any state) when its
+// removal is deferred: stored under RemovedKey(), the client's key kept in
+// removed_key. The caller writes it with a batch that deletes `record`
+// (unless `record` is already a removal record).
+Record ToPendingRemoval(const Record& record, absl::Time now);
 // Resolves one record as described above; `stored` says whether the backend
 // holds its object. Records that are not intents (and live records whose
 // object is stored) are left alone. Also used by the coordinator for intents

@@ -12,6 +12,7 @@ namespace snapledger {
 namespace {
 
 using ::testing::ElementsAre;
+using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 
 class RecoveryTest : public testing::LedgerFixture {
@@ -129,17 +130,34 @@ TEST_F(RecoveryTest, MissingRecordBecomesLiveWhenItsStorageIsBack) {
   EXPECT_EQ(ledger_->Get("k")->state(), store::v1::LIVE);
 }
 
-TEST_F(RecoveryTest, BackendFailureStopsRecoveryWithAnError) {
+TEST_F(RecoveryTest, RemovalTheBackendRefusesIsQueuedNotFatal) {
   Put("x", 1, store::v1::REMOVING);
+  Put("y", 2, store::v1::PREPARING);
   backend_.Put(1, {});
+  backend_.Put(2, {});
   backend_.FailRemove(absl::UnavailableError("device busy"));
   auto report = ResolveIntents(*ledger_, backend_);
-  EXPECT_EQ(report.status().code(), absl::StatusCode::kUnavailable);
-  // The intent is still there for the next attempt.
-  EXPECT_EQ(ledger_->Get("x")->state(), store::v1::REMOVING);
-  backend_.FailRemove(absl::OkStatus());
-  EXPECT_TRUE(ResolveIntents(*ledger_, backend_).ok());
+  ASSERT_TRUE(report.ok()) << report.status();
+  EXPECT_EQ(report->removals_queued, 2);
+  EXPECT_EQ(report->intents_resolved(), 2);
+  for (uint64_t id : {1, 2}) {
+    auto pending = ledger_->Get(RemovedKey(id));
+    ASSERT_TRUE(pending.ok());
+    EXPECT_EQ(pending->state(), store::v1::REMOVE_PENDING);
+    EXPECT_EQ(pending->remove_attempts(), 1);
+    EXPECT_GT(pending->next_attempt_ns(), 0);
+    EXPECT_THAT(pending->last_error(), HasSubstr("device busy"));
+  }
   EXPECT_EQ(ledger_->Get("x").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(ledger_->Get("y").status().code(), absl::StatusCode::kNotFound);
+  // Queued removals are not intents: a second recovery leaves them to the
+  // queue, and their objects are not adopted.
+  backend_.FailRemove(absl::OkStatus());
+  auto again = ResolveIntents(*ledger_, backend_);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(again->intents_resolved(), 0);
+  EXPECT_THAT(again->adopted, IsEmpty());
+  EXPECT_EQ(backend_.objects().size(), 2u);
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -55,6 +56,10 @@ class FakeBackend : public Backend {
     absl::MutexLock l(&mu_);
     ++removes_;
     if (!fail_remove_.ok()) return fail_remove_;
+    if (auto it = fail_remove_of_.find(id); it != fail_remove_of_.end()) {
+      return it->second;
+    }
+    if (objects_.contains(id)) removed_order_.push_back(id);
     if (objects_.erase(id) == 0) {
       return absl::NotFoundError(absl::StrCat("object ", id, " not found"));
     }
@@ -115,6 +120,20 @@ class FakeBackend : public Backend {
     absl::MutexLock l(&mu_);
     fail_remove_ = std::move(s);
   }
+  // Remove(id) fails with `s` (OK: succeeds again), e.g. a busy object.
+  void FailRemoveOf(uint64_t id, absl::Status s) {
+    absl::MutexLock l(&mu_);
+    if (s.ok()) {
+      fail_remove_of_.erase(id);
+    } else {
+      fail_remove_of_[id] = std::move(s);
+    }
+  }
+  // Ids removed so far, in removal order.
+  std::vector<uint64_t> removed_order() {
+    absl::MutexLock l(&mu_);
+    return removed_order_;
+  }
   void Put(uint64_t id, Object o) {
     absl::MutexLock l(&mu_);
     objects_[id] = o;
@@ -150,6 +169,8 @@ class FakeBackend : public Backend {
   absl::Status fail_create_ ABSL_GUARDED_BY(mu_);
   absl::Status fail_commit_ ABSL_GUARDED_BY(mu_);
   absl::Status fail_remove_ ABSL_GUARDED_BY(mu_);
+  std::map<uint64_t, absl::Status> fail_remove_of_ ABSL_GUARDED_BY(mu_);
+  std::vector<uint64_t> removed_order_ ABSL_GUARDED_BY(mu_);
   int creates_ ABSL_GUARDED_BY(mu_) = 0;
   int removes_ ABSL_GUARDED_BY(mu_) = 0;
   int cleanups_ ABSL_GUARDED_BY(mu_) = 0;
