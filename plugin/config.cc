@@ -41,14 +41,15 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
 
   for (auto&& [k, node] : table) {
     const std::string key(k.str());
-    if (key == "root" || key == "address" || key == "backend" ||
-        key == "log_level" || key == "shutdown_timeout" ||
+    if (key == "root" || key == "address" || key == "admin_address" ||
+        key == "backend" || key == "log_level" || key == "shutdown_timeout" ||
         key == "reconcile_interval" || key == "remove_policy" ||
         key == "backend_timeout") {
       absl::StatusOr<std::string> v = GetString(path, node, key);
       if (!v.ok()) return v.status();
       if (key == "root") base.root = *v;
       if (key == "address") base.address = *v;
+      if (key == "admin_address") base.admin_address = *v;
       if (key == "backend") base.backend = *v;
       if (key == "log_level") base.log_level = *v;
       if (key == "remove_policy") base.remove_policy = *v;
@@ -152,6 +153,14 @@ absl::Status ValidateConfig(const Config& config) {
     return absl::InvalidArgumentError(
         absl::StrCat("address is too long for a unix socket (max 107 bytes): ",
                      config.address));
+  }
+  if (!config.admin_address.empty() &&
+      (config.admin_address[0] != '/' || config.admin_address.size() >= 108 ||
+       config.admin_address == config.address)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "admin_address must be an absolute unix socket path (max 107 bytes) "
+        "other than address, not \"",
+        config.admin_address, "\""));
   }
   if (config.backend != "native") {
     return absl::InvalidArgumentError(absl::StrCat(

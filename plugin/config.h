@@ -3,6 +3,7 @@
 //
 //   root = "/var/lib/snapledger"          # ledger/ and snapshots/ live here
 //   address = "/run/snapledger/snapledger.sock"
+//   admin_address = ""                    # default: beside address
 //   backend = "native"
 //   log_level = "info"                    # trace|debug|info|warn|error
 //   shutdown_timeout = "30s"              # drain time for in-flight calls
@@ -31,6 +32,9 @@ namespace snapledger {
 struct Config {
   std::string root = "/var/lib/snapledger";
   std::string address = "/run/snapledger/snapledger.sock";
+  // The admin API's socket (mode 0600); empty: DefaultAdminAddress(address)
+  // (plugin/admin_service.h).
+  std::string admin_address;
   std::string backend = "native";
   std::string log_level = "info";
   absl::Duration shutdown_timeout = absl::Seconds(30);

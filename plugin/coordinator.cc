@@ -1,5 +1,6 @@
 #include "plugin/coordinator.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -227,6 +228,8 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   record.set_state(store::v1::LIVE);
   Ledger::Batch done;
   done.Put(record);
+  done.Note(MakeEvent(kind == SnapshotKind::kView ? "view" : "prepare", record,
+                      absl::StrCat("backend object ", record.backend_id())));
   if (absl::Status s = ledger_->Write(done); !s.ok()) {
     // The intent stays and is rolled back once the ledger heals: the caller
     // sees a failure, which is what the roll-back makes true.
@@ -328,6 +331,7 @@ absl::Status Coordinator::Commit(const std::string& name,
   Ledger::Batch done;
   done.Delete(*active);
   done.Put(committed);
+  done.Note(MakeEvent("commit", committed, absl::StrCat("from ", key)));
   if (absl::Status s = ledger_->Write(done); !s.ok()) {
     NotePendingIntent(key);  // rolled back to the active snapshot later
     return s;
@@ -384,6 +388,8 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
     Ledger::Batch batch;
     batch.Delete(record);
     batch.Put(pending);
+    batch.Note(MakeEvent("remove-deferred", pending,
+                         absl::StrCat(cause, "; queued as ", pending.key())));
     if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
     CRASH_POINT("remove.after_defer");
     spdlog::info("remove {}: deferred as {} ({})", key, pending.key(), cause);
@@ -415,6 +421,7 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
       rollback.set_last_error(removed.ToString());
       Ledger::Batch undo;
       undo.Put(rollback);
+      undo.Note(MakeEvent("remove-refused", record, removed.ToString()));
       if (absl::Status u = ledger_->Write(undo); !u.ok()) {
         spdlog::error("remove {}: cannot roll back the intent: {}", key,
                       u.ToString());
@@ -432,6 +439,9 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
     Ledger::Batch batch;
     batch.Delete(intent_record);
     batch.Put(pending);
+    batch.Note(MakeEvent(
+        "remove-deferred", pending,
+        absl::StrCat(removed.ToString(), "; queued as ", pending.key())));
     if (absl::Status s = ledger_->Write(batch); !s.ok()) {
       NotePendingIntent(key);  // rolled forward, or queued, later
       return s;
@@ -452,6 +462,7 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
 
   Ledger::Batch done;
   done.Delete(record);
+  done.Note(MakeEvent("remove", record));
   if (absl::Status s = ledger_->Write(done); !s.ok()) {
     NotePendingIntent(key);  // rolled forward later
     return s;
@@ -525,6 +536,7 @@ absl::StatusOr<Record> Coordinator::Update(
   record->set_updated_ns(NowNanos());
   Ledger::Batch batch;
   batch.Put(*record);
+  batch.Note(MakeEvent("labels", *record));
   if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
   return ledger_->Get(key);
 }
@@ -751,6 +763,10 @@ void Coordinator::AttemptRemoval(uint64_t id) {
     CRASH_POINT("queue.after_backend");
     Ledger::Batch done;
     done.Delete(intent_record);
+    done.Note(
+        MakeEvent("removed", *record,
+                  absl::StrCat("by the removal queue after ",
+                               record->remove_attempts(), " failed attempts")));
     if (absl::Status s = ledger_->Write(done); !s.ok()) {
       NotePendingIntent(key);  // rolled forward later
       return;
@@ -781,6 +797,9 @@ void Coordinator::AttemptRemoval(uint64_t id) {
   }
   Ledger::Batch batch;
   batch.Put(failed);
+  batch.Note(MakeEvent(
+      failed.state() == store::v1::STUCK ? "stuck" : "remove-failed", failed,
+      absl::StrCat("attempt ", attempts, ": ", removed.ToString())));
   if (absl::Status s = ledger_->Write(batch); !s.ok()) {
     NotePendingIntent(key);  // the REMOVING intent is rolled forward later
     return;
@@ -906,11 +925,76 @@ absl::Status Coordinator::RetryRemoval(uint64_t backend_id) {
   due.set_next_attempt_ns(absl::ToUnixNanos(options_.clock()));
   Ledger::Batch batch;
   batch.Put(due);
+  batch.Note(MakeEvent("retry", due,
+                       record->state() == store::v1::STUCK
+                           ? "stuck removal retried on demand"
+                           : "retried on demand"));
   if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
   spdlog::info("removal queue: retry of {} ({}) asked for", due.removed_key(),
                key);
   Reschedule(due);
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Coordinator::AdoptObject(uint64_t id) {
+  const std::string key = AdoptedKey(id);
+  KeyLocks::Guard guard = locks_.Lock({key});
+  absl::ReaderMutexLock gate(&cleanup_gate_);
+  if (ledger_->Get(key).ok()) return false;
+  absl::StatusOr<std::vector<BackendObject>> objects = backend_->List();
+  if (!objects.ok()) return objects.status();
+  auto object =
+      std::find_if(objects->begin(), objects->end(),
+                   [&](const BackendObject& o) { return o.id == id; });
+  if (object == objects->end()) return false;
+  const uint64_t parent_id = object->parent_id;
+  bool recorded = false;
+  std::string parent_key;
+  absl::Status scan = ledger_->ForEach([&](const Record& r) {
+    if (r.backend_id() == id) recorded = true;
+    if (parent_id != 0 && r.backend_id() == parent_id) parent_key = r.key();
+    return !recorded;
+  });
+  if (!scan.ok()) return scan;
+  if (recorded) return false;
+  Record adopted = MakeAdoptedRecord(
+      id, parent_id, parent_key,
+      "backend object without a ledger record, adopted by reconcile --apply");
+  Ledger::Batch batch;
+  batch.Put(adopted);
+  batch.Note(MakeEvent("adopted", adopted, adopted.last_error()));
+  if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
+  ledger_->ReserveIdsUpTo(id);
+  spdlog::warn("reconcile: adopted backend object {} as {}", id, key);
+  return true;
+}
+
+absl::StatusOr<bool> Coordinator::MarkMissing(const std::string& key,
+                                              uint64_t seq) {
+  KeyLocks::Guard guard = locks_.Lock({key});
+  absl::ReaderMutexLock gate(&cleanup_gate_);
+  absl::StatusOr<Record> record = ledger_->Get(key);
+  if (!record.ok()) {
+    return absl::IsNotFound(record.status()) ? absl::StatusOr<bool>(false)
+                                             : record.status();
+  }
+  if (record->state() != store::v1::LIVE || record->seq() > seq) return false;
+  absl::StatusOr<bool> stored = backend_->Exists(record->backend_id());
+  if (!stored.ok()) return stored.status();
+  if (*stored) return false;
+  Record missing = *record;
+  missing.set_state(store::v1::MISSING);
+  missing.set_last_error("backend object not found by reconcile --apply");
+  missing.set_updated_ns(NowNanos());
+  Ledger::Batch batch;
+  batch.Put(missing);
+  batch.Note(MakeEvent("missing", missing, missing.last_error()));
+  if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
+  spdlog::error(
+      "reconcile: snapshot {} has lost its backend storage; marked "
+      "missing",
+      key);
+  return true;
 }
 
 absl::StatusOr<RemovalQueueStats> Coordinator::GetRemovalQueueStats() {

@@ -147,6 +147,17 @@ class Coordinator {
   [[nodiscard]] absl::Status RetryRemoval(uint64_t backend_id);
   [[nodiscard]] absl::StatusOr<RemovalQueueStats> GetRemovalQueueStats();
 
+  // Repairs for an operator's `reconcile --apply`, each re-checked under the
+  // key's lock so that nothing changed since the finding is touched:
+  // records backend object `id` (still stored, still unrecorded) as ADOPTED;
+  // marks LIVE record `key` MISSING if it is unchanged since ledger sequence
+  // `seq` and its object is still absent. Return whether they changed
+  // anything.
+  [[nodiscard]] absl::StatusOr<bool> AdoptObject(uint64_t id);
+  [[nodiscard]] absl::StatusOr<bool> MarkMissing(const std::string& key,
+                                                 uint64_t seq);
+  const CoordinatorOptions& options() const { return options_; }
+
  private:
   // One attempt at the queued removal of object `id` (RemovedKey(id)).
   void AttemptRemoval(uint64_t id);

@@ -12,6 +12,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "grpcpp/health_check_service_interface.h"
+#include "plugin/admin_service.h"
 #include "plugin/backend/native_backend.h"
 #include "plugin/backend/timed_backend.h"
 #include "plugin/coordinator.h"
@@ -74,6 +75,10 @@ struct Daemon::State {
   std::unique_ptr<Reconciler> reconciler;
   std::unique_ptr<SnapshotService> service;
   std::unique_ptr<grpc::Server> server;
+  std::string admin_address;
+  std::unique_ptr<AdminCore> admin_core;
+  std::unique_ptr<AdminService> admin_service;
+  std::unique_ptr<grpc::Server> admin_server;
   RecoveryReport recovery;
   bool stopped = false;
 };
@@ -172,10 +177,43 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   state->reconciler =
       std::make_unique<Reconciler>(state->ledger.get(), state->backend.get());
   state->reconciler->Start(config.reconcile_interval);
-  spdlog::info("snapledgerd serving on {} (root {}, backend {}{}, ledger {})",
-               config.address, config.root, config.backend,
-               config.native_sync ? "" : " without data flushes",
-               config.ledger_sync ? "sync" : "async");
+
+  // The admin API, on its own socket, for root only.
+  state->admin_address = config.admin_address.empty()
+                             ? DefaultAdminAddress(config.address)
+                             : config.admin_address;
+  AdminSources sources;
+  sources.ledger = state->ledger.get();
+  sources.backend = state->backend.get();
+  sources.coordinator = state->coordinator.get();
+  sources.reconciler = state->reconciler.get();
+  TimedBackend* timed = state->backend.get();
+  sources.abandoned_calls = [timed] { return timed->abandoned(); };
+  sources.remove_policy = config.remove_policy;
+  state->admin_core = std::make_unique<AdminCore>(std::move(sources));
+  state->admin_service =
+      std::make_unique<AdminService>(state->admin_core.get());
+  if (absl::Status s = PrepareSocketPath(state->admin_address); !s.ok()) {
+    return s;
+  }
+  grpc::ServerBuilder admin_builder;
+  int admin_bound = 0;
+  admin_builder.AddListeningPort("unix:" + state->admin_address,
+                                 grpc::InsecureServerCredentials(),
+                                 &admin_bound);
+  admin_builder.RegisterService(state->admin_service.get());
+  const mode_t admin_umask = ::umask(0177);
+  state->admin_server = admin_builder.BuildAndStart();
+  ::umask(admin_umask);
+  if (state->admin_server == nullptr || admin_bound == 0) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot serve the admin API on unix socket ", state->admin_address));
+  }
+  spdlog::info(
+      "snapledgerd serving on {} (admin {}; root {}, backend {}{}, ledger {})",
+      config.address, state->admin_address, config.root, config.backend,
+      config.native_sync ? "" : " without data flushes",
+      config.ledger_sync ? "sync" : "async");
   return std::unique_ptr<Daemon>(new Daemon(std::move(state)));
 }
 
@@ -188,6 +226,14 @@ void Daemon::Shutdown(absl::Duration grace) {
     state_->server->Wait();
   }
   ::unlink(state_->config.address.c_str());
+  if (state_->admin_server != nullptr) {
+    state_->admin_server->Shutdown(std::chrono::system_clock::now() +
+                                   absl::ToChronoMilliseconds(grace));
+    state_->admin_server->Wait();
+    ::unlink(state_->admin_address.c_str());
+  }
+  state_->admin_service.reset();
+  state_->admin_core.reset();
   state_->reconciler.reset();  // stops its thread
   state_->service.reset();
   state_->coordinator.reset();  // stops the removal worker

@@ -30,6 +30,35 @@ bool IsReservedKey(std::string_view key) {
   return key.starts_with("snapledger.");
 }
 
+Record MakeAdoptedRecord(uint64_t id, uint64_t parent_id,
+                         const std::string& parent_key,
+                         const std::string& reason) {
+  Record adopted;
+  adopted.set_key(AdoptedKey(id));
+  adopted.set_kind(store::v1::COMMITTED);
+  adopted.set_state(store::v1::ADOPTED);
+  adopted.set_backend_id(id);
+  adopted.set_parent_backend_id(parent_id);
+  adopted.set_parent(parent_key);
+  const int64_t now = absl::ToUnixNanos(absl::Now());
+  adopted.set_created_ns(now);
+  adopted.set_updated_ns(now);
+  adopted.set_last_error(reason);
+  return adopted;
+}
+
+HistoryEvent MakeEvent(std::string op, const Record& record,
+                       std::string detail) {
+  HistoryEvent event;
+  event.set_op(std::move(op));
+  event.set_key(record.removed_key().empty() ? record.key()
+                                             : record.removed_key());
+  event.set_backend_id(record.backend_id());
+  event.set_parent(record.parent());
+  event.set_detail(std::move(detail));
+  return event;
+}
+
 void AppendRemovalAttempt(Record* record, absl::Time at,
                           const std::string& error) {
   auto* history = record->mutable_remove_history();
@@ -77,6 +106,10 @@ absl::Status QueueRemoval(Ledger& ledger, const Record& r,
   Ledger::Batch batch;
   if (pending.key() != r.key()) batch.Delete(r);
   batch.Put(pending);
+  batch.Note(
+      MakeEvent("remove-deferred", pending,
+                absl::StrCat("recovery could not remove it: ", error.ToString(),
+                             "; queued as ", pending.key())));
   if (absl::Status s = ledger.Write(batch); !s.ok()) return s;
   spdlog::warn(
       "recovery: cannot remove the storage of {} now ({}); queued as {}",
@@ -98,6 +131,7 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
         }
       }
       batch.Delete(r);
+      batch.Note(MakeEvent("rolled-back", r, "prepare interrupted"));
       ++report->prepares_rolled_back;
       break;
     case store::v1::REMOVING:
@@ -105,6 +139,7 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
         return QueueRemoval(ledger, r, s, report);
       }
       batch.Delete(r);
+      batch.Note(MakeEvent("removed", r, "interrupted removal completed"));
       ++report->removes_completed;
       break;
     case store::v1::COMMITTING: {
@@ -113,6 +148,10 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
       active.set_state(stored ? store::v1::LIVE : store::v1::MISSING);
       if (!stored) report->missing.push_back(r.key());
       batch.Put(active);
+      batch.Note(
+          MakeEvent("rolled-back", r,
+                    absl::StrCat("commit as ", r.commit_name(), " interrupted",
+                                 stored ? "" : "; storage missing")));
       ++report->commits_rolled_back;
       break;
     }
@@ -122,6 +161,7 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
       missing.set_state(store::v1::MISSING);
       missing.set_last_error("backend object not found at start-up");
       batch.Put(missing);
+      batch.Note(MakeEvent("missing", r, missing.last_error()));
       report->missing.push_back(r.key());
       break;
     }
@@ -132,6 +172,7 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
       live.set_state(store::v1::LIVE);
       live.set_last_error("backend object found again at start-up");
       batch.Put(live);
+      batch.Note(MakeEvent("restored", r, live.last_error()));
       ++report->missing_restored;
       break;
     }
@@ -197,22 +238,14 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
   // Adopt parents before children so that a child can name its parent.
   for (const auto& [id, parent_id] : present) {
     if (recorded.contains(id)) continue;
-    Record adopted;
-    adopted.set_key(AdoptedKey(id));
-    adopted.set_kind(store::v1::COMMITTED);
-    adopted.set_state(store::v1::ADOPTED);
-    adopted.set_backend_id(id);
-    adopted.set_parent_backend_id(parent_id);
-    if (auto it = recorded.find(parent_id);
-        parent_id != 0 && it != recorded.end()) {
-      adopted.set_parent(it->second);
-    }
-    const int64_t now = absl::ToUnixNanos(absl::Now());
-    adopted.set_created_ns(now);
-    adopted.set_updated_ns(now);
-    adopted.set_last_error("backend object had no ledger record at start-up");
+    auto parent = recorded.find(parent_id);
+    Record adopted = MakeAdoptedRecord(
+        id, parent_id,
+        parent_id != 0 && parent != recorded.end() ? parent->second : "",
+        "backend object had no ledger record at start-up");
     Ledger::Batch batch;
     batch.Put(adopted);
+    batch.Note(MakeEvent("adopted", adopted, adopted.last_error()));
     if (absl::Status s = ledger.Write(batch); !s.ok()) return s;
     recorded[id] = adopted.key();
     report.adopted.push_back(adopted.key());

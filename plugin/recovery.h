@@ -68,6 +68,17 @@ std::string RemovedKey(uint64_t backend_id);
 // may not create snapshots under them.
 bool IsReservedKey(std::string_view key);
 
+// The ADOPTED record of unrecorded backend object `id` (parent object
+// `parent_id`, recorded under `parent_key` or "" if unknown).
+Record MakeAdoptedRecord(uint64_t id, uint64_t parent_id,
+                         const std::string& parent_key,
+                         const std::string& reason);
+
+// A history event about `record` (its client key: removed_key for a queued
+// removal).
+HistoryEvent MakeEvent(std::string op, const Record& record,
+                       std::string detail = "");
+
 // How many attempts a removal record keeps in its history (the oldest go).
 inline constexpr int kMaxRemovalHistory = 32;
 // Appends an attempt (error empty: success) to the record's bounded history.

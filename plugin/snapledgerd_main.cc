@@ -56,7 +56,7 @@ int main(int argc, char** argv) {
       "    type = \"snapshot\"\n"
       "    address = \"/run/snapledger/snapledger.sock\"\n",
       "snapledgerd"};
-  std::string config_path, root, address, backend, log_level;
+  std::string config_path, root, address, admin_address, backend, log_level;
   app.add_option("-c,--config", config_path,
                  "TOML config file (flags given here override it)")
       ->check(CLI::ExistingFile);
@@ -66,6 +66,10 @@ int main(int argc, char** argv) {
   app.add_option("--address", address,
                  "Unix socket to serve containerd's Snapshots API on "
                  "(default /run/snapledger/snapledger.sock)");
+  app.add_option("--admin-address", admin_address,
+                 "Unix socket (mode 0600) of the admin API the `snapledger` "
+                 "CLI uses (default: beside --address, e.g. "
+                 "/run/snapledger/snapledger-admin.sock)");
   app.add_option("--backend", backend,
                  "Snapshotter that holds the data (default native)")
       ->check(CLI::IsMember({"native"}));
@@ -88,6 +92,7 @@ int main(int argc, char** argv) {
   }
   if (!root.empty()) config.root = root;
   if (!address.empty()) config.address = address;
+  if (!admin_address.empty()) config.admin_address = admin_address;
   if (!backend.empty()) config.backend = backend;
   if (!log_level.empty()) config.log_level = log_level;
   if (absl::Status s = snapledger::ValidateConfig(config); !s.ok()) {

@@ -11,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "plugin/admin_service.h"
 #include "plugin/daemon.h"
 
 namespace snapledger {
@@ -165,6 +166,37 @@ TEST_F(SnapshotServiceTest, SocketIsCreatedWithMode0660) {
   ASSERT_EQ(::stat(config_.address.c_str(), &st), 0);
   EXPECT_TRUE(S_ISSOCK(st.st_mode));
   EXPECT_EQ(st.st_mode & 0777, 0660);
+}
+
+TEST_F(SnapshotServiceTest, AdminApiIsServedOnItsOwnSocketForRootOnly) {
+  const std::string admin_address = dir_ + "/run/snapledger-admin.sock";
+  struct stat st;
+  ASSERT_EQ(::stat(admin_address.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISSOCK(st.st_mode));
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+
+  ASSERT_TRUE(Prepare("k", "").ok());
+  auto admin = adminpb::Admin::NewStub(grpc::CreateChannel(
+      "unix:" + admin_address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx;
+  adminpb::ListResponse listed;
+  ASSERT_TRUE(admin->List(&ctx, adminpb::ListRequest(), &listed).ok());
+  ASSERT_EQ(listed.snapshots_size(), 1);
+  EXPECT_EQ(listed.snapshots(0).key(), "k");
+  grpc::ClientContext ctx2;
+  adminpb::StatsResponse stats;
+  ASSERT_TRUE(admin->Stats(&ctx2, adminpb::StatsRequest(), &stats).ok());
+  EXPECT_TRUE(stats.live());
+  EXPECT_EQ(stats.remove_policy(), "refuse");
+  // The Snapshots socket does not serve the admin API.
+  auto wrong = adminpb::Admin::NewStub(grpc::CreateChannel(
+      "unix:" + config_.address, grpc::InsecureChannelCredentials()));
+  grpc::ClientContext ctx3;
+  EXPECT_EQ(wrong->Stats(&ctx3, adminpb::StatsRequest(), &stats).error_code(),
+            grpc::StatusCode::UNIMPLEMENTED);
+
+  daemon_->Shutdown(absl::Seconds(1));
+  EXPECT_FALSE(std::filesystem::exists(admin_address));
 }
 
 TEST_F(SnapshotServiceTest, SecondDaemonOnTheSameSocketIsRefused) {

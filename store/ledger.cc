@@ -39,6 +39,17 @@ std::string EncodeU64(uint64_t v) {
   return out;
 }
 
+constexpr std::string_view kHistoryPrefix = "h/";
+
+std::string HistoryKey(uint64_t seq, uint32_t index) {
+  std::string key(kHistoryPrefix);
+  key += EncodeU64(seq);
+  for (int shift = 24; shift >= 0; shift -= 8) {
+    key.push_back(static_cast<char>((index >> shift) & 0xff));
+  }
+  return key;
+}
+
 uint64_t DecodeU64(std::string_view s) {
   uint64_t v = 0;
   for (size_t i = 0; i < s.size() && i < 8; ++i) {
@@ -125,6 +136,10 @@ void Ledger::Batch::Put(Record record) {
 
 void Ledger::Batch::Delete(const Record& record) {
   ops_.push_back({false, record});
+}
+
+void Ledger::Batch::Note(HistoryEvent event) {
+  events_.push_back(std::move(event));
 }
 
 Ledger::Ledger(Options options, std::unique_ptr<rocksdb::DB> db,
@@ -326,6 +341,22 @@ absl::Status Ledger::Write(Batch& batch) {
       }
     }
   }
+  const int64_t now_ns = absl::ToUnixNanos(absl::Now());
+  for (size_t i = 0; i < batch.events_.size(); ++i) {
+    HistoryEvent& event = batch.events_[i];
+    event.set_seq(seq);
+    if (event.at_ns() == 0) event.set_at_ns(now_ns);
+    if (!event.SerializeToString(&value)) {
+      return absl::InternalError("cannot serialise a history event");
+    }
+    wb.Put(HistoryKey(seq, static_cast<uint32_t>(i)), value);
+  }
+  // The history keeps the events of the last history_limit writes: trimmed
+  // in one range deletion every 256 writes.
+  if (seq % 256 == 0 && seq > options_.history_limit) {
+    wb.DeleteRange(HistoryKey(0, 0),
+                   HistoryKey(seq - options_.history_limit, 0));
+  }
   wb.Merge(std::string(kSeqKey), EncodeU64(seq));
   if (max_id > 0) wb.Merge(std::string(kNextIdKey), EncodeU64(max_id + 1));
   rocksdb::WriteOptions wo;
@@ -337,6 +368,37 @@ absl::Status Ledger::Write(Batch& batch) {
     last_resume_attempt_ = absl::Now();
   }
   return FromRocks(s, "write");
+}
+
+absl::StatusOr<std::vector<HistoryEvent>> Ledger::History(
+    std::string_view key, size_t limit, uint64_t before_seq) const {
+  std::vector<HistoryEvent> events;
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  const std::string lower(kHistoryPrefix);
+  const rocksdb::Slice lower_slice(lower);
+  ro.iterate_lower_bound = &lower_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  if (before_seq == 0) {
+    it->SeekForPrev(HistoryKey(UINT64_MAX, UINT32_MAX));
+  } else {
+    it->SeekForPrev(HistoryKey(before_seq, 0));
+    // Skip entries of before_seq itself (SeekForPrev lands at or before).
+    while (it->Valid() && it->key().compare(HistoryKey(before_seq, 0)) >= 0) {
+      it->Prev();
+    }
+  }
+  HistoryEvent event;
+  for (; it->Valid() && events.size() < limit; it->Prev()) {
+    if (!it->key().starts_with(lower)) break;
+    if (!event.ParseFromArray(it->value().data(),
+                              static_cast<int>(it->value().size()))) {
+      return absl::DataLossError("a ledger history event cannot be parsed");
+    }
+    if (key.empty() || event.key() == key) events.push_back(event);
+  }
+  if (!it->status().ok()) return FromRocks(it->status(), "read history");
+  return events;
 }
 
 }  // namespace snapledger

@@ -5,6 +5,7 @@
 //   s/<key>                         -> Record (proto/snapledger/store/v1)
 //   c/<parent backend id:be64><child>   -> ""  children index
 //   m/seq, m/next_id                -> big-endian uint64, merged with max()
+//   h/<seq:be64><index:be32>        -> HistoryEvent, written with the change
 //
 // Every write is one atomic batch, stamped with a new ledger sequence number
 // that is stored in each record it puts. With Options::sync (the default) a
@@ -39,6 +40,7 @@ namespace snapledger {
 using Record = ::snapledger::store::v1::Record;
 using RecordState = ::snapledger::store::v1::State;
 using RecordKind = ::snapledger::store::v1::Kind;
+using HistoryEvent = ::snapledger::store::v1::HistoryEvent;
 
 // Records that are usable snapshots from containerd's point of view.
 bool IsVisible(const Record& record);
@@ -56,6 +58,8 @@ class Ledger {
     // Bounds on memory, whatever the number of records.
     size_t block_cache_bytes = 8 << 20;
     size_t write_buffer_bytes = 4 << 20;
+    // History events kept; older ones are deleted as new ones arrive.
+    uint64_t history_limit = 100000;
   };
 
   // A set of changes applied atomically by Ledger::Write.
@@ -66,7 +70,10 @@ class Ledger {
     void Put(Record record);
     // Removes the record stored under record.key() and its index entry.
     void Delete(const Record& record);
-    bool empty() const { return ops_.empty(); }
+    // Adds `event` to the history, stamped with the write's sequence number
+    // (and the current time, if at_ns is unset).
+    void Note(HistoryEvent event);
+    bool empty() const { return ops_.empty() && events_.empty(); }
 
    private:
     friend class Ledger;
@@ -75,6 +82,7 @@ class Ledger {
       Record record;
     };
     std::vector<Op> ops_;
+    std::vector<HistoryEvent> events_;
   };
 
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Ledger>> Open(
@@ -95,6 +103,11 @@ class Ledger {
   // state), in key order, at most `limit` of them.
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> Children(
       uint64_t parent_id, size_t limit = SIZE_MAX) const;
+
+  // History events, newest first: those about `key` (all when empty), with
+  // seq < `before_seq` (0: no bound), at most `limit`.
+  [[nodiscard]] absl::StatusOr<std::vector<HistoryEvent>> History(
+      std::string_view key, size_t limit, uint64_t before_seq = 0) const;
 
   // A backend id never handed out before, even across restarts (persisted
   // with the next write that stores it, and recovered as the maximum of the

@@ -8,6 +8,7 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -29,11 +30,12 @@ class LedgerTest : public ::testing::Test {
     ledger_.reset();
     std::filesystem::remove_all(dir_);
   }
-  void Reopen(bool read_only = false) {
+  void Reopen(bool read_only = false, uint64_t history_limit = 100000) {
     ledger_.reset();
     Ledger::Options options;
     options.path = dir_ + "/ledger";
     options.read_only = read_only;
+    options.history_limit = history_limit;
     auto ledger = Ledger::Open(options);
     ASSERT_TRUE(ledger.ok()) << ledger.status();
     ledger_ = *std::move(ledger);
@@ -61,6 +63,71 @@ class LedgerTest : public ::testing::Test {
   std::string dir_;
   std::unique_ptr<Ledger> ledger_;
 };
+
+HistoryEvent Event(std::string op, std::string key) {
+  HistoryEvent e;
+  e.set_op(std::move(op));
+  e.set_key(std::move(key));
+  return e;
+}
+
+TEST_F(LedgerTest, HistoryIsWrittenWithTheChangeNewestFirst) {
+  Ledger::Batch b;
+  b.Put(Make("a", "", 1));
+  b.Note(Event("prepare", "a"));
+  ASSERT_TRUE(ledger_->Write(b).ok());
+  const uint64_t first = ledger_->LastSequence();
+  Ledger::Batch c;
+  c.Put(Make("b", "", 2));
+  c.Note(Event("prepare", "b"));
+  c.Note(Event("labels", "a"));
+  ASSERT_TRUE(ledger_->Write(c).ok());
+
+  auto all = ledger_->History("", 10);
+  ASSERT_TRUE(all.ok()) << all.status();
+  ASSERT_EQ(all->size(), 3u);
+  EXPECT_EQ((*all)[0].op(), "labels");  // newest first, later index first
+  EXPECT_EQ((*all)[1].key(), "b");
+  EXPECT_EQ((*all)[2].key(), "a");
+  EXPECT_EQ((*all)[2].seq(), first);
+  EXPECT_EQ((*all)[0].seq(), first + 1);
+  EXPECT_GT((*all)[0].at_ns(), 0);
+
+  auto of_a = ledger_->History("a", 10);
+  ASSERT_TRUE(of_a.ok());
+  ASSERT_EQ(of_a->size(), 2u);
+  EXPECT_EQ((*of_a)[0].op(), "labels");
+  EXPECT_EQ((*of_a)[1].op(), "prepare");
+
+  auto limited = ledger_->History("", 1);
+  ASSERT_EQ(limited->size(), 1u);
+  auto older = ledger_->History("", 10, first + 1);
+  ASSERT_TRUE(older.ok());
+  ASSERT_EQ(older->size(), 1u);
+  EXPECT_EQ((*older)[0].key(), "a");
+
+  // A failed write records no history.
+  Reopen(/*read_only=*/true);
+  Ledger::Batch d;
+  d.Note(Event("x", "x"));
+  EXPECT_FALSE(ledger_->Write(d).ok());
+  EXPECT_EQ(ledger_->History("x", 10)->size(), 0u);
+}
+
+TEST_F(LedgerTest, HistoryIsBoundedByItsLimit) {
+  Reopen(false, /*history_limit=*/300);
+  for (int i = 0; i < 1100; ++i) {
+    Ledger::Batch b;
+    b.Note(Event("labels", absl::StrCat("k", i)));
+    ASSERT_TRUE(ledger_->Write(b).ok());
+  }
+  auto all = ledger_->History("", 100000);
+  ASSERT_TRUE(all.ok());
+  // Trimmed every 256 writes to the last 300: between 300 and 556 remain.
+  EXPECT_GE(all->size(), 300u);
+  EXPECT_LE(all->size(), 556u);
+  EXPECT_EQ(all->front().key(), "k1099");
+}
 
 TEST_F(LedgerTest, GetMissingIsNotFound) {
   auto r = ledger_->Get("nope");

@@ -1,0 +1,124 @@
+// The admin API (proto/snapledger/admin/v1/admin.proto): AdminCore answers
+// each call from the ledger, the backend and (when the daemon runs) the
+// coordinator and reconciler; AdminService serves it over gRPC on the admin
+// socket. The `snapledger` CLI uses AdminService through the socket, or an
+// AdminCore over a read-only ledger (OpenOfflineAdmin) when the daemon is
+// down or for a post-mortem beside it.
+//
+// Thread-safety: all methods are thread-safe.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "plugin/backend/backend.h"
+#include "plugin/coordinator.h"
+#include "plugin/reconciler.h"
+#include "snapledger/admin/v1/admin.grpc.pb.h"
+#include "store/ledger.h"
+
+namespace snapledger {
+
+namespace adminpb = ::snapledger::admin::v1;
+
+struct AdminSources {
+  // Required; not owned.
+  Ledger* ledger = nullptr;
+  Backend* backend = nullptr;
+  // Null when offline: Retry and Reconcile{apply} then answer
+  // FailedPrecondition ("needs the daemon").
+  Coordinator* coordinator = nullptr;
+  // Null when offline: Stats reports no periodic reconciliation.
+  Reconciler* reconciler = nullptr;
+  // Backend calls still running after their time limit (Stats); may be
+  // empty.
+  std::function<size_t()> abandoned_calls;
+  std::string remove_policy;
+};
+
+class AdminCore {
+ public:
+  explicit AdminCore(AdminSources sources);
+
+  absl::StatusOr<adminpb::ListResponse> List(
+      const adminpb::ListRequest& request);
+  // NotFound names the key.
+  absl::StatusOr<adminpb::InspectResponse> Inspect(
+      const adminpb::InspectRequest& request);
+  absl::StatusOr<adminpb::PendingResponse> Pending(
+      const adminpb::PendingRequest& request);
+  absl::StatusOr<adminpb::OrphansResponse> Orphans(
+      const adminpb::OrphansRequest& request);
+  absl::StatusOr<adminpb::HistoryResponse> History(
+      const adminpb::HistoryRequest& request);
+  absl::StatusOr<adminpb::StatsResponse> Stats(
+      const adminpb::StatsRequest& request);
+  absl::StatusOr<adminpb::ReconcileResponse> Reconcile(
+      const adminpb::ReconcileRequest& request);
+  // NotFound when the key names no queued removal.
+  absl::StatusOr<adminpb::RetryResponse> Retry(
+      const adminpb::RetryRequest& request);
+  absl::StatusOr<adminpb::CheckResponse> Check(
+      const adminpb::CheckRequest& request);
+
+  bool live() const { return sources_.coordinator != nullptr; }
+
+ private:
+  adminpb::Snapshot Describe(const Record& record);
+  // The record a user means by `key`: the client's key, a ledger key, or
+  // the former key of a queued removal.
+  absl::StatusOr<Record> Find(const std::string& key);
+
+  AdminSources sources_;
+};
+
+// Serves AdminCore over gRPC. Not owned: the core must outlive it.
+class AdminService final : public adminpb::Admin::Service {
+ public:
+  explicit AdminService(AdminCore* core) : core_(core) {}
+
+  grpc::Status List(grpc::ServerContext*, const adminpb::ListRequest*,
+                    adminpb::ListResponse*) override;
+  grpc::Status Inspect(grpc::ServerContext*, const adminpb::InspectRequest*,
+                       adminpb::InspectResponse*) override;
+  grpc::Status Pending(grpc::ServerContext*, const adminpb::PendingRequest*,
+                       adminpb::PendingResponse*) override;
+  grpc::Status Orphans(grpc::ServerContext*, const adminpb::OrphansRequest*,
+                       adminpb::OrphansResponse*) override;
+  grpc::Status History(grpc::ServerContext*, const adminpb::HistoryRequest*,
+                       adminpb::HistoryResponse*) override;
+  grpc::Status Stats(grpc::ServerContext*, const adminpb::StatsRequest*,
+                     adminpb::StatsResponse*) override;
+  grpc::Status Reconcile(grpc::ServerContext*, const adminpb::ReconcileRequest*,
+                         adminpb::ReconcileResponse*) override;
+  grpc::Status Retry(grpc::ServerContext*, const adminpb::RetryRequest*,
+                     adminpb::RetryResponse*) override;
+  grpc::Status Check(grpc::ServerContext*, const adminpb::CheckRequest*,
+                     adminpb::CheckResponse*) override;
+
+ private:
+  AdminCore* const core_;
+};
+
+// The ledger at <root>/ledger opened read-only (no lock taken: safe beside a
+// running daemon) and the native backend at <root>, behind an AdminCore.
+class OfflineAdmin {
+ public:
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<OfflineAdmin>> Open(
+      const std::string& root);
+  AdminCore* core() { return core_.get(); }
+
+ private:
+  std::unique_ptr<Ledger> ledger_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<AdminCore> core_;
+};
+
+// The admin socket's default path, beside the main one: a ".sock" suffix
+// becomes "-admin.sock" ("/run/snapledger/snapledger.sock" ->
+// "/run/snapledger/snapledger-admin.sock"), anything else gets ".admin".
+std::string DefaultAdminAddress(const std::string& address);
+
+}  // namespace snapledger
