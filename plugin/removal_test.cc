@@ -425,6 +425,46 @@ TEST_F(RemovalTest, RecoveryQueuesARemoveItCannotFinish) {
   EXPECT_EQ(RecordCount(), 0u);
 }
 
+// A crash in the middle of a queued attempt leaves a REMOVING intent at
+// snapledger.removed/N: recovery finishes it, or puts it back in the queue.
+TEST_F(RemovalTest, RecoveryOfAnInterruptedQueuedAttempt) {
+  for (bool busy : {true, false}) {
+    const std::string key = busy ? "busy" : "free";
+    ASSERT_TRUE(coord_->Prepare(key, "", {}).ok());
+    const uint64_t id = IdOf(key);
+    backend_.FailRemoveOf(id, kBusy);
+    ASSERT_TRUE(coord_->Remove(key).ok());
+    Record removing = Pending(id);
+    removing.set_prior_state(store::v1::REMOVE_PENDING);
+    removing.set_state(store::v1::REMOVING);
+    Ledger::Batch batch;
+    batch.Put(removing);
+    ASSERT_TRUE(ledger_->Write(batch).ok());
+    if (!busy) backend_.FailRemoveOf(id, absl::OkStatus());
+
+    coord_.reset();
+    auto report = ResolveIntents(*ledger_, backend_);
+    ASSERT_TRUE(report.ok()) << report.status();
+    if (busy) {
+      EXPECT_EQ(report->removals_queued, 1);
+      Record pending = Pending(id);
+      EXPECT_EQ(pending.state(), store::v1::REMOVE_PENDING);
+      EXPECT_EQ(pending.removed_key(), key);
+      EXPECT_EQ(pending.remove_attempts(), 2);
+      EXPECT_TRUE(backend_.objects().contains(id));
+      backend_.FailRemoveOf(id, absl::OkStatus());
+    } else {
+      EXPECT_EQ(report->removes_completed, 1);
+      EXPECT_TRUE(absl::IsNotFound(ledger_->Get(RemovedKey(id)).status()));
+      EXPECT_FALSE(backend_.objects().contains(id));
+    }
+    Open(RemovePolicy::kDefer);
+  }
+  clock_.Advance(absl::Now() - clock_.Now());
+  coord_->RunDueRemovals();
+  EXPECT_EQ(RecordCount(), 0u);
+}
+
 TEST_F(RemovalTest, ReservedKeysAreRefused) {
   EXPECT_EQ(coord_->Prepare(RemovedKey(5), "", {}).status().code(),
             absl::StatusCode::kInvalidArgument);
