@@ -1,14 +1,19 @@
 #!/usr/bin/env bash
-# demo-scenario.sh SNAPLEDGERD : the demo itself (install/demo.sh builds and
-# calls it). Uses the integration suite's harness: a private mount and pid
-# namespace, a private containerd, everything under one temp dir.
+# demo-scenario.sh SNAPLEDGERD SNAPLEDGER_CLI : the demo itself
+# (install/demo.sh builds and calls it). Uses the integration suite's harness:
+# a private mount and pid namespace, a private containerd, everything under
+# one temp dir. snapledgerd runs with remove_policy = "defer", to show a
+# removal that has to wait (the image's layer, still under a running
+# container) and the queue finishing it once the container is gone.
 set -uo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 # shellcheck source=../tests/integration/lib.sh
 source "$HERE/../tests/integration/lib.sh"
 
-SNAPLEDGERD=$(readlink -f "${1:?usage: demo-scenario.sh SNAPLEDGERD}")
-export SNAPLEDGERD IT_NS=${IT_NS:-demo} IT_SUMMARY=0
+USAGE="usage: demo-scenario.sh SNAPLEDGERD SNAPLEDGER_CLI"
+SNAPLEDGERD=$(readlink -f "${1:?$USAGE}")
+SNAPLEDGER_CLI=$(readlink -f "${2:?$USAGE}")
+export SNAPLEDGERD SNAPLEDGER_CLI IT_NS=${IT_NS:-demo} IT_SUMMARY=0
 it_enter_private_namespace "$@"
 it_setup
 
@@ -16,7 +21,14 @@ show() { printf '\n$ %s\n' "$*"; "$@"; }
 IMG=docker.io/snapledger/busybox:demo
 
 echo "== starting snapledgerd and a private containerd that knows it as 'snapledger'"
-snapledgerd_start "$SNAPLEDGERD" || it_die "snapledgerd did not start"
+printf 'remove_policy = "defer"\n[remove_queue]\ninitial_backoff = "500ms"\n' \
+  >"$IT_TMP/snapledger.toml"
+snapledgerd_start "$SNAPLEDGERD" --config "$IT_TMP/snapledger.toml" ||
+  it_die "snapledgerd did not start"
+# The admin CLI, on the admin socket beside the main one.
+ADMIN_SOCK=${IT_SL_SOCK%.sock}-admin.sock
+snapledger() { "$SNAPLEDGER_CLI" --address "$ADMIN_SOCK" "$@"; }
+ledger_empty() { [[ $(snapledger --json ls --all | jq length) == 0 ]]; }
 containerd_start snapledger "$IT_SL_SOCK" || it_die "containerd did not start"
 echo "containerd's config registers the proxy:"
 sed -n '/\[proxy_plugins/,$p' "$IT_TMP/containerd/config.toml"
@@ -45,11 +57,35 @@ echo "backend objects (named by ledger ids, never by keys):"
 show ls "$IT_SL_ROOT/snapshots"
 
 echo
-echo "== stopping the container; containerd's GC removes its snapshot through snapledger"
-ctrd task delete -f keeper >/dev/null 2>&1
-ctrd containers rm keeper >/dev/null
-wait_for 20 "GC" bash -c "! ctr -a '$IT_SL_SOCK' -n '$IT_NS' snapshots --snapshotter snapledger ls | grep -q '/keeper$'"
-show sld snapshots --snapshotter snapledger ls
-grep -E 'Remove|Cleanup' "$IT_SL_LOG" | tail -n 3
+echo "== the admin CLI's view of the same ledger"
+show snapledger tree
+show snapledger ls
+
+echo
+echo "== a removal that cannot happen now: the snapshot is still in use"
+echo "   (a build's cleanup removes the rootfs of a container that still runs)"
+show ctrd snapshots --snapshotter snapledger rm keeper
+ctrd images rm --sync "$IMG" >/dev/null
+wait_for 30 "both removals queued" bash -c \
+  "[[ \$('$SNAPLEDGER_CLI' --address '$ADMIN_SOCK' --json pending | jq length) == 2 ]]" ||
+  it_log "the removals were not queued"
+echo "containerd has forgotten both; snapledger kept the storage (remove_policy = defer):"
+show ctrd snapshots --snapshotter snapledger ls
+show ls "$IT_SL_ROOT/snapshots"
+show snapledger pending
+show snapledger tree --all
+
+echo
+echo "== the container stops: its mount goes, the queue removes its snapshot,"
+echo "   then the layer (cascade, leaf first)"
+ctrd task kill -s KILL keeper >/dev/null 2>&1
+ctrd task delete keeper >/dev/null 2>&1
+wait_for 30 "the ledger to empty" ledger_empty || it_log "the ledger is not empty yet"
+grep -E 'removal queue|deferred as|queued as' "$IT_SL_LOG" | sed 's/^/  log: /'
+show snapledger history -n 6
+show ls "$IT_SL_ROOT/snapshots"
+show snapledger tree --all
+show snapledger check
+ctrd containers rm keeper >/dev/null 2>&1
 echo
 echo "demo finished: snapledgerd log at $IT_SL_LOG (kept only with KEEP=1)"

@@ -10,5 +10,6 @@ cd "$(dirname "$0")/.."
 ./install/install-deps.sh
 echo "== building snapledgerd"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
-cmake --build build -j "$(nproc)" --target snapledgerd >/dev/null
-IT_KEEP=${KEEP:-0} exec ./install/demo-scenario.sh build/plugin/snapledgerd
+cmake --build build -j "$(nproc)" --target snapledgerd snapledger >/dev/null
+IT_KEEP=${KEEP:-0} exec ./install/demo-scenario.sh build/plugin/snapledgerd \
+  build/cli/snapledger
