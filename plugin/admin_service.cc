@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <map>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -29,6 +30,13 @@ grpc::Status Answer(absl::StatusOr<Response> result, Response* out) {
 bool IsQueuedRemoval(const Record& r) {
   return r.state() == store::v1::REMOVE_PENDING ||
          r.state() == store::v1::STUCK;
+}
+
+// Records whose size is not in the record: active snapshots and adopted
+// objects whose storage is there.
+bool NeedsMeasuring(const Record& r) {
+  return r.state() != store::v1::MISSING &&
+         (r.kind() == store::v1::ACTIVE || r.state() == store::v1::ADOPTED);
 }
 
 // Records that are not usable snapshots but stay shown with --all.
@@ -62,8 +70,13 @@ adminpb::Snapshot AdminCore::Describe(const Record& record) {
     s.set_namespace_(parts[0]);
     s.set_containerd_key(parts[2]);
   }
-  s.set_size_bytes(record.kind() == store::v1::COMMITTED ? record.size_bytes()
-                                                         : -1);
+  // Frozen at commit for committed snapshots; unknown (-1) for active ones
+  // and adopted objects until measured; a view has no storage of its own.
+  s.set_size_bytes(-1);
+  if (record.kind() == store::v1::COMMITTED &&
+      record.state() != store::v1::ADOPTED) {
+    s.set_size_bytes(record.size_bytes());
+  }
   if (record.kind() == store::v1::VIEW) s.set_size_bytes(0);
   return s;
 }
@@ -115,9 +128,7 @@ absl::StatusOr<adminpb::ListResponse> AdminCore::List(
   if (request.measure_usage()) {
     for (adminpb::Snapshot& s : *response.mutable_snapshots()) {
       const Record& r = s.record();
-      if (r.kind() != store::v1::ACTIVE || r.state() == store::v1::MISSING) {
-        continue;
-      }
+      if (!NeedsMeasuring(r)) continue;
       absl::StatusOr<Usage> usage = sources_.backend->DiskUsage(r.backend_id());
       if (usage.ok()) s.set_size_bytes(usage->size_bytes);
     }
@@ -131,8 +142,7 @@ absl::StatusOr<adminpb::InspectResponse> AdminCore::Inspect(
   if (!record.ok()) return record.status();
   adminpb::InspectResponse response;
   *response.mutable_snapshot() = Describe(*record);
-  if (record->kind() == store::v1::ACTIVE &&
-      record->state() == store::v1::LIVE) {
+  if (NeedsMeasuring(*record)) {
     absl::StatusOr<Usage> usage =
         sources_.backend->DiskUsage(record->backend_id());
     if (usage.ok())
@@ -186,9 +196,16 @@ absl::StatusOr<adminpb::OrphansResponse> AdminCore::Orphans(
 
 absl::StatusOr<adminpb::HistoryResponse> AdminCore::History(
     const adminpb::HistoryRequest& request) {
+  // Events are kept under the client's key: a ledger key
+  // (snapledger.removed/N) means the key its record had.
+  std::string key = request.key();
+  if (IsReservedKey(key)) {
+    absl::StatusOr<Record> record = Find(key);
+    if (!record.ok()) return record.status();
+    key = record->removed_key().empty() ? record->key() : record->removed_key();
+  }
   absl::StatusOr<std::vector<HistoryEvent>> events = sources_.ledger->History(
-      request.key(), request.limit() == 0 ? 50 : request.limit(),
-      request.before_seq());
+      key, request.limit() == 0 ? 50 : request.limit(), request.before_seq());
   if (!events.ok()) return events.status();
   adminpb::HistoryResponse response;
   for (HistoryEvent& e : *events) *response.add_events() = std::move(e);
@@ -205,7 +222,7 @@ absl::StatusOr<adminpb::StatsResponse> AdminCore::Stats(
     ++by_state[store::v1::State_Name(r.state())];
     ++by_kind[store::v1::Kind_Name(r.kind())];
     response.set_records(response.records() + 1);
-    if (r.kind() == store::v1::COMMITTED && IsVisible(r)) {
+    if (r.kind() == store::v1::COMMITTED && r.state() == store::v1::LIVE) {
       response.set_committed_bytes(response.committed_bytes() +
                                    static_cast<uint64_t>(r.size_bytes()));
     }
@@ -301,8 +318,8 @@ absl::StatusOr<adminpb::RetryResponse> AdminCore::Retry(
     if (!record.ok()) return record.status();
     if (!IsQueuedRemoval(*record)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          "snapshot \"", request.key(), "\" has no queued removal (state ",
-          store::v1::State_Name(record->state()), ")"));
+          "snapshot \"", request.key(), "\" has no queued removal (it is ",
+          absl::AsciiStrToLower(store::v1::State_Name(record->state())), ")"));
     }
     targets.push_back(*record);
   }

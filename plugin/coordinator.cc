@@ -952,7 +952,9 @@ absl::StatusOr<bool> Coordinator::AdoptObject(uint64_t id) {
   std::string parent_key;
   absl::Status scan = ledger_->ForEach([&](const Record& r) {
     if (r.backend_id() == id) recorded = true;
-    if (parent_id != 0 && r.backend_id() == parent_id) parent_key = r.key();
+    if (parent_id != 0 && r.backend_id() == parent_id) {
+      parent_key = r.removed_key().empty() ? r.key() : r.removed_key();
+    }
     return !recorded;
   });
   if (!scan.ok()) return scan;

@@ -211,7 +211,8 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
   std::vector<Record> intents;
   std::map<uint64_t, std::string> recorded;  // id -> key
   absl::Status scan = ledger.ForEach([&](const Record& r) {
-    recorded[r.backend_id()] = r.key();
+    recorded[r.backend_id()] =
+        r.removed_key().empty() ? r.key() : r.removed_key();
     const bool stored = present.contains(r.backend_id());
     // Intents; live records without storage (to mark missing); missing
     // records whose storage is back (to make live again).
