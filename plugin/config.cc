@@ -162,6 +162,12 @@ absl::Status ValidateConfig(const Config& config) {
         "other than address, not \"",
         config.admin_address, "\""));
   }
+  if (config.admin_address.empty() && config.address.size() >= 108 - 6) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "address is too long for the admin socket beside it (max 101 bytes "
+        "unless admin_address is set): ",
+        config.address));
+  }
   if (config.backend != "native") {
     return absl::InvalidArgumentError(absl::StrCat(
         "unknown backend \"", config.backend, "\" (available: native)"));

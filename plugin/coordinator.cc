@@ -634,7 +634,9 @@ void Coordinator::ResolvePendingIntents() {
         absl::StatusOr<Record> pending =
             ledger_->Get(RemovedKey(record->backend_id()));
         if (pending.ok()) Reschedule(*pending);
-      } else if (s.ok() && report.removes_completed > 0) {
+      } else if (s.ok() && (report.removes_completed > 0 ||
+                            report.prepares_rolled_back > 0)) {
+        // The record is gone: a parent queued behind it may be free now.
         CascadeTo(record->parent_backend_id());
       }
     } else if (!record.ok() && !absl::IsNotFound(record.status())) {
@@ -713,21 +715,33 @@ void Coordinator::CascadeTo(uint64_t parent_id) {
 
 void Coordinator::AttemptRemoval(uint64_t id) {
   const std::string key = RemovedKey(id);
+  // A ledger that cannot be read now must not drop the removal from the
+  // schedule: it is due again after a back-off.
+  auto retry_later = [&](const absl::Status& error) {
+    spdlog::warn("removal queue: {}: {}; trying again later", key,
+                 error.ToString());
+    absl::MutexLock lock(&queue_mu_);
+    schedule_.Schedule(id, options_.clock() + RetryDelay(options_.retry, 1));
+    ++schedule_version_;
+  };
   absl::StatusOr<Record> seen = ledger_->Get(key);
+  if (!seen.ok() && !absl::IsNotFound(seen.status())) {
+    return retry_later(seen.status());
+  }
   if (!seen.ok() || seen->state() != store::v1::REMOVE_PENDING) return;
   const uint64_t parent_id = seen->parent_backend_id();
   KeyLocks::Guard guard = locks_.Lock(
       {key}, {seen->parent(), parent_id != 0 ? RemovedKey(parent_id) : ""});
   absl::ReaderMutexLock gate(&cleanup_gate_);
   absl::StatusOr<Record> record = ledger_->Get(key);
+  if (!record.ok() && !absl::IsNotFound(record.status())) {
+    return retry_later(record.status());
+  }
   if (!record.ok() || record->state() != store::v1::REMOVE_PENDING) return;
   const absl::Time now = options_.clock();
 
   absl::StatusOr<std::vector<std::string>> children = ledger_->Children(id, 9);
-  if (!children.ok()) {
-    spdlog::warn("removal queue: {}: {}", key, children.status().ToString());
-    return;  // the ledger cannot be read: tried again on the next restart
-  }
+  if (!children.ok()) return retry_later(children.status());
   if (!children->empty()) {
     // Not an attempt: it waits for the cascade.
     Record waiting = *record;
@@ -749,11 +763,7 @@ void Coordinator::AttemptRemoval(uint64_t id) {
   Ledger::Batch intent;
   intent.Put(intent_record);
   if (absl::Status s = ledger_->Write(intent); !s.ok()) {
-    // Nothing changed; due again after a back-off.
-    absl::MutexLock lock(&queue_mu_);
-    schedule_.Schedule(id, now + RetryDelay(options_.retry, 1));
-    ++schedule_version_;
-    return;
+    return retry_later(s);  // nothing changed
   }
   CRASH_POINT("queue.after_intent");
 
@@ -823,6 +833,7 @@ int Coordinator::RunDueRemovals(size_t max, absl::Duration budget) {
     std::vector<uint64_t> due;
     {
       absl::MutexLock lock(&queue_mu_);
+      if (stop_worker_) break;  // shutting down: the rest waits for a restart
       due = schedule_.TakeDue(options_.clock(), 1);
     }
     if (due.empty()) break;
@@ -894,8 +905,14 @@ void Coordinator::WorkerLoop() {
       Coordinator* self;
       uint64_t version;
     } wake{this, version};
-    const absl::Time deadline =
+    absl::Time deadline =
         next.has_value() ? absl::Now() + (*next - now) : absl::InfiniteFuture();
+    // Intents left by a time-out or a ledger failure are resolved by the next
+    // mutation; on a quiet host there may be none for a long time, so the
+    // worker tries too, every second.
+    if (has_pending_.load()) {
+      deadline = std::min(deadline, absl::Now() + absl::Seconds(1));
+    }
     queue_mu_.AwaitWithDeadline(
         absl::Condition(
             +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
@@ -904,6 +921,11 @@ void Coordinator::WorkerLoop() {
             },
             &wake),
         deadline);
+    if (has_pending_.load() && !stop_worker_) {
+      queue_mu_.Unlock();
+      ResolvePendingIntents();
+      queue_mu_.Lock();
+    }
   }
   queue_mu_.Unlock();
 }

@@ -340,6 +340,28 @@ TEST_F(RemovalTest, ContainerdRemovingAChildCascadesToAPendingParent) {
   EXPECT_THAT(backend_.objects(), IsEmpty());
 }
 
+// A child whose Prepare timed out stays an intent until the backend can be
+// asked again; a parent deferred behind it meanwhile is due as soon as the
+// intent is rolled back.
+TEST_F(RemovalTest, RolledBackPrepareCascadesToAQueuedParent) {
+  Layer("base", "");
+  const uint64_t base = IdOf("base");
+  backend_.FailCreate(absl::DeadlineExceededError("create took too long"));
+  EXPECT_FALSE(coord_->Prepare("child", "base", {}).ok());
+  backend_.FailCreate(absl::OkStatus());
+  EXPECT_EQ(ledger_->Get("child")->state(), store::v1::PREPARING);
+  backend_.FailExists(absl::UnavailableError("still busy"));
+  ASSERT_TRUE(coord_->Remove("base").ok());  // waits for the intent
+  EXPECT_THAT(Pending(base).last_error(), HasSubstr("child"));
+  EXPECT_EQ(coord_->RunDueRemovals(), 0);
+
+  backend_.FailExists(absl::OkStatus());
+  ASSERT_TRUE(coord_->Prepare("other", "", {}).ok());  // resolves the intent
+  EXPECT_TRUE(absl::IsNotFound(ledger_->Get("child").status()));
+  EXPECT_EQ(coord_->RunDueRemovals(), 1);
+  EXPECT_FALSE(backend_.objects().contains(base));
+}
+
 TEST_F(RemovalTest, QueueSurvivesARestart) {
   Layer("base", "");
   ASSERT_TRUE(coord_->Prepare("child", "base", {}).ok());

@@ -80,6 +80,7 @@ class FakeBackend : public Backend {
   }
   absl::StatusOr<bool> Exists(uint64_t id) override {
     absl::MutexLock l(&mu_);
+    if (!fail_exists_.ok()) return fail_exists_;
     return objects_.contains(id);
   }
   absl::StatusOr<std::vector<BackendObject>> List() override {
@@ -115,6 +116,10 @@ class FakeBackend : public Backend {
   void FailCommit(absl::Status s) {
     absl::MutexLock l(&mu_);
     fail_commit_ = std::move(s);
+  }
+  void FailExists(absl::Status s) {
+    absl::MutexLock l(&mu_);
+    fail_exists_ = std::move(s);
   }
   void FailRemove(absl::Status s) {
     absl::MutexLock l(&mu_);
@@ -169,6 +174,7 @@ class FakeBackend : public Backend {
   absl::Status fail_create_ ABSL_GUARDED_BY(mu_);
   absl::Status fail_commit_ ABSL_GUARDED_BY(mu_);
   absl::Status fail_remove_ ABSL_GUARDED_BY(mu_);
+  absl::Status fail_exists_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, absl::Status> fail_remove_of_ ABSL_GUARDED_BY(mu_);
   std::vector<uint64_t> removed_order_ ABSL_GUARDED_BY(mu_);
   int creates_ ABSL_GUARDED_BY(mu_) = 0;
