@@ -8,6 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "plugin/backend/timed_backend.h"
 #include "plugin/recovery.h"
 #include "spdlog/spdlog.h"
 #include "store/crash_point.h"
@@ -793,7 +794,10 @@ void Coordinator::AttemptRemoval(uint64_t id) {
   }
 
   Record failed = *record;
-  const int attempts = record->remove_attempts() + 1;
+  // An earlier, timed-out call on this object is still running: waiting for
+  // it is not a failed attempt (it would make the removal stuck meanwhile).
+  const int attempts =
+      record->remove_attempts() + (IsStillRunningElsewhere(removed) ? 0 : 1);
   failed.set_remove_attempts(attempts);
   failed.set_last_error(removed.ToString());
   failed.set_updated_ns(absl::ToUnixNanos(now));
@@ -802,8 +806,8 @@ void Coordinator::AttemptRemoval(uint64_t id) {
     failed.set_state(store::v1::STUCK);
     failed.set_next_attempt_ns(0);
   } else {
-    failed.set_next_attempt_ns(
-        absl::ToUnixNanos(now + RetryDelay(options_.retry, attempts)));
+    failed.set_next_attempt_ns(absl::ToUnixNanos(
+        now + RetryDelay(options_.retry, std::max(attempts, 1))));
   }
   Ledger::Batch batch;
   batch.Put(failed);

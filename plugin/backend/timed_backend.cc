@@ -1,6 +1,7 @@
 #include "plugin/backend/timed_backend.h"
 
 #include <cassert>
+#include <cstddef>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -13,8 +14,10 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/functional/any_invocable.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
@@ -60,6 +63,84 @@ struct SharedState {
   std::map<uint64_t, Abandoned> abandoned ABSL_GUARDED_BY(mu);
 };
 
+// The persistent threads that run bounded calls, shared by the TimedBackend
+// and every worker thread (a worker may outlive the TimedBackend while it
+// runs an abandoned call).
+//
+// A worker is busy (running one call) or idle (parked on its own condition
+// variable, listed in `idle`). A call is handed to the most recently idled
+// worker, or to a new worker when none is idle. A worker that finishes its
+// call goes back to `idle`, unless `closed` (the TimedBackend is gone) or
+// kMaxIdleWorkers are idle already: then its thread ends. So at most
+// kMaxIdleWorkers threads are idle, and no more are busy than calls run.
+struct WorkerPool {
+  static constexpr size_t kMaxIdleWorkers = 8;
+
+  using Task = absl::AnyInvocable<void() &&>;
+
+  // One worker's mailbox; lives on its thread's stack, and is listed in
+  // `idle` only while the thread waits on `cv` (so the pointer stays valid).
+  struct Worker {
+    absl::CondVar cv;
+    // Guarded by WorkerPool::mu: set by whoever takes this worker off `idle`.
+    Task task;
+  };
+
+  // Runs `task` on an idle worker, or on a new thread if none is idle.
+  // Throws std::system_error (and drops `task`) if a thread cannot start.
+  static void Run(const std::shared_ptr<WorkerPool>& pool, Task task) {
+    {
+      absl::MutexLock l(&pool->mu);
+      if (!pool->idle.empty()) {
+        Worker* w = pool->idle.back();
+        pool->idle.pop_back();
+        w->task = std::move(task);
+        w->cv.Signal();
+        return;
+      }
+    }
+    // Started outside the lock: a thread start is slow.
+    std::thread(&WorkerPool::Main, pool, std::move(task)).detach();
+  }
+
+  // Ends the idle workers' threads, and busy workers' threads once their
+  // calls finish. No task is handed over after this.
+  void Close() {
+    absl::MutexLock l(&mu);
+    closed = true;
+    for (Worker* w : idle) w->cv.Signal();
+    idle.clear();
+  }
+
+ private:
+  // A worker thread: runs `task`, then whatever it is handed while idle.
+  static void Main(std::shared_ptr<WorkerPool> pool, Task task) {
+    Worker self;
+    while (true) {
+      std::move(task)();
+      task = nullptr;  // what the call held goes before the worker idles
+      absl::MutexLock l(&pool->mu);
+      if (pool->closed || pool->idle.size() >= kMaxIdleWorkers) return;
+      pool->idle.push_back(&self);
+      // Whoever takes `self` off `idle` (a caller handing it a task, or
+      // Close()) does so under `mu` before signalling.
+      while (self.task == nullptr && !pool->closed) self.cv.Wait(&pool->mu);
+      // A task handed over before Close() still runs; `self` is off `idle`
+      // in either case.
+      if (self.task == nullptr) return;
+      task = std::move(self.task);
+      self.task = nullptr;
+    }
+  }
+
+ public:
+  absl::Mutex mu;
+  bool closed ABSL_GUARDED_BY(mu) = false;
+  // Idle workers, the most recently idled last (taken first: its stack and
+  // caches are warm).
+  std::vector<Worker*> idle ABSL_GUARDED_BY(mu);
+};
+
 }  // namespace timed_backend_internal
 
 namespace {
@@ -67,8 +148,9 @@ namespace {
 using timed_backend_internal::CallInfo;
 using timed_backend_internal::Op;
 using timed_backend_internal::SharedState;
+using timed_backend_internal::WorkerPool;
 
-// One call's rendezvous between the caller and the call's thread.
+// One call's rendezvous between the caller and the worker running the call.
 template <typename T>
 struct PendingCall {
   absl::Mutex mu;
@@ -175,11 +257,16 @@ TimedBackend::TimedBackend(std::shared_ptr<Backend> inner,
       bounded_(options.timeout > absl::ZeroDuration() &&
                options.timeout != absl::InfiniteDuration()),
       name_(inner_ != nullptr ? std::string(inner_->Name()) : std::string()),
-      state_(std::make_shared<SharedState>()) {
+      state_(std::make_shared<SharedState>()),
+      pool_(std::make_shared<WorkerPool>()) {
   assert(inner_ != nullptr);
 }
 
 TimedBackend::~TimedBackend() {
+  // Idle workers end now; workers running abandoned calls end when their
+  // calls do. Neither is joined: they hold the pool and what their call
+  // needs themselves.
+  pool_->Close();
   if (size_t n = abandoned(); n > 0) {
     spdlog::warn(
         "{} backend: closing with {} call(s) past their time limit still "
@@ -197,47 +284,51 @@ T TimedBackend::Run(const CallInfo& info, Fn fn) {
     absl::MutexLock l(&state_->mu);
     for (const auto& [seq, busy] : state_->abandoned) {
       if (std::optional<std::string> why = Conflict(info, busy.info)) {
-        return absl::UnavailableError(
+        absl::Status busy_error = absl::UnavailableError(
             absl::StrCat(name_, " backend: ", *why, " (started ",
                          Human(started - busy.started), " ago)"));
+        busy_error.SetPayload(kStillRunningPayload, absl::Cord("1"));
+        return busy_error;
       }
     }
   }
 
   auto call = std::make_shared<PendingCall<T>>();
   try {
-    // The thread holds everything it touches: it may outlive `this`.
-    std::thread([call, fn = std::move(fn), inner = inner_, state = state_,
-                 name = name_, info, started]() mutable {
-      T result = fn(*inner);
-      bool abandoned = false;
-      uint64_t seq = 0;
-      {
-        absl::MutexLock l(&call->mu);
-        abandoned = call->abandoned;
-        seq = call->seq;
-        if (!abandoned) {
-          // Let go first, so that a caller holding the result knows this
-          // thread holds the backend no more. (Only drops a reference: the
-          // waiting caller's TimedBackend holds another.)
-          inner.reset();
-          call->result.emplace(std::move(result));
-        }
-        call->done = true;
-      }
-      if (!abandoned) return;
-      // Logged before the entry goes, so that WaitIdle() implies the log.
-      spdlog::warn(
-          "{} backend: {} finished {} after it started, past its time "
-          "limit: {}",
-          name, Describe(info), Human(absl::Now() - started),
-          StatusOf(result).ToString());
-      {
-        absl::MutexLock l(&state->mu);
-        state->abandoned.erase(seq);
-      }
-      inner.reset();  // may destroy the backend, if its owners are gone
-    }).detach();
+    // The task holds everything it touches: it may outlive `this`. The
+    // worker destroys it once it returned, before it takes another.
+    WorkerPool::Run(
+        pool_, [call, fn = std::move(fn), inner = inner_, state = state_,
+                name = name_, info, started]() mutable {
+          T result = fn(*inner);
+          bool abandoned = false;
+          uint64_t seq = 0;
+          {
+            absl::MutexLock l(&call->mu);
+            abandoned = call->abandoned;
+            seq = call->seq;
+            if (!abandoned) {
+              // Let go first, so that a caller holding the result knows this
+              // thread holds the backend no more. (Only drops a reference: the
+              // waiting caller's TimedBackend holds another.)
+              inner.reset();
+              call->result.emplace(std::move(result));
+            }
+            call->done = true;
+          }
+          if (!abandoned) return;
+          // Logged before the entry goes, so that WaitIdle() implies the log.
+          spdlog::warn(
+              "{} backend: {} finished {} after it started, past its time "
+              "limit: {}",
+              name, Describe(info), Human(absl::Now() - started),
+              StatusOf(result).ToString());
+          {
+            absl::MutexLock l(&state->mu);
+            state->abandoned.erase(seq);
+          }
+          inner.reset();  // may destroy the backend, if its owners are gone
+        });
   } catch (const std::system_error& e) {
     return absl::UnavailableError(
         absl::StrCat(name_, " backend: cannot start a thread for the ",
@@ -307,6 +398,10 @@ absl::StatusOr<std::vector<BackendObject>> TimedBackend::List() {
 absl::Status TimedBackend::Cleanup() {
   return Run<absl::Status>({Op::kCleanup},
                            [](Backend& b) { return b.Cleanup(); });
+}
+
+bool IsStillRunningElsewhere(const absl::Status& status) {
+  return status.GetPayload(kStillRunningPayload).has_value();
 }
 
 bool TimedBackend::WaitIdle(absl::Duration timeout) {

@@ -2,11 +2,11 @@
 // lock across the whole garbage-collection walk, so a backend that hangs (a
 // stuck filesystem, say) must turn into an error, never into a hung RPC.
 //
-// Each call of a bounded TimedBackend runs on a thread of its own while the
-// caller waits at most `timeout`. A call that does not finish by then is
-// abandoned: the caller gets DeadlineExceeded, and the call keeps running in
-// the background until the inner backend returns, when its outcome is
-// logged (a warning, once).
+// Each call of a bounded TimedBackend runs on a worker thread of the
+// decorator's pool (see below) while the caller waits at most `timeout`. A
+// call that does not finish by then is abandoned: the caller gets
+// DeadlineExceeded, and the call keeps running in the background until the
+// inner backend returns, when its outcome is logged (a warning, once).
 //
 // An abandoned call still holds its object, so the inner backend never sees
 // what backend.h forbids: while it runs, a new call returns Unavailable at
@@ -22,15 +22,22 @@
 // checked: the caller keeps backend.h's rules for those, as without this
 // decorator.
 //
-// Costs: one thread start per call (tens of microseconds). Each abandoned
-// call holds one thread until the inner backend returns; its bookkeeping
-// entry goes when it does. A zero, negative or infinite timeout turns the
+// The pool: a call is handed to an idle worker (a condition-variable
+// handoff, a few microseconds), or to a newly started one if none is idle.
+// A worker whose call returned goes back to the idle set, or ends if
+// 8 workers are idle already, so idle threads stay few and busy ones are no
+// more than the calls running. An abandoned call keeps its worker busy until
+// the inner backend returns, and the worker then goes back to the pool (or
+// ends, if the TimedBackend is gone); its bookkeeping entry goes when the
+// call returns. Destroying the TimedBackend ends the idle workers; it does
+// not wait for busy ones. A zero, negative or infinite timeout turns the
 // decorator off: calls are then made directly on the caller's thread.
 //
-// Ownership: the inner backend is shared. Each call's thread holds it, and
-// the decorator's bookkeeping, alive, so a TimedBackend may be destroyed
-// while abandoned calls run; the last of them to finish then destroys the
-// inner backend (on its thread) if nobody else holds it.
+// Ownership: the inner backend is shared. Each running call holds it, and
+// the decorator's bookkeeping and pool, alive (an idle worker holds only the
+// pool, never the backend), so a TimedBackend may be destroyed while
+// abandoned calls run; the last of them to finish then destroys the inner
+// backend (on its worker thread) if nobody else holds it.
 //
 // Thread-safety: as backend.h requires (thread-safe; concurrent calls on
 // different ids). WaitIdle() and abandoned() may be called from any thread.
@@ -51,7 +58,8 @@
 namespace snapledger {
 namespace timed_backend_internal {
 struct CallInfo;     // what one call works on
-struct SharedState;  // bookkeeping shared with the call threads
+struct SharedState;  // bookkeeping shared with the running calls
+struct WorkerPool;   // the threads that run the calls
 }  // namespace timed_backend_internal
 
 struct TimedBackendOptions {
@@ -76,7 +84,8 @@ class TimedBackend final : public Backend {
   // Beyond the inner backend's errors: DeadlineExceeded when the limit
   // passed (the call continues in the background), Unavailable when an
   // abandoned call still holds what the call needs (see above), and
-  // Unavailable when no thread could be started for the call.
+  // Unavailable when no worker is idle and no thread could be started for
+  // the call.
   absl::Status Create(uint64_t id, uint64_t parent_id,
                       SnapshotKind kind) override;
   absl::StatusOr<Usage> Commit(uint64_t id) override;
@@ -103,14 +112,23 @@ class TimedBackend final : public Backend {
   const std::shared_ptr<Backend> inner_;
   const absl::Duration timeout_;
   const bool bounded_;
-  // Name for messages; copied so that call threads need not ask `inner_`.
+  // Name for messages; copied so that running calls need not ask `inner_`.
   const std::string name_;
-  // Shared with every call thread, which may outlive this object.
+  // Shared with every running call, which may outlive this object.
   const std::shared_ptr<timed_backend_internal::SharedState> state_;
+  // Shared with every worker thread, which may outlive this object.
+  const std::shared_ptr<timed_backend_internal::WorkerPool> pool_;
 };
 
 // Wraps `inner` (not null). Shared: a call abandoned after its time limit
-// keeps running on its own thread and keeps the backend alive.
+// keeps running on its worker thread and keeps the backend alive.
+// The payload that marks a refusal because an earlier call on the same object
+// outlived its time limit and is still running: not a failure of the call
+// itself (callers may wait and try again without counting it).
+inline constexpr char kStillRunningPayload[] =
+    "snapledger.dev/backend-call-still-running";
+bool IsStillRunningElsewhere(const absl::Status& status);
+
 [[nodiscard]] std::unique_ptr<TimedBackend> NewTimedBackend(
     std::shared_ptr<Backend> inner, TimedBackendOptions options);
 

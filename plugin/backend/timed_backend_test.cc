@@ -1,5 +1,8 @@
 #include "plugin/backend/timed_backend.h"
 
+#include <unistd.h>
+
+#include <fstream>
 #include <map>
 #include <memory>
 #include <set>
@@ -150,6 +153,12 @@ class GateBackend : public Backend {
     absl::MutexLock l(&mu_);
     return last_thread_;
   }
+  // The kernel's id of the last call's thread: unlike std::thread::id, not
+  // reused soon after a thread ends.
+  pid_t last_tid() {
+    absl::MutexLock l(&mu_);
+    return last_tid_;
+  }
 
  private:
   void Enter(const std::string& method, uint64_t id) {
@@ -159,6 +168,7 @@ class GateBackend : public Backend {
       ++entered_;
       ++calls_[method];
       last_thread_ = std::this_thread::get_id();
+      last_tid_ = ::gettid();
       block = blocked_.contains({method, id});
     }
     if (block) released_.WaitForNotification();
@@ -180,6 +190,7 @@ class GateBackend : public Backend {
   int finished_ ABSL_GUARDED_BY(mu_) = 0;
   std::map<std::string, int> calls_ ABSL_GUARDED_BY(mu_);
   std::thread::id last_thread_ ABSL_GUARDED_BY(mu_);
+  pid_t last_tid_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 class TimedBackendTest : public ::testing::Test {
@@ -215,6 +226,42 @@ template <typename T>
 absl::Status StatusOf(const absl::StatusOr<T>& s) {
   return s.status();
 }
+
+// Threads of this process now (Linux), -1 if unknown.
+int ThreadCount() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("Threads:", 0) == 0) return std::stoi(line.substr(8));
+  }
+  return -1;
+}
+
+// Threads of this process once the count held still for 50ms (threads of
+// earlier tests' pools may still be ending), -1 if unknown.
+int SettledThreadCount() {
+  int n = ThreadCount();
+  for (int stable = 0; stable < 50; ++stable) {
+    absl::SleepFor(absl::Milliseconds(1));
+    const int now = ThreadCount();
+    if (now != n) stable = 0;
+    n = now;
+  }
+  return n;
+}
+
+// Waits until this process has at most `n` threads; true if it got there.
+bool WaitThreadsAtMost(int n) {
+  const absl::Time deadline = absl::Now() + kGenerous;
+  while (ThreadCount() > n) {
+    if (absl::Now() >= deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
+
+// The most idle workers a TimedBackend keeps (kMaxIdleWorkers in the .cc).
+constexpr int kMaxIdleWorkers = 8;
 
 TEST_F(TimedBackendTest, FastCallsPassResultsThrough) {
   timed_ = NewTimedBackend(inner_, {kGenerous});
@@ -316,7 +363,9 @@ TEST_F(TimedBackendTest, EveryCallOnABusyIdIsRefusedWithoutReachingInner) {
                 HasSubstr("test backend: object 42 is still busy with a "
                           "remove that outlived its time limit (started "));
     EXPECT_THAT(s.message(), HasSubstr(" ago)"));
+    EXPECT_TRUE(IsStillRunningElsewhere(s)) << s;
   }
+  EXPECT_FALSE(IsStillRunningElsewhere(absl::UnavailableError("other")));
   EXPECT_EQ(inner_->entered(), entered);
   EXPECT_EQ(inner_->calls("remove"), 1);
   EXPECT_EQ(timed_->abandoned(), 1u);
@@ -500,6 +549,65 @@ TEST_F(TimedBackendTest, ConcurrentCallsOnDifferentIds) {
   }
   for (std::thread& t : threads) t.join();
   EXPECT_EQ(inner_->entered(), 4 * 100 * 3);
+}
+
+TEST_F(TimedBackendTest, SequentialCallsReuseWorkers) {
+  timed_ = NewTimedBackend(inner_, {kGenerous});
+  std::set<pid_t> threads;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(timed_->Exists(1).ok());
+    threads.insert(inner_->last_tid());
+  }
+  EXPECT_FALSE(threads.contains(::gettid()));
+  // Usually one; a worker may not be back in the pool yet when the next
+  // call comes, and then another serves it.
+  EXPECT_LE(threads.size(), static_cast<size_t>(kMaxIdleWorkers));
+}
+
+TEST_F(TimedBackendTest, IdleWorkersAreBoundedAndEndWithTheBackend) {
+  timed_ = NewTimedBackend(inner_, {kGenerous});
+  const int baseline = SettledThreadCount();
+  ASSERT_GT(baseline, 0);
+  // 20 calls at once: 20 workers.
+  constexpr int kCalls = 20;
+  for (uint64_t id = 1; id <= kCalls; ++id) inner_->Block("disk_usage", id);
+  std::vector<std::thread> callers;
+  for (uint64_t id = 1; id <= kCalls; ++id) {
+    callers.emplace_back([&, id] { EXPECT_TRUE(timed_->DiskUsage(id).ok()); });
+  }
+  ASSERT_TRUE(inner_->WaitEntered(kCalls));
+  EXPECT_GE(ThreadCount(), baseline + 2 * kCalls);
+  inner_->Release();
+  for (std::thread& t : callers) t.join();
+  // The workers beyond kMaxIdleWorkers end; the rest stay for later calls.
+  EXPECT_TRUE(WaitThreadsAtMost(baseline + kMaxIdleWorkers));
+  for (uint64_t id = 1; id <= kCalls; ++id) {
+    EXPECT_TRUE(timed_->DiskUsage(id).ok());
+  }
+  // (A worker may be between its call and the pool for a moment.)
+  EXPECT_TRUE(WaitThreadsAtMost(baseline + kMaxIdleWorkers));
+  // Destroying the backend ends the idle workers.
+  timed_.reset();
+  EXPECT_TRUE(WaitThreadsAtMost(baseline));
+  EXPECT_EQ(inner_.use_count(), 1);
+}
+
+TEST_F(TimedBackendTest, AbandonedCallsWorkerEndsOnceTheBackendIsGone) {
+  const int baseline = SettledThreadCount();
+  ASSERT_GT(baseline, 0);
+  Abandon("remove", 42, [&] { return timed_->Remove(42); });
+  // Served by another worker, which then idles.
+  ASSERT_TRUE(timed_->Exists(1).ok());
+  EXPECT_NE(inner_->last_thread(), std::this_thread::get_id());
+  EXPECT_TRUE(WaitThreadsAtMost(baseline + 2));
+  timed_.reset();
+  EXPECT_TRUE(WaitThreadsAtMost(baseline + 1));  // the idle one ended
+  EXPECT_EQ(inner_->finished(), 1);              // the remove still runs
+
+  inner_->Release();
+  ASSERT_TRUE(inner_->WaitFinished());
+  EXPECT_TRUE(WaitThreadsAtMost(baseline));  // and so did the busy one
+  EXPECT_EQ(inner_.use_count(), 1);
 }
 
 TEST_F(TimedBackendTest, NoBoundCallsDirectly) {
