@@ -58,8 +58,7 @@ AdminCore::AdminCore(AdminSources sources) : sources_(std::move(sources)) {}
 adminpb::Snapshot AdminCore::Describe(const Record& record) {
   adminpb::Snapshot s;
   *s.mutable_record() = record;
-  const std::string& key =
-      record.removed_key().empty() ? record.key() : record.removed_key();
+  const std::string& key = ClientKey(record);
   s.set_key(key);
   // containerd's metadata snapshotter names backend keys
   // "<namespace>/<sequence>/<key>".
@@ -116,8 +115,7 @@ absl::StatusOr<adminpb::ListResponse> AdminCore::List(
             request.kinds().end()) {
       return true;
     }
-    const std::string& key =
-        r.removed_key().empty() ? r.key() : r.removed_key();
+    const std::string& key = ClientKey(r);
     if (!request.prefix().empty() && !key.starts_with(request.prefix())) {
       return true;
     }
@@ -202,7 +200,7 @@ absl::StatusOr<adminpb::HistoryResponse> AdminCore::History(
   if (IsReservedKey(key)) {
     absl::StatusOr<Record> record = Find(key);
     if (!record.ok()) return record.status();
-    key = record->removed_key().empty() ? record->key() : record->removed_key();
+    key = ClientKey(*record);
   }
   absl::StatusOr<std::vector<HistoryEvent>> events = sources_.ledger->History(
       key, request.limit() == 0 ? 50 : request.limit(), request.before_seq());
@@ -218,6 +216,7 @@ absl::StatusOr<adminpb::StatsResponse> AdminCore::Stats(
   auto& by_state = *response.mutable_by_state();
   auto& by_kind = *response.mutable_by_kind();
   int64_t oldest_pending_ns = 0;
+  RemovalQueueStats queue;
   absl::Status scan = sources_.ledger->ForEach([&](const Record& r) {
     ++by_state[store::v1::State_Name(r.state())];
     ++by_kind[store::v1::Kind_Name(r.kind())];
@@ -226,16 +225,7 @@ absl::StatusOr<adminpb::StatsResponse> AdminCore::Stats(
       response.set_committed_bytes(response.committed_bytes() +
                                    static_cast<uint64_t>(r.size_bytes()));
     }
-    if (r.state() == store::v1::STUCK) {
-      response.set_removals_stuck(response.removals_stuck() + 1);
-    } else if (r.state() == store::v1::REMOVE_PENDING) {
-      if (r.next_attempt_ns() > 0) {
-        response.set_removals_scheduled(response.removals_scheduled() + 1);
-      } else {
-        response.set_removals_waiting_for_children(
-            response.removals_waiting_for_children() + 1);
-      }
-    }
+    CountRemoval(r, &queue);
     if (IsQueuedRemoval(r) && (oldest_pending_ns == 0 ||
                                r.remove_requested_ns() < oldest_pending_ns)) {
       oldest_pending_ns = r.remove_requested_ns();
@@ -243,6 +233,9 @@ absl::StatusOr<adminpb::StatsResponse> AdminCore::Stats(
     return true;
   });
   if (!scan.ok()) return scan;
+  response.set_removals_scheduled(queue.scheduled);
+  response.set_removals_waiting_for_children(queue.waiting_for_children);
+  response.set_removals_stuck(queue.stuck);
   if (oldest_pending_ns > 0) {
     response.set_oldest_pending_seconds(absl::ToInt64Seconds(
         absl::Now() - absl::FromUnixNanos(oldest_pending_ns)));
@@ -329,7 +322,7 @@ absl::StatusOr<adminpb::RetryResponse> AdminCore::Retry(
         !s.ok()) {
       return s;
     }
-    response.add_retried(r.removed_key().empty() ? r.key() : r.removed_key());
+    response.add_retried(ClientKey(r));
   }
   return response;
 }
@@ -361,7 +354,7 @@ absl::StatusOr<adminpb::CheckResponse> AdminCore::Check(
         report->findings_total - report->findings.size(), " more findings"));
   }
   absl::Status scan = sources_.ledger->ForEach([&](const Record& r) {
-    const std::string key = r.removed_key().empty() ? r.key() : r.removed_key();
+    const std::string& key = ClientKey(r);
     switch (r.state()) {
       case store::v1::MISSING:
         response.add_problems(absl::StrCat(

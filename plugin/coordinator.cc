@@ -383,9 +383,8 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
     Record pending = ToPendingRemoval(record, now);
     const std::string cause =
         absl::StrCat("waiting for children [", names, "]");
+    RecordRemovalAttempt(&pending, now, cause, /*counts=*/false);
     pending.set_next_attempt_ns(0);
-    pending.set_last_error(cause);
-    AppendRemovalAttempt(&pending, now, cause);
     Ledger::Batch batch;
     batch.Delete(record);
     batch.Put(pending);
@@ -432,11 +431,9 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
           "cannot remove snapshot ", Quote(key), " now: ", removed.message()));
     }
     Record pending = ToPendingRemoval(record, now);
-    pending.set_remove_attempts(1);
-    pending.set_last_error(removed.ToString());
+    RecordRemovalAttempt(&pending, now, removed.ToString(), /*counts=*/true);
     pending.set_next_attempt_ns(
         absl::ToUnixNanos(now + RetryDelay(options_.retry, 1)));
-    AppendRemovalAttempt(&pending, now, removed.ToString());
     Ledger::Batch batch;
     batch.Delete(intent_record);
     batch.Put(pending);
@@ -796,12 +793,9 @@ void Coordinator::AttemptRemoval(uint64_t id) {
   Record failed = *record;
   // An earlier, timed-out call on this object is still running: waiting for
   // it is not a failed attempt (it would make the removal stuck meanwhile).
-  const int attempts =
-      record->remove_attempts() + (IsStillRunningElsewhere(removed) ? 0 : 1);
-  failed.set_remove_attempts(attempts);
-  failed.set_last_error(removed.ToString());
-  failed.set_updated_ns(absl::ToUnixNanos(now));
-  AppendRemovalAttempt(&failed, now, removed.ToString());
+  RecordRemovalAttempt(&failed, now, removed.ToString(),
+                       /*counts=*/!IsStillRunningElsewhere(removed));
+  const int attempts = failed.remove_attempts();
   if (attempts >= options_.retry.max_attempts) {
     failed.set_state(store::v1::STUCK);
     failed.set_next_attempt_ns(0);
@@ -979,7 +973,7 @@ absl::StatusOr<bool> Coordinator::AdoptObject(uint64_t id) {
   absl::Status scan = ledger_->ForEach([&](const Record& r) {
     if (r.backend_id() == id) recorded = true;
     if (parent_id != 0 && r.backend_id() == parent_id) {
-      parent_key = r.removed_key().empty() ? r.key() : r.removed_key();
+      parent_key = ClientKey(r);
     }
     return !recorded;
   });
@@ -1025,17 +1019,22 @@ absl::StatusOr<bool> Coordinator::MarkMissing(const std::string& key,
   return true;
 }
 
+void CountRemoval(const Record& record, RemovalQueueStats* stats) {
+  if (record.state() == store::v1::STUCK) {
+    ++stats->stuck;
+  } else if (record.state() == store::v1::REMOVE_PENDING) {
+    if (record.next_attempt_ns() > 0) {
+      ++stats->scheduled;
+    } else {
+      ++stats->waiting_for_children;
+    }
+  }
+}
+
 absl::StatusOr<RemovalQueueStats> Coordinator::GetRemovalQueueStats() {
   RemovalQueueStats stats;
   absl::Status scan = ledger_->ForEach([&](const Record& r) {
-    if (r.state() == store::v1::STUCK) ++stats.stuck;
-    if (r.state() == store::v1::REMOVE_PENDING) {
-      if (r.next_attempt_ns() > 0) {
-        ++stats.scheduled;
-      } else {
-        ++stats.waiting_for_children;
-      }
-    }
+    CountRemoval(r, &stats);
     return true;
   });
   if (!scan.ok()) return scan;

@@ -86,6 +86,10 @@ struct RemovalQueueStats {
   std::optional<absl::Time> next_due;
 };
 
+// Counts `record` into `stats` if it is a queued removal (pending with a due
+// time, pending waiting for children, or stuck).
+void CountRemoval(const Record& record, RemovalQueueStats* stats);
+
 class Coordinator {
  public:
   // Neither pointer is owned; both must outlive the coordinator.

@@ -51,8 +51,7 @@ HistoryEvent MakeEvent(std::string op, const Record& record,
                        std::string detail) {
   HistoryEvent event;
   event.set_op(std::move(op));
-  event.set_key(record.removed_key().empty() ? record.key()
-                                             : record.removed_key());
+  event.set_key(ClientKey(record));
   event.set_backend_id(record.backend_id());
   event.set_parent(record.parent());
   event.set_detail(std::move(detail));
@@ -68,6 +67,14 @@ void AppendRemovalAttempt(Record* record, absl::Time at,
   store::v1::RemovalAttempt* attempt = history->Add();
   attempt->set_at_ns(absl::ToUnixNanos(at));
   attempt->set_error(error);
+}
+
+void RecordRemovalAttempt(Record* record, absl::Time now,
+                          const std::string& error, bool counts) {
+  if (counts) record->set_remove_attempts(record->remove_attempts() + 1);
+  record->set_last_error(error);
+  record->set_updated_ns(absl::ToUnixNanos(now));
+  AppendRemovalAttempt(record, now, error);
 }
 
 Record ToPendingRemoval(const Record& record, absl::Time now) {
@@ -99,10 +106,8 @@ absl::Status QueueRemoval(Ledger& ledger, const Record& r,
                           const absl::Status& error, RecoveryReport* report) {
   const absl::Time now = absl::Now();
   Record pending = ToPendingRemoval(r, now);
-  pending.set_remove_attempts(pending.remove_attempts() + 1);
-  pending.set_last_error(error.ToString());
+  RecordRemovalAttempt(&pending, now, error.ToString(), /*counts=*/true);
   pending.set_next_attempt_ns(absl::ToUnixNanos(now));
-  AppendRemovalAttempt(&pending, now, error.ToString());
   Ledger::Batch batch;
   if (pending.key() != r.key()) batch.Delete(r);
   batch.Put(pending);
@@ -211,8 +216,7 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
   std::vector<Record> intents;
   std::map<uint64_t, std::string> recorded;  // id -> key
   absl::Status scan = ledger.ForEach([&](const Record& r) {
-    recorded[r.backend_id()] =
-        r.removed_key().empty() ? r.key() : r.removed_key();
+    recorded[r.backend_id()] = ClientKey(r);
     const bool stored = present.contains(r.backend_id());
     // Intents; live records without storage (to mark missing); missing
     // records whose storage is back (to make live again).

@@ -74,6 +74,12 @@ Record MakeAdoptedRecord(uint64_t id, uint64_t parent_id,
                          const std::string& parent_key,
                          const std::string& reason);
 
+// The key the client knows a record by: removed_key for a queued removal
+// (stored under RemovedKey()), else the record's own key.
+inline const std::string& ClientKey(const Record& record) {
+  return record.removed_key().empty() ? record.key() : record.removed_key();
+}
+
 // A history event about `record` (its client key: removed_key for a queued
 // removal).
 HistoryEvent MakeEvent(std::string op, const Record& record,
@@ -84,6 +90,12 @@ inline constexpr int kMaxRemovalHistory = 32;
 // Appends an attempt (error empty: success) to the record's bounded history.
 void AppendRemovalAttempt(Record* record, absl::Time at,
                           const std::string& error);
+// Notes on a removal record an attempt (or a deferral) at `now` that failed
+// with `error`: its history, last_error and updated time; `counts` says
+// whether it spends one of RetryPolicy::max_attempts. The caller sets the
+// next due time.
+void RecordRemovalAttempt(Record* record, absl::Time now,
+                          const std::string& error, bool counts);
 // The REMOVE_PENDING record that replaces `record` (any state) when its
 // removal is deferred: stored under RemovedKey(), the client's key kept in
 // removed_key. The caller writes it with a batch that deletes `record`
