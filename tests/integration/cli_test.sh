@@ -172,20 +172,6 @@ human() {
 du_bytes() { du -s -B1 -- "$1" | cut -f1; }
 inode_count() { find "$1" | grep -c ''; }
 
-# tree_of KEY : the directory ctr's `mounts` gives for KEY (a bind mount).
-tree_of() {
-  local out _m _t type src _rest
-  out=$(sls mounts "$IT_TMP/unused" "$1") || { echo "mounts $1 failed: $out" >&2; return 1; }
-  read -r _m _t type src _rest <<<"$out"
-  [[ $type == bind && -d $src ]] || { echo "unexpected mounts output: $out" >&2; return 1; }
-  echo "$src"
-}
-# hold_mount KEY DIR : bind-mount KEY's tree at DIR (as a container would).
-hold_mount() {
-  local src
-  src=$(tree_of "$1") || return 1
-  mkdir -p "$2" && mount -n --bind "$src" "$2"
-}
 
 # JSON field of one record, asked of the daemon (for polls).
 field_of() { "$SNAPLEDGER" --address "$ADMIN" --json inspect "$1" 2>/dev/null | jq -r ".$2"; }
@@ -209,7 +195,7 @@ declare -A ID SIZE INODES
 mk_committed() {
   local key=$1 extract=$2 bytes=$3 tree
   assert_cmd_ok "setup: prepare $extract" sls prepare "$extract" || return 1
-  tree=$(tree_of "$extract") || { it_fail "setup: the tree of $extract" "$tree"; return 1; }
+  tree=$(sl_bind_source "$extract") || { it_fail "setup: the tree of $extract" "$tree"; return 1; }
   head -c "$bytes" /dev/urandom >"$tree/data-$bytes"
   SIZE[$key]=$(du_bytes "$tree")
   INODES[$key]=$(inode_count "$tree")
@@ -251,7 +237,7 @@ expect_jq "stats --json: 0 records, live, defer, never reconciled" \
 echo "== 2. the known set"
 mk_committed ns1/1/base ns1/10/base-extract 65536
 assert_cmd_ok "setup: prepare ns1/2/app on ns1/1/base" sls prepare ns1/2/app ns1/1/base
-APP_TREE=$(tree_of ns1/2/app) && head -c 131072 /dev/urandom >"$APP_TREE/app-data"
+APP_TREE=$(sl_bind_source ns1/2/app) && head -c 131072 /dev/urandom >"$APP_TREE/app-data"
 assert_cmd_ok "setup: view ns1/3/scan on ns1/1/base" sls view ns1/3/scan ns1/1/base
 mk_committed ns2/4/lone ns2/11/lone-extract 8192
 mk_committed ns2/5/gone ns2/12/gone-extract 16384
@@ -271,9 +257,9 @@ fi
 B=${ID[ns1/1/base]} A=${ID[ns1/6/ci-a]} CB=${ID[ns1/7/ci-b]}
 L=${ID[ns2/4/lone]} G=${ID[ns2/5/gone]}
 assert_eq "ctr mounts of ns1/6/ci-a names the tree of its backend object" \
-  "$BACKEND_DIR/$A/fs" "$(tree_of ns1/6/ci-a 2>&1)"
+  "$BACKEND_DIR/$A/fs" "$(sl_bind_source ns1/6/ci-a 2>&1)"
 assert_eq "ctr mounts of the view names the base's tree" \
-  "$BACKEND_DIR/$B/fs" "$(tree_of ns1/3/scan 2>&1)"
+  "$BACKEND_DIR/$B/fs" "$(sl_bind_source ns1/3/scan 2>&1)"
 
 on ls --json
 expect_jq "ls --json: every record, all live" \
@@ -332,7 +318,7 @@ echo "== 3. removals: two busy, one parent waiting for its children"
 MNT_A=$IT_TMP/mnt-ci-a MNT_B=$IT_TMP/mnt-ci-b
 BUSY_A="FAILED_PRECONDITION: snapshot object $A is in use: mounted at $MNT_A (busy)"
 BUSY_B="FAILED_PRECONDITION: snapshot object $CB is in use: mounted at $MNT_B (busy)"
-assert_cmd_ok "bind-mount ns1/6/ci-a's tree" hold_mount ns1/6/ci-a "$MNT_A"
+assert_cmd_ok "bind-mount ns1/6/ci-a's tree" sl_hold_mount ns1/6/ci-a "$MNT_A"
 assert_cmd_ok "rm ns1/6/ci-a while mounted: OK (defer)" sls rm ns1/6/ci-a
 # With max_attempts = 3 it is remove-pending for under a second: poll both
 # forms until each has shown it so (fails if it goes stuck first).
@@ -360,7 +346,7 @@ if wait_for 20 "ns1/6/ci-a stuck" stuck_after ns1/6/ci-a 3; then
 else
   it_fail "ns1/6/ci-a is stuck after its 3 attempts" "$("$SNAPLEDGER" --address "$ADMIN" pending 2>&1)"
 fi
-assert_cmd_ok "bind-mount ns1/7/ci-b's tree" hold_mount ns1/7/ci-b "$MNT_B"
+assert_cmd_ok "bind-mount ns1/7/ci-b's tree" sl_hold_mount ns1/7/ci-b "$MNT_B"
 assert_cmd_ok "rm ns1/7/ci-b while mounted: OK (defer)" sls rm ns1/7/ci-b
 if wait_for 20 "ns1/7/ci-b stuck" stuck_after ns1/7/ci-b 3; then
   it_pass "ns1/7/ci-b is stuck after its 3 attempts"

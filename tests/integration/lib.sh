@@ -372,6 +372,24 @@ snapledgerd_stop() {
 # ("<namespace>/<seq>/<key>"). Only read-only subcommands are meaningful.
 sld() { timeout -k 5 "$IT_TIMEOUT" ctr -a "$IT_SL_SOCK" -n "$IT_NS" "$@"; }
 
+# sl_bind_source KEY : the source of the one bind mount snapledgerd returns
+# for KEY (its raw key), i.e. the snapshot's tree in the native backend.
+sl_bind_source() {
+  local out _m _t type src _rest
+  out=$(sld snapshots --snapshotter snapledger mounts "$IT_TMP/unused" "$1") ||
+    { echo "mounts $1 failed: $out" >&2; return 1; }
+  read -r _m _t type src _rest <<<"$out"
+  [[ $type == bind && -d $src ]] || { echo "unexpected mounts output: $out" >&2; return 1; }
+  echo "$src"
+}
+# sl_hold_mount KEY DIR : bind-mount KEY's tree at DIR, as a container's
+# rootfs is (the native backend then refuses to remove it: busy).
+sl_hold_mount() {
+  local src
+  src=$(sl_bind_source "$1") || return 1
+  mkdir -p "$2" && mount -n --bind "$src" "$2"
+}
+
 # ---------------------------------------------------------------- cleanup ---
 # Kill every task and delete every container in every namespace.
 it_kill_tasks() {

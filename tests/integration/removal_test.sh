@@ -70,20 +70,6 @@ sl_log_has() { sl_log_since "$1" | grep -Eq -- "$2"; }
 # shellcheck disable=SC2001,SC2016
 re_quote() { sed 's/[][\.|$(){}?+*^]/\\&/g' <<<"$1"; }
 
-# bind_source KEY : the source of the one bind mount snapledgerd returns.
-bind_source() {
-  local out _m _t type src _rest
-  out=$(sls mounts "$IT_TMP/unused" "$1") || { echo "mounts failed: $out" >&2; return 1; }
-  read -r _m _t type src _rest <<<"$out"
-  [[ $type == bind && -d $src ]] || { echo "unexpected mounts output: $out" >&2; return 1; }
-  echo "$src"
-}
-# hold_mount KEY DIR : bind-mount KEY's storage at DIR (as a container would).
-hold_mount() {
-  local src
-  src=$(bind_source "$1") || return 1
-  mkdir -p "$2" && mount -n --bind "$src" "$2"
-}
 
 # gc_passes SINCE : number of completed GC passes for snapledger since SINCE.
 gc_passes() {
@@ -157,7 +143,7 @@ scenario_bind_mount() {
   sl0=$(log_lines "$IT_SL_LOG")
   assert_cmd_ok "[$policy] 1: prepare $key on the layer, on snapledgerd's socket" \
     sls prepare "$key" "$LAYER"
-  if ! it_run hold_mount "$key" "$mnt" || [[ $IT_RC -ne 0 ]]; then
+  if ! it_run sl_hold_mount "$key" "$mnt" || [[ $IT_RC -ne 0 ]]; then
     it_fail "[$policy] 1: bind-mount $key's storage" "$IT_OUT"
     return
   fi
@@ -322,7 +308,7 @@ scenario_cascade() {
   echo "== [$policy] 3. containerd's GC: an image layer with an unknown, mounted child"
   assert_cmd_ok "[$policy] 3: prepare $key on the layer, on snapledgerd's socket" \
     sls prepare "$key" "$LAYER"
-  if ! it_run hold_mount "$key" "$mnt" || [[ $IT_RC -ne 0 ]]; then
+  if ! it_run sl_hold_mount "$key" "$mnt" || [[ $IT_RC -ne 0 ]]; then
     it_fail "[$policy] 3: bind-mount $key's storage" "$IT_OUT"
     return
   fi
@@ -426,7 +412,7 @@ scenario_restart() {
   local policy=$1 key=s4-busy mnt=$IT_TMP/s4-mnt id
   echo "== [$policy] 4. a pending removal survives a restart of snapledgerd"
   assert_cmd_ok "[$policy] 4: prepare $key (no parent), on snapledgerd's socket" sls prepare "$key"
-  if ! it_run hold_mount "$key" "$mnt" || [[ $IT_RC -ne 0 ]]; then
+  if ! it_run sl_hold_mount "$key" "$mnt" || [[ $IT_RC -ne 0 ]]; then
     it_fail "[$policy] 4: bind-mount $key's storage" "$IT_OUT"
     return
   fi
