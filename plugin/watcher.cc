@@ -53,23 +53,6 @@ std::optional<absl::Time> KnownTime(const google::protobuf::Timestamp& ts) {
   return t;
 }
 
-TaskStatus FromProto(types_v1::Status s) {
-  switch (s) {
-    case types_v1::CREATED:
-      return TaskStatus::kCreated;
-    case types_v1::RUNNING:
-      return TaskStatus::kRunning;
-    case types_v1::STOPPED:
-      return TaskStatus::kStopped;
-    case types_v1::PAUSED:
-      return TaskStatus::kPaused;
-    case types_v1::PAUSING:
-      return TaskStatus::kPausing;
-    default:
-      return TaskStatus::kUnknown;
-  }
-}
-
 ContainerInfo FromProto(const std::string& ns,
                         const containers_v1::Container& c) {
   ContainerInfo info;
@@ -94,7 +77,7 @@ void SetTaskFromProcess(ContainerInfo& c, const types_v1::Process* p,
     c.task = TaskStatus::kNone;
     c.pid = 0;
   } else {
-    c.task = FromProto(p->status());
+    c.task = TaskStatusFromProto(p->status());
     c.pid = p->pid();
     if (c.task == TaskStatus::kStopped && p->has_exited_at()) {
       if (auto exited = KnownTime(p->exited_at())) {
@@ -152,6 +135,23 @@ std::string_view TaskStatusName(TaskStatus status) {
       return "pausing";
   }
   return "invalid";
+}
+
+TaskStatus TaskStatusFromProto(int status) {
+  switch (status) {
+    case types_v1::CREATED:
+      return TaskStatus::kCreated;
+    case types_v1::RUNNING:
+      return TaskStatus::kRunning;
+    case types_v1::STOPPED:
+      return TaskStatus::kStopped;
+    case types_v1::PAUSED:
+      return TaskStatus::kPaused;
+    case types_v1::PAUSING:
+      return TaskStatus::kPausing;
+    default:
+      return TaskStatus::kUnknown;
+  }
 }
 
 bool TaskIsLive(TaskStatus status) {

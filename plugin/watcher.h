@@ -90,6 +90,9 @@ enum class TaskStatus {
   kPausing,
 };
 std::string_view TaskStatusName(TaskStatus status);
+// The TaskStatus of a containerd.v1.types.Status value (a Process's
+// `status`); values this build does not know are kUnknown. Never kNone.
+TaskStatus TaskStatusFromProto(int status);
 
 // Whether the task may have processes: RUNNING, PAUSED, PAUSING, and
 // UNKNOWN (containerd could not ask the shim; a dead shim is reported as an
