@@ -44,7 +44,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
     if (key == "root" || key == "address" || key == "admin_address" ||
         key == "backend" || key == "log_level" || key == "shutdown_timeout" ||
         key == "reconcile_interval" || key == "remove_policy" ||
-        key == "backend_timeout") {
+        key == "backend_timeout" || key == "containerd_address" ||
+        key == "containerd_snapshotter") {
       absl::StatusOr<std::string> v = GetString(path, node, key);
       if (!v.ok()) return v.status();
       if (key == "root") base.root = *v;
@@ -53,6 +54,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
       if (key == "backend") base.backend = *v;
       if (key == "log_level") base.log_level = *v;
       if (key == "remove_policy") base.remove_policy = *v;
+      if (key == "containerd_address") base.containerd_address = *v;
+      if (key == "containerd_snapshotter") base.containerd_snapshotter = *v;
       absl::Duration* duration =
           key == "shutdown_timeout"     ? &base.shutdown_timeout
           : key == "reconcile_interval" ? &base.reconcile_interval
@@ -132,6 +135,56 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
           return Bad(path, qnode, absl::StrCat("unknown setting `", name, "`"));
         }
       }
+    } else if (key == "containers") {
+      const toml::table* containers = node.as_table();
+      if (containers == nullptr) {
+        return Bad(path, node, "`containers` must be a table");
+      }
+      for (auto&& [ck, cnode] : *containers) {
+        const std::string ckey(ck.str());
+        if (ckey != "dead_after") {
+          return Bad(path, cnode,
+                     absl::StrCat("unknown setting `containers.", ckey, "`"));
+        }
+        absl::StatusOr<std::string> v =
+            GetString(path, cnode, "containers.dead_after");
+        if (!v.ok()) return v.status();
+        if (!absl::ParseDuration(*v, &base.dead_after)) {
+          return Bad(path, cnode,
+                     absl::StrCat("`containers.dead_after` is not a duration "
+                                  "(e.g. \"10m\"): ",
+                                  *v));
+        }
+      }
+    } else if (key == "reaper") {
+      const toml::table* reaper = node.as_table();
+      if (reaper == nullptr) return Bad(path, node, "`reaper` must be a table");
+      for (auto&& [rk, rnode] : *reaper) {
+        const std::string rkey(rk.str());
+        if (rkey == "enabled" || rkey == "dry_run") {
+          auto v = rnode.value<bool>();
+          if (!v) {
+            return Bad(path, rnode,
+                       absl::StrCat("`reaper.", rkey, "` must be true or false"));
+          }
+          (rkey == "enabled" ? base.reaper_enabled : base.reap_dry_run) = *v;
+        } else if (rkey == "match") {
+          const toml::array* globs = rnode.as_array();
+          if (globs == nullptr) {
+            return Bad(path, rnode,
+                       "`reaper.match` must be an array of strings");
+          }
+          base.reap_match.clear();
+          for (const toml::node& g : *globs) {
+            absl::StatusOr<std::string> v = GetString(path, g, "reaper.match");
+            if (!v.ok()) return v.status();
+            base.reap_match.push_back(*v);
+          }
+        } else {
+          return Bad(path, rnode,
+                     absl::StrCat("unknown setting `reaper.", rkey, "`"));
+        }
+      }
     } else {
       return Bad(path, node, absl::StrCat("unknown setting `", key, "`"));
     }
@@ -198,6 +251,42 @@ absl::Status ValidateConfig(const Config& config) {
       config.backend_timeout > absl::Hours(24)) {
     return absl::InvalidArgumentError(
         "backend_timeout must be between 0s (unbounded) and 24h");
+  }
+  if (!config.containerd_address.empty() &&
+      config.containerd_address[0] != '/' &&
+      !config.containerd_address.starts_with("unix:")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "containerd_address must be an absolute unix socket path (or "
+        "unix:PATH), not \"",
+        config.containerd_address, "\""));
+  }
+  if (config.containerd_snapshotter.empty()) {
+    return absl::InvalidArgumentError(
+        "containerd_snapshotter must name the proxy plugin (e.g. "
+        "\"snapledger\")");
+  }
+  if (config.dead_after < absl::ZeroDuration() ||
+      config.dead_after > absl::Hours(24 * 30)) {
+    return absl::InvalidArgumentError(
+        "containers.dead_after must be between 0s and 720h");
+  }
+  if (config.reaper_enabled) {
+    if (config.containerd_address.empty()) {
+      return absl::InvalidArgumentError(
+          "reaper.enabled needs containerd_address: the reaper deletes "
+          "containers through containerd's API");
+    }
+    if (config.reap_match.empty()) {
+      return absl::InvalidArgumentError(
+          "reaper.enabled needs reaper.match: the container ids it may "
+          "delete (e.g. [\"obuilder-run-*\"])");
+    }
+  }
+  for (const std::string& glob : config.reap_match) {
+    if (glob.empty()) {
+      return absl::InvalidArgumentError(
+          "reaper.match: an empty pattern matches no container id");
+    }
   }
   if (absl::Status s = ValidateRetryPolicy(config.remove_retry); !s.ok()) {
     return absl::InvalidArgumentError(

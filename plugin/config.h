@@ -19,9 +19,19 @@
 //   max_backoff = "5m"
 //   jitter = 0.2                          # delays scaled by [1-jitter, 1]
 //   max_attempts = 10                     # then the removal is `stuck`
+//   containerd_address = ""               # containerd's socket: owners,
+//                                         # dead containers (docs/owners.md)
+//   containerd_snapshotter = "snapledger" # our name in [proxy_plugins]
+//   [containers]
+//   dead_after = "10m"                    # no live task this long: dead
+//   [reaper]                              # deletes dead containers (opt-in)
+//   enabled = false
+//   match = ["obuilder-run-*"]            # globs on the container id
+//   dry_run = false                       # only say what it would delete
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
@@ -56,6 +66,20 @@ struct Config {
   // Every backend call is bounded by this; zero disables the bound.
   absl::Duration backend_timeout = absl::Seconds(60);
   RetryPolicy remove_retry;
+  // containerd's own socket. Set: a watcher follows containerd's containers,
+  // tasks and leases, records owners, holds back removals of snapshots whose
+  // container still exists, and reports dead containers. Empty: none of
+  // that; owners are unknown.
+  std::string containerd_address;
+  // The name containerd knows us by ([proxy_plugins.<name>]).
+  std::string containerd_snapshotter = "snapledger";
+  // A container whose task has not been live for this long is dead.
+  absl::Duration dead_after = absl::Minutes(10);
+  // The reaper deletes dead containers whose id matches one of `reap_match`
+  // (shell globs); with `reap_dry_run` it only reports what it would do.
+  bool reaper_enabled = false;
+  std::vector<std::string> reap_match;
+  bool reap_dry_run = false;
 };
 
 // Applies the settings in TOML file `path` on top of `base`. InvalidArgument

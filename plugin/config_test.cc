@@ -165,5 +165,81 @@ max_attempts = 3
               HasSubstr("`remove_queue.jitter` must be a number"));
 }
 
+TEST_F(ConfigTest, OwnershipSettings) {
+  auto c = LoadConfigFile(Write(R"(
+containerd_address = "/run/containerd/containerd.sock"
+containerd_snapshotter = "sl"
+[containers]
+dead_after = "90s"
+[reaper]
+enabled = true
+match = ["obuilder-run-*", "build-?"]
+dry_run = true
+)"),
+                          Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->containerd_address, "/run/containerd/containerd.sock");
+  EXPECT_EQ(c->containerd_snapshotter, "sl");
+  EXPECT_EQ(c->dead_after, absl::Seconds(90));
+  EXPECT_TRUE(c->reaper_enabled);
+  EXPECT_TRUE(c->reap_dry_run);
+  EXPECT_THAT(c->reap_match,
+              ::testing::ElementsAre("obuilder-run-*", "build-?"));
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+}
+
+TEST_F(ConfigTest, OwnershipDefaultsAreOff) {
+  Config c;
+  EXPECT_EQ(c.containerd_address, "");
+  EXPECT_FALSE(c.reaper_enabled);
+  EXPECT_EQ(c.dead_after, absl::Minutes(10));
+}
+
+TEST_F(ConfigTest, BadOwnershipSettings) {
+  struct Case {
+    const char* text;
+    const char* error;
+  } cases[] = {
+      {"[containers]\ndead_after = \"soon\"\n", "is not a duration"},
+      {"[containers]\ngrace = \"1m\"\n", "unknown setting `containers.grace`"},
+      {"[reaper]\nenabled = \"yes\"\n", "must be true or false"},
+      {"[reaper]\nmatch = \"build-*\"\n", "must be an array of strings"},
+      {"[reaper]\nmatch = [1]\n", "must be a string"},
+      {"[reaper]\nwho = 1\n", "unknown setting `reaper.who`"},
+  };
+  for (const Case& k : cases) {
+    auto c = LoadConfigFile(Write(k.text), Config{});
+    ASSERT_FALSE(c.ok()) << k.text;
+    EXPECT_THAT(c.status().message(), HasSubstr(k.error)) << k.text;
+  }
+  Config reaper_without_containerd;
+  reaper_without_containerd.reaper_enabled = true;
+  reaper_without_containerd.reap_match = {"build-*"};
+  EXPECT_THAT(ValidateConfig(reaper_without_containerd).message(),
+              HasSubstr("needs containerd_address"));
+  Config reaper_without_match;
+  reaper_without_match.containerd_address = "/run/containerd/containerd.sock";
+  reaper_without_match.reaper_enabled = true;
+  EXPECT_THAT(ValidateConfig(reaper_without_match).message(),
+              HasSubstr("needs reaper.match"));
+  Config relative;
+  relative.containerd_address = "containerd.sock";
+  EXPECT_THAT(ValidateConfig(relative).message(),
+              HasSubstr("containerd_address must be an absolute"));
+  Config negative;
+  negative.dead_after = absl::Seconds(-1);
+  EXPECT_FALSE(ValidateConfig(negative).ok());
+}
+
+TEST_F(ConfigTest, ShippedConfigLoadsAndIsValid) {
+  auto c = LoadConfigFile(SNAPLEDGER_SOURCE_DIR "/install/config.toml",
+                          Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+  EXPECT_EQ(c->containerd_address, "");
+  EXPECT_FALSE(c->reaper_enabled);
+  EXPECT_EQ(c->dead_after, absl::Minutes(10));
+}
+
 }  // namespace
 }  // namespace snapledger

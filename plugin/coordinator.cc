@@ -10,6 +10,7 @@
 #include "absl/time/time.h"
 #include "plugin/backend/timed_backend.h"
 #include "plugin/recovery.h"
+#include "plugin/watcher.h"
 #include "spdlog/spdlog.h"
 #include "store/crash_point.h"
 
@@ -63,6 +64,21 @@ RecordKind ToRecordKind(SnapshotKind kind) {
       return store::v1::COMMITTED;
   }
   return store::v1::KIND_UNSPECIFIED;
+}
+
+// The namespace and containerd-level key a record's key carries (cleared
+// for keys of another form), and no owner or leases yet: those are the
+// watcher's to fill.
+void SetIdentity(Record* record) {
+  record->clear_owner();
+  record->clear_leases();
+  if (std::optional<ProxyKey> parsed = ParseProxyKey(record->key())) {
+    record->set_namespace_(parsed->ns);
+    record->set_containerd_key(parsed->key);
+  } else {
+    record->clear_namespace_();
+    record->clear_containerd_key();
+  }
 }
 
 absl::Status ValidateLabels(const Labels& labels) {
@@ -207,6 +223,7 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   record.set_backend_id(ledger_->AllocateId());
   record.set_created_ns(now);
   record.set_updated_ns(now);
+  SetIdentity(&record);
   CopyLabels(labels, &record);
 
   Ledger::Batch intent;
@@ -328,6 +345,7 @@ absl::Status Coordinator::Commit(const std::string& name,
   committed.set_size_bytes(usage->size_bytes);
   committed.set_inodes(usage->inodes);
   committed.clear_last_error();
+  SetIdentity(&committed);
   CopyLabels(labels, &committed);
   Ledger::Batch done;
   done.Delete(*active);
@@ -394,6 +412,36 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
     CRASH_POINT("remove.after_defer");
     spdlog::info("remove {}: deferred as {} ({})", key, pending.key(), cause);
     Reschedule(pending);
+    return absl::OkStatus();
+  }
+
+  if (std::optional<std::string> holder =
+          options_.holder ? options_.holder(record) : std::nullopt) {
+    // Under either policy the removal waits, without a due time, for the
+    // watcher to see the container go. containerd removes a snapshot from
+    // its own records before it asks us, and asks again only when another
+    // snapshot of ours goes: a plain refusal would leave this one behind.
+    const std::string cause =
+        absl::StrCat("its container ", *holder, " still exists");
+    Record pending = ToPendingRemoval(record, now);
+    RecordRemovalAttempt(&pending, now, cause, /*counts=*/false);
+    pending.set_next_attempt_ns(0);
+    pending.set_held_by(*holder);
+    Ledger::Batch batch;
+    batch.Delete(record);
+    batch.Put(pending);
+    batch.Note(MakeEvent("remove-deferred", pending,
+                         absl::StrCat(cause, "; queued as ", pending.key())));
+    if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
+    CRASH_POINT("remove.after_defer");
+    spdlog::info("remove {}: deferred as {} ({})", key, pending.key(), cause);
+    Reschedule(pending);
+    if (!defer) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot remove snapshot ", Quote(key), " now: ", cause,
+          " (its removal completes once the container is gone, queued as ",
+          pending.key(), ")"));
+    }
     return absl::OkStatus();
   }
 
@@ -755,6 +803,27 @@ void Coordinator::AttemptRemoval(uint64_t id) {
     return;
   }
 
+  if (std::optional<std::string> holder =
+          options_.holder ? options_.holder(*record) : std::nullopt) {
+    // Not an attempt either: due again when the watcher sees it go.
+    Record held = *record;
+    held.set_next_attempt_ns(0);
+    held.set_held_by(*holder);
+    held.set_last_error(
+        absl::StrCat("its container ", *holder, " still exists"));
+    held.set_updated_ns(absl::ToUnixNanos(now));
+    Ledger::Batch batch;
+    batch.Put(held);
+    if (record->held_by() != *holder) {
+      batch.Note(MakeEvent("remove-deferred", held, held.last_error()));
+    }
+    if (absl::Status s = ledger_->Write(batch); !s.ok()) {
+      return retry_later(s);
+    }
+    Reschedule(held);
+    return;
+  }
+
   Record intent_record = *record;
   intent_record.set_prior_state(store::v1::REMOVE_PENDING);
   intent_record.set_state(store::v1::REMOVING);
@@ -791,6 +860,7 @@ void Coordinator::AttemptRemoval(uint64_t id) {
   }
 
   Record failed = *record;
+  failed.clear_held_by();
   // An earlier, timed-out call on this object is still running: waiting for
   // it is not a failed attempt (it would make the removal stuck meanwhile).
   RecordRemovalAttempt(&failed, now, removed.ToString(),
@@ -954,6 +1024,78 @@ absl::Status Coordinator::RetryRemoval(uint64_t backend_id) {
                key);
   Reschedule(due);
   return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Coordinator::SetOwnership(
+    const std::string& key, const std::string& owner,
+    const std::vector<std::string>& leases) {
+  KeyLocks::Guard guard = locks_.Lock({key});
+  absl::StatusOr<Record> record = ledger_->Get(key);
+  if (!record.ok()) return record.status();
+  // Intents are left alone: the operation in flight rewrites the record.
+  switch (record->state()) {
+    case store::v1::LIVE:
+    case store::v1::MISSING:
+    case store::v1::REMOVE_PENDING:
+    case store::v1::STUCK:
+      break;
+    default:
+      return false;
+  }
+  const bool owner_changed = record->owner() != owner;
+  const bool leases_changed =
+      !std::equal(record->leases().begin(), record->leases().end(),
+                  leases.begin(), leases.end());
+  if (!owner_changed && !leases_changed) return false;
+  Record updated = *record;
+  updated.set_owner(owner);
+  updated.clear_leases();
+  for (const std::string& lease : leases) updated.add_leases(lease);
+  Ledger::Batch batch;
+  batch.Put(updated);
+  const std::string client_key = ClientKey(updated);
+  if (owner_changed) {
+    std::string detail =
+        owner.empty()
+            ? absl::StrCat("no container (", record->owner(), " is gone)")
+            : absl::StrCat("container ", owner);
+    batch.Note(MakeEvent("owner", updated, std::move(detail)));
+  }
+  if (leases_changed) {
+    batch.Note(MakeEvent(
+        "leases", updated,
+        leases.empty() ? std::string("none")
+                       : absl::StrCat("leases ", absl::StrJoin(leases, ", "))));
+  }
+  if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
+  spdlog::debug("ownership of {}: owner \"{}\", leases [{}]", client_key, owner,
+                absl::StrJoin(leases, ", "));
+  return true;
+}
+
+void Coordinator::ReleaseHold(uint64_t backend_id) {
+  absl::StatusOr<Record> record = ledger_->Get(RemovedKey(backend_id));
+  if (!record.ok() || record->state() != store::v1::REMOVE_PENDING ||
+      record->held_by().empty()) {
+    return;
+  }
+  // Due now. Not written to the ledger: after a restart LoadRemovalQueue()
+  // makes a held removal due, and the attempt asks again.
+  spdlog::info("removal queue: container {} of {} ({}) is gone; removing it",
+               record->held_by(), record->removed_key(), record->key());
+  absl::MutexLock lock(&queue_mu_);
+  schedule_.Schedule(backend_id, options_.clock());
+  ++schedule_version_;
+}
+
+absl::Status Coordinator::NoteEvent(const std::string& key,
+                                    const std::string& op,
+                                    const std::string& detail) {
+  absl::StatusOr<Record> record = ledger_->Get(key);
+  if (!record.ok()) return record.status();
+  Ledger::Batch batch;
+  batch.Note(MakeEvent(op, *record, detail));
+  return ledger_->Write(batch);
 }
 
 absl::StatusOr<bool> Coordinator::AdoptObject(uint64_t id) {

@@ -76,6 +76,14 @@ struct CoordinatorOptions {
   // Longest time one Cleanup call spends on due removals; the rest stay due
   // for the queue's worker.
   absl::Duration cleanup_budget = absl::Seconds(10);
+  // The container that holds `record` back from removal — the container
+  // whose rootfs it is, if that container still exists — as "<ns>/<id>";
+  // nullopt when none. Empty: no such guard (no containerd watcher). Called
+  // under the key's lock by Remove and by the removal queue, so it may ask
+  // containerd (read-only calls only: containerd calls Remove from its
+  // garbage collector with its metadata write lock held) but must not call
+  // back into the coordinator. See plugin/ownership.h.
+  std::function<std::optional<std::string>(const Record&)> holder;
 };
 
 // The removal queue at a glance.
@@ -161,6 +169,24 @@ class Coordinator {
   [[nodiscard]] absl::StatusOr<bool> MarkMissing(const std::string& key,
                                                  uint64_t seq);
   const CoordinatorOptions& options() const { return options_; }
+
+  // Ownership, kept by the containerd watcher (plugin/ownership.h).
+  // Sets the owner and leases of the record stored under ledger key `key`
+  // (a visible record or a queued removal), with a history event for each
+  // that changed. Returns whether anything changed; NotFound if there is no
+  // such record.
+  [[nodiscard]] absl::StatusOr<bool> SetOwnership(
+      const std::string& key, const std::string& owner,
+      const std::vector<std::string>& leases);
+  // The container a queued removal of object `backend_id` was held back for
+  // is gone: the removal is due now (not an attempt). No-op if that removal
+  // is not held.
+  void ReleaseHold(uint64_t backend_id);
+  // Adds a history event `op` with `detail` for the record under ledger key
+  // `key` (nothing else changes). NotFound if there is no such record.
+  [[nodiscard]] absl::Status NoteEvent(const std::string& key,
+                                       const std::string& op,
+                                       const std::string& detail);
 
  private:
   // One attempt at the queued removal of object `id` (RemovedKey(id)).
