@@ -166,5 +166,9 @@ absl::StatusOr<admin::CheckResponse> GrpcAdminApi::Check(
     const admin::CheckRequest& request) {
   return Call<admin::CheckResponse>(&admin::Admin::Stub::Check, request);
 }
+absl::StatusOr<admin::DeadResponse> GrpcAdminApi::Dead(
+    const admin::DeadRequest& request) {
+  return Call<admin::DeadResponse>(&admin::Admin::Stub::Dead, request);
+}
 
 }  // namespace snapledger::cli

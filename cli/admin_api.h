@@ -50,6 +50,8 @@ class AdminApi {
       const admin::RetryRequest& request) = 0;
   virtual absl::StatusOr<admin::CheckResponse> Check(
       const admin::CheckRequest& request) = 0;
+  virtual absl::StatusOr<admin::DeadResponse> Dead(
+      const admin::DeadRequest& request) = 0;
 
   // True when reading a ledger directly (no daemon: nothing can be changed).
   virtual bool offline() const = 0;
@@ -84,6 +86,8 @@ class GrpcAdminApi final : public AdminApi {
       const admin::RetryRequest& request) override;
   absl::StatusOr<admin::CheckResponse> Check(
       const admin::CheckRequest& request) override;
+  absl::StatusOr<admin::DeadResponse> Dead(
+      const admin::DeadRequest& request) override;
   bool offline() const override { return false; }
 
  private:
@@ -98,8 +102,9 @@ class GrpcAdminApi final : public AdminApi {
 };
 
 // The admin API answered from <root>/ledger opened read-only, without the
-// daemon (safe beside a running one). Retry and Reconcile{apply} need the
-// daemon and answer FailedPrecondition.
+// daemon (safe beside a running one). Retry, Reconcile{apply} and Dead (the
+// containerd watcher lives in the daemon) need the daemon and answer
+// FailedPrecondition.
 class LocalAdminApi final : public AdminApi {
  public:
   // NotFound when `root` does not exist or holds no ledger (naming what was
@@ -126,6 +131,8 @@ class LocalAdminApi final : public AdminApi {
       const admin::RetryRequest& request) override;
   absl::StatusOr<admin::CheckResponse> Check(
       const admin::CheckRequest& request) override;
+  absl::StatusOr<admin::DeadResponse> Dead(
+      const admin::DeadRequest& request) override;
   bool offline() const override { return true; }
 
  private:

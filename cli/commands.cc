@@ -170,4 +170,16 @@ int RunDu(const CommandContext& ctx, bool all) {
       ctx, [&] { return ctx.api->List(request); }, DuJson, RenderDu);
 }
 
+int RunDead(const CommandContext& ctx) {
+  if (ctx.api->offline()) {
+    return Fail(ctx, absl::FailedPreconditionError(
+                         "dead needs the running daemon (its containerd "
+                         "watcher): --root only reads the ledger"));
+  }
+  return Show<admin::DeadResponse>(
+      ctx, [&] { return ctx.api->Dead(admin::DeadRequest()); },
+      [&](const admin::DeadResponse& r) { return DeadJson(r, ctx.now); },
+      [&](const admin::DeadResponse& r) { return RenderDead(r, ctx.now); });
+}
+
 }  // namespace snapledger::cli

@@ -57,5 +57,9 @@ int RunRetry(const CommandContext& ctx, const std::string& key, bool stuck);
 // kExitOk when backend and ledger agree, kExitProblems otherwise.
 int RunCheck(const CommandContext& ctx);
 int RunDu(const CommandContext& ctx, bool all);
+// Needs the daemon (its containerd watcher): refused (kExitError) on an
+// offline API. kExitOk even when there are dead containers: it is a report
+// (`check` is the command that fails on them).
+int RunDead(const CommandContext& ctx);
 
 }  // namespace snapledger::cli

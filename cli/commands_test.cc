@@ -57,7 +57,7 @@ class FakeAdminApi : public AdminApi {
   absl::StatusOr<admin::StatsResponse> Stats(
       const admin::StatsRequest&) override {
     ++calls;
-    return admin::StatsResponse();
+    return stats;
   }
   absl::StatusOr<admin::ReconcileResponse> Reconcile(
       const admin::ReconcileRequest& request) override {
@@ -76,6 +76,10 @@ class FakeAdminApi : public AdminApi {
     ++calls;
     return check;
   }
+  absl::StatusOr<admin::DeadResponse> Dead(const admin::DeadRequest&) override {
+    ++calls;
+    return dead;
+  }
   bool offline() const override { return is_offline; }
 
   bool is_offline = false;
@@ -85,6 +89,8 @@ class FakeAdminApi : public AdminApi {
   absl::StatusOr<admin::PendingResponse> pending = admin::PendingResponse();
   absl::StatusOr<admin::RetryResponse> retry = admin::RetryResponse();
   absl::StatusOr<admin::CheckResponse> check = admin::CheckResponse();
+  absl::StatusOr<admin::StatsResponse> stats = admin::StatsResponse();
+  absl::StatusOr<admin::DeadResponse> dead = admin::DeadResponse();
   admin::ListRequest list_request;
   admin::InspectRequest inspect_request;
   admin::HistoryRequest history_request;
@@ -253,6 +259,126 @@ TEST_F(CommandsTest, ChangesAreRefusedOfflineWithoutAsking) {
   // A dry run only reads: it works offline.
   EXPECT_EQ(RunReconcile(Context(), /*apply=*/false), kExitOk);
   EXPECT_FALSE(api_.reconcile_request.apply());
+}
+
+// --- dead -------------------------------------------------------------------
+
+// Container default/build-3, stopped 2m10s before the tests' "now".
+admin::DeadResponse OneDead() {
+  admin::DeadResponse r;
+  r.mutable_watcher()->set_enabled(true);
+  r.mutable_watcher()->set_address("/run/containerd/containerd.sock");
+  r.mutable_watcher()->set_connected(true);
+  r.mutable_watcher()->set_containers(2);
+  r.mutable_watcher()->set_leases(1);
+  r.set_grace_seconds(600);
+  admin::DeadContainer* c = r.add_containers();
+  c->set_namespace_("default");
+  c->set_id("build-3");
+  c->set_task("stopped");
+  c->set_idle_since_ns((int64_t{1795435468} - 130) * 1000000000);
+  c->set_snapshot("default/7/build-3");
+  c->add_pinned("default/7/build-3");
+  c->set_pinned_bytes(4096);
+  c->set_reaper("reap");
+  return r;
+}
+
+TEST_F(CommandsTest, DeadIsAReportThatExitsZeroEvenWithDeadContainers) {
+  api_.dead = OneDead();
+  EXPECT_EQ(RunDead(Context()), kExitOk);
+  EXPECT_EQ(
+      out_.str(),
+      "watcher: connected to /run/containerd/containerd.sock, 2 "
+      "containers, 1 lease\n"
+      "CONTAINER         TASK      IDLE    SNAPSHOT            PINNED     "
+      " SIZE   REAPER\n"
+      "default/build-3   stopped   2m10s   default/7/build-3        1   "
+      "4.0 KiB   reap\n");
+  EXPECT_THAT(err_.str(), IsEmpty());
+}
+
+TEST_F(CommandsTest, DeadWithoutAWatcherSaysOwnersAreUnknown) {
+  admin::DeadResponse off;
+  off.mutable_watcher()->set_enabled(false);
+  api_.dead = off;
+  EXPECT_EQ(RunDead(Context()), kExitOk);
+  EXPECT_EQ(out_.str(),
+            "watcher: off (no containerd_address configured): owners "
+            "unknown\n"
+            "no dead containers\n");
+}
+
+TEST_F(CommandsTest, DeadInJsonIsOneDocument) {
+  api_.dead = OneDead();
+  EXPECT_EQ(RunDead(Context(/*json=*/true)), kExitOk);
+  const Json j = Json::parse(out_.str());
+  EXPECT_EQ(j["watcher"]["connected"], true);
+  EXPECT_EQ(j["grace_seconds"], 600);
+  ASSERT_EQ(j["dead"].size(), 1u);
+  EXPECT_EQ(j["dead"][0]["id"], "build-3");
+  EXPECT_EQ(j["dead"][0]["idle_seconds"], 130);
+  EXPECT_EQ(j["dead"][0]["idle_since"], "2026-11-23T12:02:18Z");
+  EXPECT_EQ(j["dead"][0]["reaper"], "reap");
+}
+
+TEST_F(CommandsTest, DeadOfflineNeedsTheDaemonWithoutAsking) {
+  api_.is_offline = true;
+  EXPECT_EQ(RunDead(Context()), kExitError);
+  EXPECT_EQ(api_.calls, 0);
+  EXPECT_THAT(out_.str(), IsEmpty());
+  EXPECT_EQ(err_.str(),
+            "snapledger: dead needs the running daemon (its containerd "
+            "watcher): --root only reads the ledger\n");
+}
+
+TEST_F(CommandsTest, DeadThatCannotAskExitsTwo) {
+  api_.dead = absl::UnavailableError("snapledgerd is not running");
+  EXPECT_EQ(RunDead(Context()), kExitError);
+  EXPECT_EQ(err_.str(), "snapledger: snapledgerd is not running\n");
+  EXPECT_THAT(out_.str(), IsEmpty());
+}
+
+TEST_F(CommandsTest, StatsShowsTheWatcherAndTheCounts) {
+  admin::StatsResponse stats;
+  stats.set_live(true);
+  stats.mutable_watcher()->set_enabled(true);
+  stats.mutable_watcher()->set_address("/run/containerd/containerd.sock");
+  stats.mutable_watcher()->set_last_error("EOF");
+  stats.set_dead_containers(3);
+  stats.set_reaped_containers(1);
+  api_.stats = stats;
+  EXPECT_EQ(RunStats(Context()), kExitOk);
+  EXPECT_THAT(out_.str(),
+              HasSubstr("watcher:                        not connected "
+                        "(/run/containerd/containerd.sock): EOF\n"
+                        "watcher last sync:              never\n"
+                        "dead containers:                3\n"
+                        "reaped containers:              1\n"));
+  out_.str("");
+  EXPECT_EQ(RunStats(Context(/*json=*/true)), kExitOk);
+  const Json j = Json::parse(out_.str());
+  EXPECT_EQ(j["watcher"]["connected"], false);
+  EXPECT_EQ(j["watcher"]["last_error"], "EOF");
+  EXPECT_EQ(j["dead_containers"], 3);
+  EXPECT_EQ(j["reaped_containers"], 1);
+}
+
+TEST_F(CommandsTest, PendingShowsTheContainerThatHoldsARemoval) {
+  admin::PendingResponse pending;
+  admin::Snapshot* s = pending.add_removals();
+  s->set_key("default/7/build-3");
+  s->mutable_record()->set_key("snapledger.removed/8");
+  s->mutable_record()->set_removed_key("default/7/build-3");
+  s->mutable_record()->set_state(store::REMOVE_PENDING);
+  s->mutable_record()->set_held_by("default/build-3");
+  api_.pending = pending;
+  EXPECT_EQ(RunPending(Context()), kExitOk);
+  EXPECT_THAT(out_.str(),
+              HasSubstr("   waiting for container default/build-3   -\n"));
+  out_.str("");
+  EXPECT_EQ(RunPending(Context(/*json=*/true)), kExitOk);
+  EXPECT_EQ(Json::parse(out_.str())[0]["held_by"], "default/build-3");
 }
 
 // --- Reaching the daemon ----------------------------------------------------

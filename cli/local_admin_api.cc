@@ -103,5 +103,9 @@ absl::StatusOr<admin::CheckResponse> LocalAdminApi::Check(
     const admin::CheckRequest& request) {
   return admin_->core()->Check(request);
 }
+absl::StatusOr<admin::DeadResponse> LocalAdminApi::Dead(
+    const admin::DeadRequest& request) {
+  return NeedsDaemon("dead");
+}
 
 }  // namespace snapledger::cli

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <map>
+#include <optional>
 #include <set>
 #include <utility>
 
@@ -47,6 +48,9 @@ std::string LastError(const store::Record& r) {
 std::string NextAttemptText(const store::Record& r, absl::Time now) {
   if (r.state() == store::STUCK) return "stuck";
   if (r.state() != store::REMOVE_PENDING) return "-";
+  if (!r.held_by().empty()) {
+    return absl::StrCat("waiting for container ", r.held_by());
+  }
   if (r.next_attempt_ns() == 0) return "waiting for children";
   return Until(r.next_attempt_ns(), now);
 }
@@ -275,6 +279,32 @@ Json Rfc3339(int64_t unix_ns) {
                           absl::UTCTimeZone());
 }
 
+std::string CompactDuration(absl::Duration d) {
+  if (d < absl::ZeroDuration()) d = -d;
+  const int64_t s = absl::ToInt64Seconds(d);
+  auto two = [](int64_t big, const char* big_unit, int64_t small,
+                const char* small_unit) {
+    return small == 0 ? absl::StrCat(big, big_unit)
+                      : absl::StrCat(big, big_unit, small, small_unit);
+  };
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return two(s / 60, "m", s % 60, "s");
+  if (s < 86400) return two(s / 3600, "h", s % 3600 / 60, "m");
+  return two(s / 86400, "d", s % 86400 / 3600, "h");
+}
+
+std::string WatcherText(const admin::WatcherStatus& w) {
+  if (!w.enabled()) return "off (no containerd_address configured)";
+  if (w.connected()) {
+    return absl::StrCat("connected to ", w.address(), ", ", w.containers(),
+                        w.containers() == 1 ? " container, " : " containers, ",
+                        w.leases(), w.leases() == 1 ? " lease" : " leases");
+  }
+  std::string text = absl::StrCat("not connected (", w.address(), ")");
+  if (!w.last_error().empty()) absl::StrAppend(&text, ": ", w.last_error());
+  return text;
+}
+
 std::string ShortDuration(absl::Duration d) {
   if (d < absl::ZeroDuration()) d = -d;
   const int64_t s = absl::ToInt64Seconds(d);
@@ -413,8 +443,10 @@ std::string RenderInspect(const admin::InspectResponse& response,
   if (IsQueuedRemoval(r)) {
     f.Add("removal asked", TimeWithAge(r.remove_requested_ns(), now));
     f.Add("attempts", absl::StrCat(r.remove_attempts()));
+    if (!r.held_by().empty()) f.Add("held by", r.held_by());
     std::string next = NextAttemptText(r, now);
-    if (r.state() == store::REMOVE_PENDING && r.next_attempt_ns() != 0) {
+    if (r.state() == store::REMOVE_PENDING && r.held_by().empty() &&
+        r.next_attempt_ns() != 0) {
       next = absl::StrCat(FormatTime(r.next_attempt_ns()), " (", next, ")");
     } else if (r.state() == store::STUCK) {
       next = absl::StrCat("stuck: only on demand (snapledger retry ", r.key(),
@@ -565,6 +597,23 @@ std::string RenderStats(const admin::StatsResponse& response, absl::Time now) {
     f.Add("last reconcile", response.live() ? "never" : "- (offline)");
   }
   f.Add("remove policy", OrDash(response.remove_policy()));
+  if (!response.has_watcher()) {
+    const char* absent = response.live() ? "-" : "- (offline)";
+    f.Add("watcher", absent);
+    f.Add("dead containers", absent);
+    f.Add("reaped containers", absent);
+  } else if (!response.watcher().enabled()) {
+    f.Add("watcher", WatcherText(response.watcher()));
+    f.Add("dead containers", "- (no watcher)");
+    f.Add("reaped containers", "- (no watcher)");
+  } else {
+    const admin::WatcherStatus& w = response.watcher();
+    f.Add("watcher", WatcherText(w));
+    f.Add("watcher last sync",
+          w.last_sync_ns() == 0 ? "never" : TimeWithAge(w.last_sync_ns(), now));
+    f.Add("dead containers", absl::StrCat(response.dead_containers()));
+    f.Add("reaped containers", absl::StrCat(response.reaped_containers()));
+  }
   return f.Render();
 }
 
@@ -681,6 +730,53 @@ std::string RenderDu(const admin::ListResponse& response) {
   return table.Render();
 }
 
+namespace {
+
+std::string ContainerName(const admin::DeadContainer& c) {
+  return absl::StrCat(c.namespace_(), "/", c.id());
+}
+
+// How long the container has had no live task, as of `now`; nullopt when
+// the report does not say since when.
+std::optional<absl::Duration> Idle(const admin::DeadContainer& c,
+                                   absl::Time now) {
+  if (c.idle_since_ns() == 0) return std::nullopt;
+  return std::max(absl::ZeroDuration(),
+                  now - absl::FromUnixNanos(c.idle_since_ns()));
+}
+
+}  // namespace
+
+std::string RenderDead(const admin::DeadResponse& response, absl::Time now) {
+  std::string out = absl::StrCat("watcher: ", WatcherText(response.watcher()));
+  if (!response.watcher().enabled()) out += ": owners unknown";
+  out = OneLine(std::move(out));
+  out += '\n';
+  if (response.containers().empty()) {
+    out += "no dead containers";
+    if (response.grace_seconds() > 0) {
+      absl::StrAppend(&out, " (grace ",
+                      CompactDuration(absl::Seconds(response.grace_seconds())),
+                      ")");
+    }
+    out += '\n';
+    return out;
+  }
+  Table table(
+      {"CONTAINER", "TASK", "IDLE", "SNAPSHOT", "PINNED", "SIZE", "REAPER"});
+  table.AlignRight(4);
+  table.AlignRight(5);
+  for (const auto& c : response.containers()) {
+    const std::optional<absl::Duration> idle = Idle(c, now);
+    table.AddRow({ContainerName(c), OrDash(c.task()),
+                  idle.has_value() ? CompactDuration(*idle) : "-",
+                  OrDash(c.snapshot()), absl::StrCat(c.pinned_size()),
+                  HumanSize(c.pinned_bytes()), OrDash(c.reaper())});
+  }
+  out += table.Render();
+  return out;
+}
+
 // --- Commands: JSON ---------------------------------------------------------
 
 Json SnapshotJson(const admin::Snapshot& s) {
@@ -713,8 +809,9 @@ Json SnapshotJson(const admin::Snapshot& s) {
   j["next_attempt"] = r.state() == store::REMOVE_PENDING
                           ? Rfc3339(r.next_attempt_ns())
                           : Json();
-  j["waiting_for_children"] =
-      r.state() == store::REMOVE_PENDING && r.next_attempt_ns() == 0;
+  j["waiting_for_children"] = r.state() == store::REMOVE_PENDING &&
+                              r.next_attempt_ns() == 0 && r.held_by().empty();
+  j["held_by"] = OrNull(r.held_by());
   return j;
 }
 
@@ -824,6 +921,13 @@ Json StatsJson(const admin::StatsResponse& response) {
                                      ? Json(response.last_reconcile_findings())
                                      : Json();
   j["remove_policy"] = OrNull(response.remove_policy());
+  // null offline (nothing known) and, for the counts, without a watcher.
+  j["watcher"] =
+      response.has_watcher() ? WatcherJson(response.watcher()) : Json();
+  const bool watching = response.has_watcher() && response.watcher().enabled();
+  j["dead_containers"] = watching ? Json(response.dead_containers()) : Json();
+  j["reaped_containers"] =
+      watching ? Json(response.reaped_containers()) : Json();
   return j;
 }
 
@@ -876,6 +980,45 @@ Json DuJson(const admin::ListResponse& response) {
   }
   j["total"] = total;
   j["unmeasured"] = unmeasured;
+  return j;
+}
+
+Json WatcherJson(const admin::WatcherStatus& w) {
+  Json j = Json::object();
+  j["enabled"] = w.enabled();
+  j["address"] = OrNull(w.address());
+  j["connected"] = w.connected();
+  j["last_sync"] = Rfc3339(w.last_sync_ns());
+  j["last_error"] = OrNull(w.last_error());
+  j["containers"] = w.containers();
+  j["leases"] = w.leases();
+  return j;
+}
+
+Json DeadJson(const admin::DeadResponse& response, absl::Time now) {
+  Json j = Json::object();
+  j["watcher"] = WatcherJson(response.watcher());
+  j["grace_seconds"] = response.grace_seconds();
+  j["reaped_total"] = response.reaped_total();
+  j["dead"] = Json::array();
+  for (const auto& c : response.containers()) {
+    Json item = Json::object();
+    item["namespace"] = c.namespace_();
+    item["id"] = c.id();
+    item["image"] = OrNull(c.image());
+    item["task"] = OrNull(c.task());
+    item["idle_since"] = Rfc3339(c.idle_since_ns());
+    const std::optional<absl::Duration> idle = Idle(c, now);
+    item["idle_seconds"] =
+        idle.has_value() ? Json(absl::ToInt64Seconds(*idle)) : Json();
+    item["snapshot"] = OrNull(c.snapshot());
+    item["pinned"] = Json::array();
+    for (const auto& key : c.pinned()) item["pinned"].push_back(key);
+    item["pinned_count"] = c.pinned_size();
+    item["pinned_bytes"] = c.pinned_bytes();
+    item["reaper"] = OrNull(c.reaper());
+    j["dead"].push_back(std::move(item));
+  }
   return j;
 }
 

@@ -53,6 +53,13 @@ std::string Ago(int64_t unix_ns, absl::Time now);
 std::string Until(int64_t unix_ns, absl::Time now);
 // "42s", "3m", "5h", "12d": the largest whole unit.
 std::string ShortDuration(absl::Duration d);
+// The two largest units, to the second: "42s", "2m10s", "10m", "5h3m",
+// "3d4h".
+std::string CompactDuration(absl::Duration d);
+// The containerd watcher for people: "connected to ADDRESS, 12 containers,
+// 3 leases", "not connected (ADDRESS): ERROR", or "off (no
+// containerd_address configured)".
+std::string WatcherText(const admin::WatcherStatus& watcher);
 
 // --- Tables -----------------------------------------------------------------
 
@@ -88,7 +95,8 @@ std::string RenderTree(const admin::ListResponse& response);
 // Every field, then children, removal attempts and history.
 std::string RenderInspect(const admin::InspectResponse& response,
                           absl::Time now);
-// KEY LEDGER_KEY STATE ATTEMPTS NEXT_ATTEMPT LAST_ERROR.
+// KEY LEDGER_KEY STATE ATTEMPTS NEXT_ATTEMPT LAST_ERROR. NEXT_ATTEMPT of a
+// removal held back by its container is "waiting for container NS/ID".
 std::string RenderPending(const admin::PendingResponse& response,
                           absl::Time now);
 // KEY REASON DETAIL.
@@ -105,13 +113,16 @@ std::string RenderRetry(const admin::RetryResponse& response);
 std::string RenderCheck(const admin::CheckResponse& response);
 // SIZE KEY, largest first (unmeasured last), then a total line.
 std::string RenderDu(const admin::ListResponse& response);
+// A "watcher: ..." line, then CONTAINER TASK IDLE SNAPSHOT PINNED SIZE
+// REAPER, or "no dead containers (grace 10m)".
+std::string RenderDead(const admin::DeadResponse& response, absl::Time now);
 
 // --- Commands: JSON ---------------------------------------------------------
 
 // One snapshot: key, ledger_key, backend_id, parent, parent_backend_id,
 // kind, state, namespace, containerd_key, owner, leases, labels, created,
 // updated, size, inodes, last_error, removal_requested, attempts,
-// next_attempt, waiting_for_children.
+// next_attempt, waiting_for_children, held_by.
 Json SnapshotJson(const admin::Snapshot& snapshot);
 // seq, time, op, key, backend_id, parent, detail.
 Json HistoryEventJson(const store::HistoryEvent& event);
@@ -133,5 +144,11 @@ Json RetryJson(const admin::RetryResponse& response);
 Json CheckJson(const admin::CheckResponse& response);
 // {"snapshots": [...largest first], "total": bytes, "unmeasured": n}.
 Json DuJson(const admin::ListResponse& response);
+// enabled, address, connected, last_sync, last_error, containers, leases.
+Json WatcherJson(const admin::WatcherStatus& watcher);
+// {"watcher", "grace_seconds", "reaped_total", "dead": [{namespace, id,
+// image, task, idle_since, idle_seconds, snapshot, pinned, pinned_count,
+// pinned_bytes, reaper}]}; idle_seconds as of `now`.
+Json DeadJson(const admin::DeadResponse& response, absl::Time now);
 
 }  // namespace snapledger::cli

@@ -101,6 +101,16 @@ TEST(TimeTest, AgesAndDueTimesUseTheLargestWholeUnit) {
   EXPECT_EQ(Until(SecondsAgo(5), kNow), "now");
 }
 
+TEST(TimeTest, CompactDurationsKeepTwoUnits) {
+  EXPECT_EQ(CompactDuration(absl::Seconds(0)), "0s");
+  EXPECT_EQ(CompactDuration(absl::Seconds(42)), "42s");
+  EXPECT_EQ(CompactDuration(absl::Seconds(130)), "2m10s");
+  EXPECT_EQ(CompactDuration(absl::Minutes(10)), "10m");
+  EXPECT_EQ(CompactDuration(absl::Seconds(5 * 3600 + 3 * 60 + 59)), "5h3m");
+  EXPECT_EQ(CompactDuration(absl::Hours(76)), "3d4h");
+  EXPECT_EQ(CompactDuration(absl::Milliseconds(1999)), "1s");
+}
+
 TEST(NamesTest, StatesAndKindsRoundTrip) {
   EXPECT_EQ(StateName(store::REMOVE_PENDING), "remove-pending");
   EXPECT_EQ(StateName(store::LIVE), "live");
@@ -288,6 +298,26 @@ TEST(RenderPendingTest, SaysWhatEachRemovalWaitsFor) {
             "now                    latest\n");
 }
 
+TEST(RenderPendingTest, ARemovalHeldByItsContainerSaysWhich) {
+  admin::PendingResponse pending;
+  admin::Snapshot held =
+      Removal("default/7/build-3", 8, store::REMOVE_PENDING, 0, 0);
+  held.mutable_record()->set_held_by("default/build-3");
+  *pending.add_removals() = held;
+  EXPECT_EQ(
+      RenderPending(pending, kNow),
+      "KEY                 LEDGER_KEY             STATE            "
+      "ATTEMPTS   NEXT_ATTEMPT                            LAST_ERROR\n"
+      "default/7/build-3   snapledger.removed/8   remove-pending          "
+      "0   waiting for container default/build-3   -\n");
+  const Json j = PendingJson(pending);
+  ASSERT_EQ(j.size(), 1u);
+  EXPECT_EQ(j[0]["held_by"], "default/build-3");
+  // Not waiting for children: the container holds it, not its children.
+  EXPECT_EQ(j[0]["waiting_for_children"], false);
+  EXPECT_TRUE(j[0]["next_attempt"].is_null());
+}
+
 TEST(PendingJsonTest, NextAttemptIsNullWhileWaitingOrStuck) {
   admin::PendingResponse pending;
   *pending.add_removals() = Removal("parent", 3, store::REMOVE_PENDING, 0, 0);
@@ -310,6 +340,7 @@ TEST(PendingJsonTest, NextAttemptIsNullWhileWaitingOrStuck) {
   EXPECT_EQ(j[2]["key"], "bad");
   EXPECT_EQ(j[2]["ledger_key"], "snapledger.removed/5");
   EXPECT_EQ(j[2]["removal_requested"], "2026-11-23T11:54:28Z");
+  EXPECT_TRUE(j[0]["held_by"].is_null());
 }
 
 // --- JSON of a snapshot -----------------------------------------------------
@@ -328,7 +359,7 @@ TEST(SnapshotJsonTest, HasTheDocumentedFieldsInOrder) {
                           "containerd_key", "owner", "leases", "labels",
                           "created", "updated", "size", "inodes", "last_error",
                           "removal_requested", "attempts", "next_attempt",
-                          "waiting_for_children"));
+                          "waiting_for_children", "held_by"));
   EXPECT_EQ(j["key"], "default/3/ctr1");
   EXPECT_EQ(j["ledger_key"], "default/3/ctr1");
   EXPECT_EQ(j["backend_id"], 2);
@@ -449,6 +480,47 @@ TEST(RenderInspectTest, ALiveRecordHasNoRemovalFields) {
   EXPECT_THAT(out, Not(HasSubstr("next attempt")));
 }
 
+admin::InspectResponse InspectOfOwnedRemoval() {
+  admin::InspectResponse response;
+  admin::Snapshot s =
+      Removal("default/7/build-3", 8, store::REMOVE_PENDING, 0, 0);
+  s.set_owner("build-3");
+  s.add_leases("lease-a");
+  s.add_leases("lease-b");
+  s.mutable_record()->set_owner("build-3");
+  s.mutable_record()->add_leases("lease-a");
+  s.mutable_record()->add_leases("lease-b");
+  s.mutable_record()->set_held_by("default/build-3");
+  *response.mutable_snapshot() = s;
+  return response;
+}
+
+TEST(RenderInspectTest, ShowsOwnerLeasesAndWhatHoldsTheRemoval) {
+  const std::string out = RenderInspect(InspectOfOwnedRemoval(), kNow);
+  EXPECT_THAT(out, HasSubstr("owner:           build-3\n"));
+  EXPECT_THAT(out, HasSubstr("leases:          lease-a, lease-b\n"));
+  EXPECT_THAT(out, HasSubstr("held by:         default/build-3\n"));
+  EXPECT_THAT(out, HasSubstr("next attempt:    waiting for container "
+                             "default/build-3\n"));
+  // Without them: dashes for owner and leases, no "held by" line.
+  const std::string plain = RenderInspect(InspectOfStuckRemoval(), kNow);
+  EXPECT_THAT(plain, HasSubstr("owner:           -\n"));
+  EXPECT_THAT(plain, HasSubstr("leases:          -\n"));
+  EXPECT_THAT(plain, Not(HasSubstr("held by")));
+}
+
+TEST(InspectJsonTest, HasOwnerLeasesAndHeldBy) {
+  const Json j = InspectJson(InspectOfOwnedRemoval());
+  EXPECT_EQ(j["owner"], "build-3");
+  EXPECT_EQ(j["leases"], Json::array({"lease-a", "lease-b"}));
+  EXPECT_EQ(j["held_by"], "default/build-3");
+  EXPECT_EQ(j["waiting_for_children"], false);
+  const Json plain = InspectJson(InspectOfStuckRemoval());
+  EXPECT_TRUE(plain["owner"].is_null());
+  EXPECT_EQ(plain["leases"], Json::array());
+  EXPECT_TRUE(plain["held_by"].is_null());
+}
+
 TEST(InspectJsonTest, AddsChildrenAttemptsAndHistory) {
   const Json j = InspectJson(InspectOfStuckRemoval());
   EXPECT_EQ(j["key"], "sha256:ab");
@@ -514,6 +586,36 @@ TEST(RenderHistoryTest, ShowsTimeOpKeyDetailInOrder) {
   EXPECT_TRUE(j[1]["detail"].is_null());
 }
 
+TEST(RenderHistoryTest, OwnershipOpsAreShownLikeTheOthers) {
+  admin::HistoryResponse response;
+  const struct {
+    const char* op;
+    const char* detail;
+  } events[] = {{"reaped", "container default/build-3 deleted by the reaper"},
+                {"leases", "lease-a"},
+                {"owner", "build-3"}};
+  int64_t ago = 10;
+  for (const auto& [op, detail] : events) {
+    store::HistoryEvent* e = response.add_events();
+    e->set_at_ns(SecondsAgo(ago));
+    e->set_op(op);
+    e->set_key("default/7/build-3");
+    e->set_detail(detail);
+    ago += 10;
+  }
+  EXPECT_EQ(RenderHistory(response),
+            "TIME                  OP       KEY                 DETAIL\n"
+            "2026-11-23 12:04:18   reaped   default/7/build-3   container "
+            "default/build-3 deleted by the reaper\n"
+            "2026-11-23 12:04:08   leases   default/7/build-3   lease-a\n"
+            "2026-11-23 12:03:58   owner    default/7/build-3   build-3\n");
+  const Json j = HistoryJson(response);
+  ASSERT_EQ(j.size(), 3u);
+  EXPECT_EQ(j[0]["op"], "reaped");
+  EXPECT_EQ(j[1]["op"], "leases");
+  EXPECT_EQ(j[2]["op"], "owner");
+}
+
 // --- Stats ------------------------------------------------------------------
 
 admin::StatsResponse SomeStats() {
@@ -534,6 +636,15 @@ admin::StatsResponse SomeStats() {
   s.set_last_reconcile_findings(0);
   s.set_live(true);
   s.set_remove_policy("defer");
+  admin::WatcherStatus* w = s.mutable_watcher();
+  w->set_enabled(true);
+  w->set_address("/run/containerd/containerd.sock");
+  w->set_connected(true);
+  w->set_last_sync_ns(SecondsAgo(60));
+  w->set_containers(12);
+  w->set_leases(3);
+  s.set_dead_containers(2);
+  s.set_reaped_containers(1);
   return s;
 }
 
@@ -555,7 +666,36 @@ TEST(RenderStatsTest, ShowsNameValueLines) {
             "abandoned backend calls:        0\n"
             "last reconcile:                 2026-11-23 12:01:28 (3m ago), 0 "
             "findings\n"
-            "remove policy:                  defer\n");
+            "remove policy:                  defer\n"
+            "watcher:                        connected to "
+            "/run/containerd/containerd.sock, 12 containers, 3 leases\n"
+            "watcher last sync:              2026-11-23 12:03:28 (1m ago)\n"
+            "dead containers:                2\n"
+            "reaped containers:              1\n");
+}
+
+TEST(RenderStatsTest, AWatcherThatIsOffOrDisconnectedSaysSo) {
+  admin::StatsResponse s = SomeStats();
+  s.mutable_watcher()->set_connected(false);
+  s.mutable_watcher()->set_last_error("UNAVAILABLE: connection refused");
+  std::string out = RenderStats(s, kNow);
+  EXPECT_THAT(out, HasSubstr("watcher:                        not connected "
+                             "(/run/containerd/containerd.sock): "
+                             "UNAVAILABLE: connection refused\n"));
+  EXPECT_THAT(out, HasSubstr("dead containers:                2\n"));
+
+  s.clear_watcher();
+  s.mutable_watcher()->set_enabled(false);
+  s.set_dead_containers(0);
+  s.set_reaped_containers(0);
+  out = RenderStats(s, kNow);
+  EXPECT_THAT(out, HasSubstr("watcher:                        off (no "
+                             "containerd_address configured)\n"
+                             "dead containers:                - (no "
+                             "watcher)\n"
+                             "reaped containers:              - (no "
+                             "watcher)\n"));
+  EXPECT_THAT(out, Not(HasSubstr("last sync")));
 }
 
 TEST(RenderStatsTest, OfflineHasNoReconcile) {
@@ -563,11 +703,15 @@ TEST(RenderStatsTest, OfflineHasNoReconcile) {
   s.set_live(false);
   s.set_last_reconcile_unix(0);
   s.set_oldest_pending_seconds(0);
+  s.clear_watcher();  // the daemon's watcher is out of reach
   const std::string out = RenderStats(s, kNow);
   EXPECT_THAT(out, HasSubstr("source:                         read-only "
                              "ledger (offline)\n"));
   EXPECT_THAT(out, HasSubstr("last reconcile:                 - (offline)\n"));
   EXPECT_THAT(out, HasSubstr("oldest pending removal:         -\n"));
+  EXPECT_THAT(out, HasSubstr("watcher:                        - (offline)\n"
+                             "dead containers:                - (offline)\n"
+                             "reaped containers:              - (offline)\n"));
 }
 
 TEST(StatsJsonTest, UsesOurStateNamesAndNulls) {
@@ -585,6 +729,37 @@ TEST(StatsJsonTest, UsesOurStateNamesAndNulls) {
   EXPECT_TRUE(j["last_reconcile"].is_null());
   EXPECT_TRUE(j["last_reconcile_findings"].is_null());
   EXPECT_TRUE(j["oldest_pending_seconds"].is_null());
+}
+
+TEST(StatsJsonTest, HasTheWatcherAndTheContainerCounts) {
+  Json j = StatsJson(SomeStats());
+  EXPECT_EQ(j["watcher"], Json::parse(R"({
+    "enabled": true,
+    "address": "/run/containerd/containerd.sock",
+    "connected": true,
+    "last_sync": "2026-11-23T12:03:28Z",
+    "last_error": null,
+    "containers": 12,
+    "leases": 3})"));
+  EXPECT_EQ(j["dead_containers"], 2);
+  EXPECT_EQ(j["reaped_containers"], 1);
+
+  admin::StatsResponse off = SomeStats();
+  off.clear_watcher();
+  off.mutable_watcher()->set_enabled(false);
+  j = StatsJson(off);
+  EXPECT_EQ(j["watcher"]["enabled"], false);
+  EXPECT_TRUE(j["watcher"]["address"].is_null());
+  EXPECT_TRUE(j["watcher"]["last_sync"].is_null());
+  EXPECT_TRUE(j["dead_containers"].is_null());
+  EXPECT_TRUE(j["reaped_containers"].is_null());
+
+  admin::StatsResponse offline = SomeStats();
+  offline.set_live(false);
+  offline.clear_watcher();
+  j = StatsJson(offline);
+  EXPECT_TRUE(j["watcher"].is_null());
+  EXPECT_TRUE(j["dead_containers"].is_null());
 }
 
 // --- Reconcile, retry, check ------------------------------------------------
@@ -689,6 +864,127 @@ TEST(DuJsonTest, ListsSizesAndTheTotal) {
   EXPECT_TRUE(j["snapshots"][3]["size"].is_null());
   EXPECT_EQ(j["total"], 12897485 + 2048);
   EXPECT_EQ(j["unmeasured"], 1);
+}
+
+// --- dead -------------------------------------------------------------------
+
+admin::DeadResponse SomeDead() {
+  admin::DeadResponse r;
+  admin::WatcherStatus* w = r.mutable_watcher();
+  w->set_enabled(true);
+  w->set_address("/run/containerd/containerd.sock");
+  w->set_connected(true);
+  w->set_last_sync_ns(SecondsAgo(30));
+  w->set_containers(12);
+  w->set_leases(3);
+  r.set_grace_seconds(600);
+  r.set_reaped_total(4);
+  admin::DeadContainer* c = r.add_containers();
+  c->set_namespace_("default");
+  c->set_id("build-3");
+  c->set_image("docker.io/library/busybox:latest");
+  c->set_task("stopped");
+  c->set_idle_since_ns(SecondsAgo(130));
+  c->set_snapshot("default/7/build-3");
+  c->add_pinned("default/7/build-3");
+  c->add_pinned("default/4/sha256:c1d0e7a9");
+  c->add_pinned("default/2/sha256:65e3ba4f");
+  c->set_pinned_bytes(5347738);
+  c->set_reaper("dry-run");
+  c = r.add_containers();
+  c->set_namespace_("k8s.io");
+  c->set_id("ci-job-1842");
+  c->set_task("none");
+  c->set_idle_since_ns(SecondsAgo(3 * 3600 + 5 * 60));
+  c->set_snapshot("k8s.io/31/ci-job-1842");
+  c->add_pinned("k8s.io/31/ci-job-1842");
+  c->set_pinned_bytes(0);
+  return r;
+}
+
+TEST(RenderDeadTest, AWatcherLineThenOneRowPerContainer) {
+  EXPECT_EQ(
+      RenderDead(SomeDead(), kNow),
+      "watcher: connected to /run/containerd/containerd.sock, 12 "
+      "containers, 3 leases\n"
+      "CONTAINER            TASK      IDLE    SNAPSHOT                "
+      "PINNED      SIZE   REAPER\n"
+      "default/build-3      stopped   2m10s   default/7/build-3            "
+      "3   5.1 MiB   dry-run\n"
+      "k8s.io/ci-job-1842   none      3h5m    k8s.io/31/ci-job-1842        "
+      "1       0 B   -\n");
+}
+
+TEST(RenderDeadTest, NoneSaysTheGracePeriod) {
+  admin::DeadResponse r = SomeDead();
+  r.clear_containers();
+  EXPECT_EQ(RenderDead(r, kNow),
+            "watcher: connected to /run/containerd/containerd.sock, 12 "
+            "containers, 3 leases\n"
+            "no dead containers (grace 10m)\n");
+}
+
+TEST(RenderDeadTest, SaysWhenTheWatcherIsDownOrOff) {
+  admin::DeadResponse r = SomeDead();
+  r.clear_containers();
+  r.mutable_watcher()->set_connected(false);
+  r.mutable_watcher()->set_last_error(
+      "UNAVAILABLE: failed to connect to all addresses");
+  EXPECT_EQ(RenderDead(r, kNow),
+            "watcher: not connected (/run/containerd/containerd.sock): "
+            "UNAVAILABLE: failed to connect to all addresses\n"
+            "no dead containers (grace 10m)\n");
+  admin::DeadResponse off;
+  off.mutable_watcher()->set_enabled(false);
+  EXPECT_EQ(RenderDead(off, kNow),
+            "watcher: off (no containerd_address configured): owners "
+            "unknown\n"
+            "no dead containers\n");
+}
+
+TEST(DeadJsonTest, HasTheDocumentedFields) {
+  const Json j = DeadJson(SomeDead(), kNow);
+  std::vector<std::string> keys;
+  for (const auto& [key, value] : j.items()) keys.push_back(key);
+  EXPECT_THAT(keys,
+              ElementsAre("watcher", "grace_seconds", "reaped_total", "dead"));
+  EXPECT_EQ(j["watcher"]["connected"], true);
+  EXPECT_EQ(j["watcher"]["address"], "/run/containerd/containerd.sock");
+  EXPECT_EQ(j["watcher"]["last_sync"], "2026-11-23T12:03:58Z");
+  EXPECT_EQ(j["watcher"]["containers"], 12);
+  EXPECT_EQ(j["grace_seconds"], 600);
+  EXPECT_EQ(j["reaped_total"], 4);
+  ASSERT_EQ(j["dead"].size(), 2u);
+  const Json& d = j["dead"][0];
+  keys.clear();
+  for (const auto& [key, value] : d.items()) keys.push_back(key);
+  EXPECT_THAT(keys,
+              ElementsAre("namespace", "id", "image", "task", "idle_since",
+                          "idle_seconds", "snapshot", "pinned", "pinned_count",
+                          "pinned_bytes", "reaper"));
+  EXPECT_EQ(d["namespace"], "default");
+  EXPECT_EQ(d["id"], "build-3");
+  EXPECT_EQ(d["image"], "docker.io/library/busybox:latest");
+  EXPECT_EQ(d["task"], "stopped");
+  EXPECT_EQ(d["idle_since"], "2026-11-23T12:02:18Z");
+  EXPECT_EQ(d["idle_seconds"], 130);
+  EXPECT_EQ(d["snapshot"], "default/7/build-3");
+  EXPECT_EQ(d["pinned"],
+            Json::array({"default/7/build-3", "default/4/sha256:c1d0e7a9",
+                         "default/2/sha256:65e3ba4f"}));
+  EXPECT_EQ(d["pinned_count"], 3);
+  EXPECT_EQ(d["pinned_bytes"], 5347738);
+  EXPECT_EQ(d["reaper"], "dry-run");
+  EXPECT_TRUE(j["dead"][1]["image"].is_null());
+  EXPECT_TRUE(j["dead"][1]["reaper"].is_null());
+  EXPECT_EQ(j["dead"][1]["idle_seconds"], 3 * 3600 + 5 * 60);
+
+  admin::DeadResponse off;
+  off.mutable_watcher()->set_enabled(false);
+  const Json none = DeadJson(off, kNow);
+  EXPECT_EQ(none["watcher"]["enabled"], false);
+  EXPECT_TRUE(none["watcher"]["last_sync"].is_null());
+  EXPECT_EQ(none["dead"], Json::array());
 }
 
 }  // namespace

@@ -146,7 +146,8 @@ static int Main(int argc, char** argv) {
   // orphans
   auto* orphans_cmd = app.add_subcommand(
       "orphans",
-      "List records nobody should rely on: adopted objects, missing storage");
+      "List records nobody should rely on: adopted objects, missing storage, "
+      "rootfs snapshots of dead containers");
 
   // history
   std::string history_key;
@@ -160,7 +161,9 @@ static int Main(int argc, char** argv) {
 
   // stats
   auto* stats_cmd = app.add_subcommand(
-      "stats", "Show counts by state and kind, usage, the removal queue");
+      "stats",
+      "Show counts by state and kind, usage, the removal queue, the "
+      "containerd watcher");
 
   // reconcile
   bool reconcile_apply = false;
@@ -198,6 +201,13 @@ static int Main(int argc, char** argv) {
   du_cmd->add_flag("-a,--all", du_all,
                    "Include hidden records (queued removals, adopted "
                    "objects)");
+
+  // dead
+  auto* dead_cmd = app.add_subcommand(
+      "dead",
+      "List dead containers (rootfs in snapledger, no live task for longer "
+      "than the grace period) and the snapshots they pin (needs the daemon "
+      "and its containerd watcher)");
 
   for (CLI::App* sub : app.get_subcommands({})) {
     sub->footer(
@@ -272,6 +282,8 @@ static int Main(int argc, char** argv) {
     code = cli::RunCheck(ctx);
   } else if (du_cmd->parsed()) {
     code = cli::RunDu(ctx, du_all);
+  } else if (dead_cmd->parsed()) {
+    code = cli::RunDead(ctx);
   }
   std::cout.flush();
   return code;

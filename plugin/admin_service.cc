@@ -1,6 +1,7 @@
 #include "plugin/admin_service.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 
@@ -42,6 +43,52 @@ bool NeedsMeasuring(const Record& r) {
 // Records that are not usable snapshots but stay shown with --all.
 bool IsHidden(const Record& r) { return !IsVisible(r); }
 
+// Binary units with one decimal, as the CLI prints sizes: "5.1 MiB".
+std::string HumanBytes(int64_t bytes) {
+  if (bytes < 1024) return absl::StrCat(bytes < 0 ? 0 : bytes, " B");
+  static const char* const kUnits[] = {"KiB", "MiB", "GiB",
+                                       "TiB", "PiB", "EiB"};
+  double value = static_cast<double>(bytes) / 1024;
+  size_t unit = 0;
+  while (value >= 1023.95 && unit + 1 < std::size(kUnits)) {
+    value /= 1024;
+    ++unit;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.1f %s", value, kUnits[unit]);
+  return buf;
+}
+
+// The two largest units, to the second: "42s", "2m10s", "5h3m", "3d4h".
+std::string IdleText(absl::Duration d) {
+  int64_t s = absl::ToInt64Seconds(d);
+  if (s < 0) s = 0;
+  auto two = [](int64_t big, const char* big_unit, int64_t small,
+                const char* small_unit) {
+    return small == 0 ? absl::StrCat(big, big_unit)
+                      : absl::StrCat(big, big_unit, small, small_unit);
+  };
+  if (s < 60) return absl::StrCat(s, "s");
+  if (s < 3600) return two(s / 60, "m", s % 60, "s");
+  if (s < 86400) return two(s / 3600, "h", s % 3600 / 60, "m");
+  return two(s / 86400, "d", s % 86400 / 3600, "h");
+}
+
+std::string UtcTime(int64_t unix_ns) {
+  return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixNanos(unix_ns),
+                          absl::UTCTimeZone());
+}
+
+std::string ContainerName(const adminpb::DeadContainer& c) {
+  return absl::StrCat(c.namespace_(), "/", c.id());
+}
+
+// "task stopped", "task created"; "no task" for none.
+std::string TaskText(const adminpb::DeadContainer& c) {
+  if (c.task().empty() || c.task() == "none") return "no task";
+  return absl::StrCat("task ", c.task());
+}
+
 }  // namespace
 
 std::string DefaultAdminAddress(const std::string& address) {
@@ -60,15 +107,23 @@ adminpb::Snapshot AdminCore::Describe(const Record& record) {
   *s.mutable_record() = record;
   const std::string& key = ClientKey(record);
   s.set_key(key);
-  // containerd's metadata snapshotter names backend keys
-  // "<namespace>/<sequence>/<key>".
-  std::vector<std::string> parts = absl::StrSplit(key, absl::MaxSplits('/', 2));
-  if (parts.size() == 3 && !parts[0].empty() && !parts[1].empty() &&
-      std::all_of(parts[1].begin(), parts[1].end(),
-                  [](char c) { return c >= '0' && c <= '9'; })) {
-    s.set_namespace_(parts[0]);
-    s.set_containerd_key(parts[2]);
+  if (!record.namespace_().empty() || !record.containerd_key().empty()) {
+    s.set_namespace_(record.namespace_());
+    s.set_containerd_key(record.containerd_key());
+  } else {
+    // Records written before the ledger kept them: containerd's metadata
+    // snapshotter names backend keys "<namespace>/<sequence>/<key>".
+    std::vector<std::string> parts =
+        absl::StrSplit(key, absl::MaxSplits('/', 2));
+    if (parts.size() == 3 && !parts[0].empty() && !parts[1].empty() &&
+        std::all_of(parts[1].begin(), parts[1].end(),
+                    [](char c) { return c >= '0' && c <= '9'; })) {
+      s.set_namespace_(parts[0]);
+      s.set_containerd_key(parts[2]);
+    }
   }
+  s.set_owner(record.owner());
+  *s.mutable_leases() = record.leases();
   // Frozen at commit for committed snapshots; unknown (-1) for active ones
   // and adopted objects until measured; a view has no storage of its own.
   s.set_size_bytes(-1);
@@ -97,6 +152,11 @@ absl::StatusOr<Record> AdminCore::Find(const std::string& key) {
   if (found.has_value()) return *found;
   return absl::NotFoundError(
       absl::StrCat("no snapshot \"", key, "\" in the ledger"));
+}
+
+std::optional<absl::StatusOr<adminpb::DeadResponse>> AdminCore::DeadReport() {
+  if (!sources_.dead) return std::nullopt;
+  return sources_.dead();
 }
 
 absl::StatusOr<adminpb::ListResponse> AdminCore::List(
@@ -189,6 +249,27 @@ absl::StatusOr<adminpb::OrphansResponse> AdminCore::Orphans(
     return true;
   });
   if (!scan.ok()) return scan;
+  std::optional<absl::StatusOr<adminpb::DeadResponse>> dead = DeadReport();
+  if (!dead.has_value()) return response;
+  if (!dead->ok()) return dead->status();
+  const absl::Time now = absl::Now();
+  for (const adminpb::DeadContainer& c : (*dead)->containers()) {
+    absl::StatusOr<Record> rootfs = sources_.ledger->Get(c.snapshot());
+    // Removed since the report was made: no longer anybody's orphan.
+    if (absl::IsNotFound(rootfs.status())) continue;
+    if (!rootfs.ok()) return rootfs.status();
+    adminpb::Orphan* o = response.add_orphans();
+    *o->mutable_snapshot() = Describe(*rootfs);
+    o->set_reason("dead-owner");
+    std::string detail =
+        absl::StrCat("container ", ContainerName(c), " (", TaskText(c), ")");
+    if (c.idle_since_ns() > 0) {
+      absl::StrAppend(&detail, " idle since ", UtcTime(c.idle_since_ns()), " (",
+                      IdleText(now - absl::FromUnixNanos(c.idle_since_ns())),
+                      ")");
+    }
+    o->set_detail(std::move(detail));
+  }
   return response;
 }
 
@@ -252,6 +333,21 @@ absl::StatusOr<adminpb::StatsResponse> AdminCore::Stats(
   }
   response.set_live(live());
   response.set_remove_policy(sources_.remove_policy);
+  std::optional<absl::StatusOr<adminpb::DeadResponse>> dead = DeadReport();
+  if (sources_.watcher_status) {
+    *response.mutable_watcher() = sources_.watcher_status();
+  } else if (dead.has_value() && dead->ok()) {
+    *response.mutable_watcher() = (*dead)->watcher();
+  } else if (live()) {
+    // Present and disabled: the CLI tells "no watcher" from "offline".
+    response.mutable_watcher()->set_enabled(false);
+  }
+  // A report that fails leaves the counts at 0: Stats must not fail for
+  // it (Check and Dead report the failure).
+  if (dead.has_value() && dead->ok()) {
+    response.set_dead_containers((*dead)->containers_size());
+    response.set_reaped_containers((*dead)->reaped_total());
+  }
   return response;
 }
 
@@ -376,6 +472,57 @@ absl::StatusOr<adminpb::CheckResponse> AdminCore::Check(
     return true;
   });
   if (!scan.ok()) return scan;
+
+  std::optional<absl::StatusOr<adminpb::DeadResponse>> dead = DeadReport();
+  std::optional<adminpb::WatcherStatus> watcher;
+  if (sources_.watcher_status) {
+    watcher = sources_.watcher_status();
+  } else if (dead.has_value() && dead->ok()) {
+    watcher = (*dead)->watcher();
+  }
+  // Owners (and so dead containers) may be stale while disconnected.
+  if (watcher.has_value() && watcher->enabled() && !watcher->connected()) {
+    std::string line = absl::StrCat("containerd watcher not connected (",
+                                    watcher->address(), ")");
+    if (!watcher->last_error().empty()) {
+      absl::StrAppend(&line, ": ", watcher->last_error());
+    }
+    response.add_problems(std::move(line));
+  }
+  if (dead.has_value() && !dead->ok()) {
+    response.add_problems(absl::StrCat("cannot list dead containers: ",
+                                       dead->status().ToString()));
+  } else if (dead.has_value()) {
+    const absl::Time now = absl::Now();
+    for (const adminpb::DeadContainer& c : (*dead)->containers()) {
+      std::string line =
+          absl::StrCat("dead container ", ContainerName(c), " (", TaskText(c));
+      if (c.idle_since_ns() > 0) {
+        absl::StrAppend(&line, ", idle ",
+                        IdleText(now - absl::FromUnixNanos(c.idle_since_ns())));
+      }
+      absl::StrAppend(&line, ") pins ", c.pinned_size(),
+                      c.pinned_size() == 1 ? " snapshot (" : " snapshots (",
+                      HumanBytes(c.pinned_bytes()), "): ", c.snapshot());
+      response.add_problems(std::move(line));
+    }
+  }
+  return response;
+}
+
+absl::StatusOr<adminpb::DeadResponse> AdminCore::Dead(
+    const adminpb::DeadRequest&) {
+  if (sources_.dead) return sources_.dead();
+  if (!live()) {
+    return absl::FailedPreconditionError(
+        "dead needs the daemon (the ledger is open read-only)");
+  }
+  adminpb::DeadResponse response;
+  if (sources_.watcher_status) {
+    *response.mutable_watcher() = sources_.watcher_status();
+  } else {
+    response.mutable_watcher()->set_enabled(false);
+  }
   return response;
 }
 
@@ -423,6 +570,11 @@ grpc::Status AdminService::Check(grpc::ServerContext*,
                                  const adminpb::CheckRequest* request,
                                  adminpb::CheckResponse* response) {
   return Answer(core_->Check(*request), response);
+}
+grpc::Status AdminService::Dead(grpc::ServerContext*,
+                                const adminpb::DeadRequest* request,
+                                adminpb::DeadResponse* response) {
+  return Answer(core_->Dead(*request), response);
 }
 
 absl::StatusOr<std::unique_ptr<OfflineAdmin>> OfflineAdmin::Open(

@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -36,6 +37,11 @@ struct AdminSources {
   // empty.
   std::function<size_t()> abandoned_calls;
   std::string remove_policy;
+  // With the containerd watcher configured (both empty without it): the
+  // dead-container report and the watcher's status. Called from any RPC
+  // thread, concurrently; Stats, Check and Orphans call them too.
+  std::function<absl::StatusOr<adminpb::DeadResponse>()> dead;
+  std::function<adminpb::WatcherStatus()> watcher_status;
 };
 
 class AdminCore {
@@ -49,10 +55,14 @@ class AdminCore {
       const adminpb::InspectRequest& request);
   absl::StatusOr<adminpb::PendingResponse> Pending(
       const adminpb::PendingRequest& request);
+  // Adopted and missing records, then (with the watcher) the rootfs
+  // snapshot of each dead container, reason "dead-owner".
   absl::StatusOr<adminpb::OrphansResponse> Orphans(
       const adminpb::OrphansRequest& request);
   absl::StatusOr<adminpb::HistoryResponse> History(
       const adminpb::HistoryRequest& request);
+  // Live, `watcher` is always set (enabled false without a watcher); with
+  // one, also the dead and reaped container counts. Offline, none of them.
   absl::StatusOr<adminpb::StatsResponse> Stats(
       const adminpb::StatsRequest& request);
   absl::StatusOr<adminpb::ReconcileResponse> Reconcile(
@@ -60,8 +70,15 @@ class AdminCore {
   // NotFound when the key names no queued removal.
   absl::StatusOr<adminpb::RetryResponse> Retry(
       const adminpb::RetryRequest& request);
+  // Reconciliation findings, missing, adopted and stuck records, and (with
+  // the watcher) every dead container and a watcher that is not connected
+  // (owners may then be stale).
   absl::StatusOr<adminpb::CheckResponse> Check(
       const adminpb::CheckRequest& request);
+  // The watcher's report. Live without a watcher: watcher.enabled false and
+  // no containers. Offline: FailedPrecondition ("needs the daemon").
+  absl::StatusOr<adminpb::DeadResponse> Dead(
+      const adminpb::DeadRequest& request);
 
   bool live() const { return sources_.coordinator != nullptr; }
 
@@ -70,6 +87,9 @@ class AdminCore {
   // The record a user means by `key`: the client's key, a ledger key, or
   // the former key of a queued removal.
   absl::StatusOr<Record> Find(const std::string& key);
+  // The dead-container report when a watcher is configured; nullopt
+  // without one (or offline).
+  std::optional<absl::StatusOr<adminpb::DeadResponse>> DeadReport();
 
   AdminSources sources_;
 };
@@ -97,6 +117,8 @@ class AdminService final : public adminpb::Admin::Service {
                      adminpb::RetryResponse*) override;
   grpc::Status Check(grpc::ServerContext*, const adminpb::CheckRequest*,
                      adminpb::CheckResponse*) override;
+  grpc::Status Dead(grpc::ServerContext*, const adminpb::DeadRequest*,
+                    adminpb::DeadResponse*) override;
 
  private:
   AdminCore* const core_;
