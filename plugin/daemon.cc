@@ -11,14 +11,18 @@
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "plugin/admin_service.h"
 #include "plugin/backend/native_backend.h"
 #include "plugin/backend/timed_backend.h"
+#include "plugin/containerd_ops.h"
 #include "plugin/coordinator.h"
+#include "plugin/ownership.h"
 #include "plugin/reconciler.h"
 #include "plugin/snapshot_service.h"
 #include "spdlog/spdlog.h"
+#include "plugin/watcher.h"
 #include "store/ledger.h"
 
 namespace snapledger {
@@ -72,6 +76,10 @@ struct Daemon::State {
   std::unique_ptr<Ledger> ledger;
   std::unique_ptr<TimedBackend> backend;
   std::unique_ptr<Coordinator> coordinator;
+  // With containerd_address only (else null): see plugin/ownership.h.
+  std::unique_ptr<ContainerdOps> containerd_ops;
+  std::unique_ptr<OwnerTracker> owners;
+  std::unique_ptr<Watcher> watcher;
   std::unique_ptr<Reconciler> reconciler;
   std::unique_ptr<SnapshotService> service;
   std::unique_ptr<grpc::Server> server;
@@ -142,8 +150,42 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
                                           ? RemovePolicy::kDefer
                                           : RemovePolicy::kRefuse;
   coordinator_options.retry = config.remove_retry;
+  State* st = state.get();
+  if (!config.containerd_address.empty()) {
+    // Set below, before the removal queue starts: no removal runs unguarded.
+    coordinator_options.holder =
+        [st](const Record& record) -> std::optional<std::string> {
+      return st->owners != nullptr ? st->owners->Holder(record) : std::nullopt;
+    };
+  }
   state->coordinator = std::make_unique<Coordinator>(
       state->ledger.get(), state->backend.get(), coordinator_options);
+  if (!config.containerd_address.empty()) {
+    GrpcContainerdOpsOptions ops_options;
+    ops_options.address = config.containerd_address;
+    state->containerd_ops = MakeGrpcContainerdOps(ops_options);
+    OwnerTrackerOptions owner_options;
+    owner_options.dead_after = config.dead_after;
+    owner_options.reaper.enabled = config.reaper_enabled;
+    owner_options.reaper.match = config.reap_match;
+    owner_options.reaper.dry_run = config.reap_dry_run;
+    owner_options.containerd_address = config.containerd_address;
+    // Containers first (the reaper's start-up pass), snapshots second.
+    owner_options.after_first_pass = [st] {
+      if (st->reconciler == nullptr) return;
+      absl::StatusOr<ReconcileReport> report = st->reconciler->RunOnce();
+      if (!report.ok()) {
+        spdlog::warn("start-up reconciliation failed: {}",
+                     report.status().ToString());
+      }
+    };
+    owner_options.request_relist = [st] {
+      if (st->watcher != nullptr) st->watcher->RequestRelist();
+    };
+    state->owners = std::make_unique<OwnerTracker>(
+        state->ledger.get(), state->coordinator.get(),
+        state->containerd_ops.get(), std::move(owner_options));
+  }
   if (absl::Status s = state->coordinator->StartRemovalQueue(); !s.ok()) {
     return s;
   }
@@ -190,6 +232,13 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   TimedBackend* timed = state->backend.get();
   sources.abandoned_calls = [timed] { return timed->abandoned(); };
   sources.remove_policy = config.remove_policy;
+  if (state->owners != nullptr) {
+    OwnerTracker* owners = state->owners.get();
+    sources.dead = [owners]() -> absl::StatusOr<adminpb::DeadResponse> {
+      return owners->Dead();
+    };
+    sources.watcher_status = [owners] { return owners->Status(); };
+  }
   state->admin_core = std::make_unique<AdminCore>(std::move(sources));
   state->admin_service =
       std::make_unique<AdminService>(state->admin_core.get());
@@ -209,6 +258,25 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
     return absl::UnavailableError(absl::StrCat(
         "cannot serve the admin API on unix socket ", state->admin_address));
   }
+  if (state->owners != nullptr) {
+    WatcherOptions watcher_options;
+    watcher_options.address = config.containerd_address;
+    watcher_options.snapshotter = config.containerd_snapshotter;
+    OwnerTracker* owners = state->owners.get();
+    watcher_options.on_change = [owners](std::shared_ptr<const Ownership> v) {
+      owners->OnView(std::move(v));
+    };
+    state->watcher = std::make_unique<Watcher>(std::move(watcher_options));
+    state->watcher->Start();
+    state->owners->Start();
+    spdlog::info(
+        "watching containerd at {} for owners (dead after {}; reaper {})",
+        config.containerd_address, absl::FormatDuration(config.dead_after),
+        !config.reaper_enabled
+            ? std::string("off")
+            : absl::StrCat(config.reap_dry_run ? "dry run" : "on", " for ",
+                           absl::StrJoin(config.reap_match, ", ")));
+  }
   spdlog::info(
       "snapledgerd serving on {} (admin {}; root {}, backend {}{}, ledger {})",
       config.address, state->admin_address, config.root, config.backend,
@@ -220,6 +288,10 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
 void Daemon::Shutdown(absl::Duration grace) {
   if (state_ == nullptr || state_->stopped) return;
   state_->stopped = true;
+  // The watcher and the tracker first, while the server still answers the
+  // Removes a garbage collection the reaper asked for may send.
+  if (state_->watcher != nullptr) state_->watcher->Stop();
+  if (state_->owners != nullptr) state_->owners->Stop();
   if (state_->server != nullptr) {
     state_->server->Shutdown(std::chrono::system_clock::now() +
                              absl::ToChronoMilliseconds(grace));
@@ -236,7 +308,11 @@ void Daemon::Shutdown(absl::Duration grace) {
   state_->admin_core.reset();
   state_->reconciler.reset();  // stops its thread
   state_->service.reset();
+  state_->watcher.reset();
   state_->coordinator.reset();  // stops the removal worker
+  // After the coordinator: its removal worker may ask the holder.
+  state_->owners.reset();
+  state_->containerd_ops.reset();
   // A backend call that outlived its limit keeps the backend alive by
   // itself; waiting a little lets it finish and log its outcome.
   if (state_->backend != nullptr && !state_->backend->WaitIdle(grace)) {

@@ -56,7 +56,8 @@ int main(int argc, char** argv) {
       "    type = \"snapshot\"\n"
       "    address = \"/run/snapledger/snapledger.sock\"\n",
       "snapledgerd"};
-  std::string config_path, root, address, admin_address, backend, log_level;
+  std::string config_path, root, address, admin_address, backend, log_level,
+      containerd_address;
   app.add_option("-c,--config", config_path,
                  "TOML config file (flags given here override it)")
       ->check(CLI::ExistingFile);
@@ -70,6 +71,12 @@ int main(int argc, char** argv) {
                  "Unix socket (mode 0600) of the admin API the `snapledger` "
                  "CLI uses (default: beside --address, e.g. "
                  "/run/snapledger/snapledger-admin.sock)");
+  app.add_option("--containerd-address", containerd_address,
+                 "containerd's own socket (e.g. "
+                 "/run/containerd/containerd.sock): record each snapshot's "
+                 "owning container and leases, hold back removals of "
+                 "snapshots whose container exists, report dead containers "
+                 "(default: off; owners unknown)");
   app.add_option("--backend", backend,
                  "Snapshotter that holds the data (default native)")
       ->check(CLI::IsMember({"native"}));
@@ -94,6 +101,9 @@ int main(int argc, char** argv) {
   if (!address.empty()) config.address = address;
   if (!admin_address.empty()) config.admin_address = admin_address;
   if (!backend.empty()) config.backend = backend;
+  if (!containerd_address.empty()) {
+    config.containerd_address = containerd_address;
+  }
   if (!log_level.empty()) config.log_level = log_level;
   if (absl::Status s = snapledger::ValidateConfig(config); !s.ok()) {
     std::fprintf(stderr, "snapledgerd: %s\n", std::string(s.message()).c_str());
