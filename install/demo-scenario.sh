@@ -2,9 +2,11 @@
 # demo-scenario.sh SNAPLEDGERD SNAPLEDGER_CLI : the demo itself
 # (install/demo.sh builds and calls it). Uses the integration suite's harness:
 # a private mount and pid namespace, a private containerd, everything under
-# one temp dir. snapledgerd runs with remove_policy = "defer", to show a
-# removal that has to wait (the image's layer, still under a running
-# container) and the queue finishing it once the container is gone.
+# one temp dir. snapledgerd runs with remove_policy = "defer" and watches the
+# private containerd (docs/owners.md), to show a removal that has to wait
+# (a running container's rootfs, and the image's layer under it), the
+# container reported dead once its task is killed, and the queue finishing
+# both once the container is gone.
 set -uo pipefail
 HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 # shellcheck source=../tests/integration/lib.sh
@@ -21,8 +23,14 @@ show() { printf '\n$ %s\n' "$*"; "$@"; }
 IMG=docker.io/snapledger/busybox:demo
 
 echo "== starting snapledgerd and a private containerd that knows it as 'snapledger'"
-printf 'remove_policy = "defer"\n[remove_queue]\ninitial_backoff = "500ms"\n' \
-  >"$IT_TMP/snapledger.toml"
+cat >"$IT_TMP/snapledger.toml" <<EOF
+remove_policy = "defer"
+containerd_address = "$IT_TMP/containerd/containerd.sock"
+[containers]
+dead_after = "2s"
+[remove_queue]
+initial_backoff = "500ms"
+EOF
 snapledgerd_start "$SNAPLEDGERD" --config "$IT_TMP/snapledger.toml" ||
   it_die "snapledgerd did not start"
 # The admin CLI, on the admin socket beside the main one.
@@ -60,6 +68,11 @@ echo
 echo "== the admin CLI's view of the same ledger"
 show snapledger tree
 show snapledger ls
+wait_for 10 "the watcher to name keeper's owner" bash -c \
+  "'$SNAPLEDGER_CLI' --address '$ADMIN_SOCK' --json inspect '$key' | jq -e '.owner == \"keeper\"' >/dev/null" ||
+  it_log "the owner of $key is not known yet"
+echo "who holds it (snapledgerd follows containerd's containers and leases):"
+show snapledger inspect "$key"
 
 echo
 echo "== a removal that cannot happen now: the snapshot is still in use"
@@ -76,16 +89,25 @@ show snapledger pending
 show snapledger tree --all
 
 echo
-echo "== the container stops: its mount goes, the queue removes its snapshot,"
-echo "   then the layer (cascade, leaf first)"
+echo "== the build is cancelled: its task is killed, the container stays behind"
+echo "   (no live task for dead_after = 2s: a dead container, pinning its chain)"
 ctrd task kill -s KILL keeper >/dev/null 2>&1
+dead_keeper() { [[ $(snapledger --json dead | jq '.dead | length') == 1 ]]; }
+wait_for 30 "keeper to be reported dead" dead_keeper || it_log "keeper is not reported dead"
+show snapledger dead
+show snapledger check
+grep -E 'dead container' "$IT_SL_LOG" | sed 's/^/  log: /'
+
+echo
+echo "== the container is deleted: the queue removes its snapshot, then the"
+echo "   layer (cascade, leaf first)"
 ctrd task delete keeper >/dev/null 2>&1
+ctrd containers rm keeper >/dev/null 2>&1
 wait_for 30 "the ledger to empty" ledger_empty || it_log "the ledger is not empty yet"
 grep -E 'removal queue|deferred as|queued as' "$IT_SL_LOG" | sed 's/^/  log: /'
-show snapledger history -n 6
+show snapledger history -n 8
 show ls "$IT_SL_ROOT/snapshots"
 show snapledger tree --all
 show snapledger check
-ctrd containers rm keeper >/dev/null 2>&1
 echo
 echo "demo finished: snapledgerd log at $IT_SL_LOG (kept only with KEEP=1)"
