@@ -12,6 +12,7 @@
 #include "gtest/gtest.h"
 #include "plugin/coordinator.h"
 #include "plugin/recovery.h"
+#include "plugin/testing/fake_clock.h"
 #include "plugin/testing/ledger_fixture.h"
 
 namespace snapledger {
@@ -20,22 +21,6 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
-
-class FakeClock {
- public:
-  absl::Time Now() {
-    absl::MutexLock l(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock l(&mu_);
-    now_ += d;
-  }
-
- private:
-  absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1'700'000'000);
-};
 
 // containerd as ContainerdOps sees it: a set of containers with task states;
 // every call is logged.
@@ -210,7 +195,24 @@ class OwnershipTest : public testing::LedgerFixture {
     tracker_->RunOnce();
   }
 
-  FakeClock clock_;
+  // The reaper's case: build-1 (rootfs default/3/ctr1), whose task the view
+  // has seen stopped for six minutes (past the five-minute grace), while
+  // containerd says its task is `task_now`. Returns the calls the pass made.
+  std::vector<std::string> PassOverDeadBuild(TaskStatus task_now,
+                                             bool connected = true) {
+    MakeChain();
+    ops_.Add("default/build-1", task_now);
+    const absl::Time t0 = clock_.Now();
+    clock_.Advance(absl::Minutes(6));
+    ops_.TakeCalls();
+    ViewBuilder view(clock_.Now());
+    view.Container("default", "build-1", "ctr1", TaskStatus::kStopped, t0);
+    if (!connected) view.Disconnected();
+    Feed(view.Build());
+    return ops_.TakeCalls();
+  }
+
+  testing::FakeClock clock_;
   FakeOps ops_;
   int first_passes_ = 0;
   std::unique_ptr<Coordinator> coord_;
@@ -462,15 +464,7 @@ TEST_F(OwnershipTest, ReaperDeletesOnlyMatchingDeadContainersThenCollects) {
 
 TEST_F(OwnershipTest, ReaperDryRunDeletesNothing) {
   Open(RemovePolicy::kDefer, ReaperOptions{true, {"build-*"}, true});
-  MakeChain();
-  ops_.Add("default/build-1", TaskStatus::kStopped);
-  const absl::Time t0 = clock_.Now();
-  clock_.Advance(absl::Minutes(6));
-  ops_.TakeCalls();
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "build-1", "ctr1", TaskStatus::kStopped, t0)
-           .Build());
-  EXPECT_THAT(ops_.TakeCalls(), IsEmpty());
+  EXPECT_THAT(PassOverDeadBuild(TaskStatus::kStopped), IsEmpty());
   std::vector<adminpb::DeadContainer> dead = tracker_->DeadContainers();
   ASSERT_EQ(dead.size(), 1u);
   EXPECT_EQ(dead[0].reaper(), "dry-run");
@@ -479,31 +473,16 @@ TEST_F(OwnershipTest, ReaperDryRunDeletesNothing) {
 
 TEST_F(OwnershipTest, ReaperLeavesATaskThatRunsAgain) {
   Open(RemovePolicy::kDefer, ReaperOptions{true, {"build-*"}, false});
-  MakeChain();
   // The view is behind: containerd says the task is running again.
-  ops_.Add("default/build-1", TaskStatus::kRunning);
-  const absl::Time t0 = clock_.Now();
-  clock_.Advance(absl::Minutes(6));
-  ops_.TakeCalls();
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "build-1", "ctr1", TaskStatus::kStopped, t0)
-           .Build());
-  EXPECT_THAT(ops_.TakeCalls(), ElementsAre("task default/build-1"));
+  EXPECT_THAT(PassOverDeadBuild(TaskStatus::kRunning),
+              ElementsAre("task default/build-1"));
   EXPECT_EQ(tracker_->reaped_total(), 0u);
 }
 
 TEST_F(OwnershipTest, ReaperWaitsForAConnectedView) {
   Open(RemovePolicy::kDefer, ReaperOptions{true, {"build-*"}, false});
-  MakeChain();
-  ops_.Add("default/build-1", TaskStatus::kStopped);
-  const absl::Time t0 = clock_.Now();
-  clock_.Advance(absl::Minutes(6));
-  ops_.TakeCalls();
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "build-1", "ctr1", TaskStatus::kStopped, t0)
-           .Disconnected()
-           .Build());
-  EXPECT_THAT(ops_.TakeCalls(), IsEmpty());
+  EXPECT_THAT(PassOverDeadBuild(TaskStatus::kStopped, /*connected=*/false),
+              IsEmpty());
   // Reported from the last known state all the same.
   EXPECT_EQ(tracker_->DeadContainers().size(), 1u);
   EXPECT_FALSE(tracker_->Dead().watcher().connected());

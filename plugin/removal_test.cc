@@ -13,6 +13,7 @@
 #include "plugin/backend/native_backend.h"
 #include "plugin/coordinator.h"
 #include "plugin/recovery.h"
+#include "plugin/testing/fake_clock.h"
 #include "plugin/testing/ledger_fixture.h"
 
 namespace snapledger {
@@ -24,22 +25,6 @@ using ::testing::IsEmpty;
 
 const absl::Status kBusy =
     absl::FailedPreconditionError("object is in use: mounted at /x (busy)");
-
-class FakeClock {
- public:
-  absl::Time Now() {
-    absl::MutexLock l(&mu_);
-    return now_;
-  }
-  void Advance(absl::Duration d) {
-    absl::MutexLock l(&mu_);
-    now_ += d;
-  }
-
- private:
-  absl::Mutex mu_;
-  absl::Time now_ = absl::FromUnixSeconds(1'700'000'000);
-};
 
 class RemovalTest : public testing::LedgerFixture {
  protected:
@@ -102,7 +87,7 @@ class RemovalTest : public testing::LedgerFixture {
     return n;
   }
 
-  FakeClock clock_;
+  testing::FakeClock clock_;
   std::unique_ptr<Coordinator> coord_;
 };
 
