@@ -251,20 +251,7 @@ std::vector<std::string> KindNames() {
 }
 
 std::string HumanSize(int64_t bytes) {
-  if (bytes < 0) return "-";
-  if (bytes < 1024) return absl::StrCat(bytes, " B");
-  static const char* const kUnits[] = {"KiB", "MiB", "GiB",
-                                       "TiB", "PiB", "EiB"};
-  double value = static_cast<double>(bytes) / 1024;
-  size_t unit = 0;
-  // Rounds as printed: 1023.96 KiB is "1.0 MiB", not "1024.0 KiB".
-  while (value >= 1023.95 && unit + 1 < std::size(kUnits)) {
-    value /= 1024;
-    ++unit;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %s", value, kUnits[unit]);
-  return buf;
+  return bytes < 0 ? "-" : HumanBytes(bytes);
 }
 
 std::string FormatTime(int64_t unix_ns) {
@@ -277,20 +264,6 @@ Json Rfc3339(int64_t unix_ns) {
   if (unix_ns == 0) return Json();
   return absl::FormatTime("%Y-%m-%dT%H:%M:%E*SZ", absl::FromUnixNanos(unix_ns),
                           absl::UTCTimeZone());
-}
-
-std::string CompactDuration(absl::Duration d) {
-  if (d < absl::ZeroDuration()) d = -d;
-  const int64_t s = absl::ToInt64Seconds(d);
-  auto two = [](int64_t big, const char* big_unit, int64_t small,
-                const char* small_unit) {
-    return small == 0 ? absl::StrCat(big, big_unit)
-                      : absl::StrCat(big, big_unit, small, small_unit);
-  };
-  if (s < 60) return absl::StrCat(s, "s");
-  if (s < 3600) return two(s / 60, "m", s % 60, "s");
-  if (s < 86400) return two(s / 3600, "h", s % 3600 / 60, "m");
-  return two(s / 86400, "d", s % 86400 / 3600, "h");
 }
 
 std::string WatcherText(const admin::WatcherStatus& w) {

@@ -15,6 +15,7 @@
 
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
+#include "plugin/human_units.h"
 #include "snapledger/admin/v1/admin.pb.h"
 #include "snapledger/store/v1/record.pb.h"
 
@@ -53,9 +54,6 @@ std::string Ago(int64_t unix_ns, absl::Time now);
 std::string Until(int64_t unix_ns, absl::Time now);
 // "42s", "3m", "5h", "12d": the largest whole unit.
 std::string ShortDuration(absl::Duration d);
-// The two largest units, to the second: "42s", "2m10s", "10m", "5h3m",
-// "3d4h".
-std::string CompactDuration(absl::Duration d);
 // The containerd watcher for people: "connected to ADDRESS, 12 containers,
 // 3 leases", "not connected (ADDRESS): ERROR", or "off (no
 // containerd_address configured)".

@@ -10,6 +10,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "plugin/backend/native_backend.h"
+#include "plugin/human_units.h"
 #include "plugin/recovery.h"
 
 namespace snapledger {
@@ -42,37 +43,6 @@ bool NeedsMeasuring(const Record& r) {
 
 // Records that are not usable snapshots but stay shown with --all.
 bool IsHidden(const Record& r) { return !IsVisible(r); }
-
-// Binary units with one decimal, as the CLI prints sizes: "5.1 MiB".
-std::string HumanBytes(int64_t bytes) {
-  if (bytes < 1024) return absl::StrCat(bytes < 0 ? 0 : bytes, " B");
-  static const char* const kUnits[] = {"KiB", "MiB", "GiB",
-                                       "TiB", "PiB", "EiB"};
-  double value = static_cast<double>(bytes) / 1024;
-  size_t unit = 0;
-  while (value >= 1023.95 && unit + 1 < std::size(kUnits)) {
-    value /= 1024;
-    ++unit;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f %s", value, kUnits[unit]);
-  return buf;
-}
-
-// The two largest units, to the second: "42s", "2m10s", "5h3m", "3d4h".
-std::string IdleText(absl::Duration d) {
-  int64_t s = absl::ToInt64Seconds(d);
-  if (s < 0) s = 0;
-  auto two = [](int64_t big, const char* big_unit, int64_t small,
-                const char* small_unit) {
-    return small == 0 ? absl::StrCat(big, big_unit)
-                      : absl::StrCat(big, big_unit, small, small_unit);
-  };
-  if (s < 60) return absl::StrCat(s, "s");
-  if (s < 3600) return two(s / 60, "m", s % 60, "s");
-  if (s < 86400) return two(s / 3600, "h", s % 3600 / 60, "m");
-  return two(s / 86400, "d", s % 86400 / 3600, "h");
-}
 
 std::string UtcTime(int64_t unix_ns) {
   return absl::FormatTime("%Y-%m-%d %H:%M:%S UTC", absl::FromUnixNanos(unix_ns),
@@ -265,7 +235,7 @@ absl::StatusOr<adminpb::OrphansResponse> AdminCore::Orphans(
         absl::StrCat("container ", ContainerName(c), " (", TaskText(c), ")");
     if (c.idle_since_ns() > 0) {
       absl::StrAppend(&detail, " idle since ", UtcTime(c.idle_since_ns()), " (",
-                      IdleText(now - absl::FromUnixNanos(c.idle_since_ns())),
+                      CompactDuration(now - absl::FromUnixNanos(c.idle_since_ns())),
                       ")");
     }
     o->set_detail(std::move(detail));
@@ -499,7 +469,7 @@ absl::StatusOr<adminpb::CheckResponse> AdminCore::Check(
           absl::StrCat("dead container ", ContainerName(c), " (", TaskText(c));
       if (c.idle_since_ns() > 0) {
         absl::StrAppend(&line, ", idle ",
-                        IdleText(now - absl::FromUnixNanos(c.idle_since_ns())));
+                        CompactDuration(now - absl::FromUnixNanos(c.idle_since_ns())));
       }
       absl::StrAppend(&line, ") pins ", c.pinned_size(),
                       c.pinned_size() == 1 ? " snapshot (" : " snapshots (",
