@@ -73,6 +73,7 @@ ContainerInfo FromProto(const std::string& ns,
 void SetTaskFromProcess(ContainerInfo& c, const types_v1::Process* p,
                         const ContainerInfo* old, absl::Time seen) {
   absl::Time evidence = seen;
+  bool exit_known = false;
   if (p == nullptr) {
     c.task = TaskStatus::kNone;
     c.pid = 0;
@@ -82,6 +83,7 @@ void SetTaskFromProcess(ContainerInfo& c, const types_v1::Process* p,
     if (c.task == TaskStatus::kStopped && p->has_exited_at()) {
       if (auto exited = KnownTime(p->exited_at())) {
         evidence = std::min(*exited, seen);
+        exit_known = true;
       }
     }
   }
@@ -90,6 +92,9 @@ void SetTaskFromProcess(ContainerInfo& c, const types_v1::Process* p,
     return;
   }
   c.idle_since = evidence;
+  // The task's own exit time is the best evidence: the task may have run
+  // again (unseen, while disconnected) since an older idle time.
+  if (exit_known) return;
   if (old != nullptr && old->created_at == c.created_at &&
       old->idle_since != absl::InfiniteFuture()) {
     c.idle_since = std::min(c.idle_since, old->idle_since);

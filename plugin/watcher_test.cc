@@ -493,6 +493,25 @@ TEST_F(WatcherTest, RelistKeepsIdleEvidenceOfKnownContainers) {
   EXPECT_EQ(View()->Container("default", "c")->idle_since, idle);
 }
 
+TEST_F(WatcherTest, ANewerExitSeenByARelistRestartsTheIdleClock) {
+  // Stopped an hour ago, as the watcher first sees it.
+  const absl::Time old_exit = HoursAgo(1);
+  fake_->PutContainer("default", "c", "snapledger", "c-snap");
+  fake_->PutTask("default", "c", types_v1::STOPPED, 0, old_exit);
+  StartWatcher(Options());
+  WaitConnected();
+  ASSERT_EQ(View()->Container("default", "c")->idle_since, old_exit);
+  // The task ran again and exited a moment ago, unseen (no event): the next
+  // listing must not keep the hour-old idle time, or a container that just
+  // worked would count as dead (and be reaped).
+  const absl::Time new_exit = absl::Now() - absl::Seconds(1);
+  fake_->PutTask("default", "c", types_v1::STOPPED, 0, new_exit);
+  const absl::Time synced = View()->last_sync;
+  watcher_->RequestRelist();
+  ASSERT_TRUE(Eventually([&] { return View()->last_sync > synced; }));
+  EXPECT_EQ(View()->Container("default", "c")->idle_since, new_exit);
+}
+
 TEST_F(WatcherTest, LeasesFollowSnapshotHintsAndPeriodicRelisting) {
   WatcherOptions o = Options();
   StartWatcher(o);
