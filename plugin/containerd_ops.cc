@@ -65,7 +65,8 @@ class GrpcContainerdOps final : public ContainerdOps {
     containers_v1::GetContainerRequest req;
     req.set_id(id);
     containers_v1::GetContainerResponse resp;
-    absl::Status st = Call("Containers/Get", ns, id, Deadline(),
+    absl::Status st = Call("Containers/Get", ns, id,
+                           absl::Now() + options_.check_timeout,
                            [&](grpc::ClientContext* ctx) {
                              return containers_->Get(ctx, req, &resp);
                            });
@@ -76,7 +77,7 @@ class GrpcContainerdOps final : public ContainerdOps {
 
   absl::StatusOr<TaskStatus> GetTask(const std::string& ns,
                                      const std::string& id) override {
-    return GetTaskBy(ns, id, Deadline());
+    return GetTaskBy(ns, id, absl::Now() + options_.check_timeout);
   }
 
   absl::Status DeleteTask(const std::string& ns,
@@ -86,6 +87,13 @@ class GrpcContainerdOps final : public ContainerdOps {
     if (!task.ok()) return task.status();
     if (!task->has_value()) return absl::OkStatus();
     const TaskStatus status = TaskStatusFromProto((*task)->status());
+    // Only a task that is not live is deleted: one that started again
+    // since the caller judged it is left alone.
+    if (TaskIsLive(status)) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("containerd Tasks/Delete ", ns, "/", id, ": the task is ",
+                       std::string(TaskStatusName(status)), "; left alone"));
+    }
 
     // A created task is killed too: its pid is runc's init, waiting to exec
     // the entrypoint, and containerd's own client deletes a created task

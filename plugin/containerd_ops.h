@@ -3,9 +3,11 @@
 // before a removal is held back for it, and the reaper's deletions.
 //
 // Deadlock rule: containerd calls a snapshotter's Remove from its garbage
-// collector while holding its metadata write lock. Only read-only calls
-// (ContainerExists, GetTask) may be made from inside a Snapshots handler;
-// the mutating calls run on the reaper's own thread, never from a handler.
+// collector while holding its own lock on that snapshotter (every containerd
+// Snapshots call for it waits meanwhile). Only ContainerExists and GetTask —
+// read-only, served from a read transaction — may be made from inside a
+// Snapshots handler, never containerd's Snapshots API; the mutating calls
+// run on the reaper's own thread, never from a handler.
 //
 // Errors: the gRPC status of the failed call, as an absl::Status, with the
 // call and the container named in the message. NotFound of the thing being
@@ -34,9 +36,11 @@ class ContainerdOps {
   // The status of the container's task now; kNone when it has none.
   [[nodiscard]] virtual absl::StatusOr<TaskStatus> GetTask(
       const std::string& ns, const std::string& id) = 0;
-  // Deletes the container's task, forced: every process is killed with
-  // SIGKILL first, and the task waited for (up to the options' kill_wait)
-  // to stop. OK when there is no task.
+  // Deletes the container's task if it is not live (none, created or
+  // stopped; FailedPrecondition if it runs, is paused or unknown: it started
+  // again since the caller judged it). Forced: a created task's process is
+  // killed with SIGKILL first and waited for (up to kill_wait). OK when
+  // there is no task.
   [[nodiscard]] virtual absl::Status DeleteTask(const std::string& ns,
                                                 const std::string& id) = 0;
   // Deletes the container record. OK when it is already gone;
@@ -49,16 +53,17 @@ class ContainerdOps {
   // and deleted with `sync`). The collection calls our own Snapshots Remove:
   // the caller must hold nothing a Remove needs (no key lock), or this
   // waits for gc_timeout.
-
   [[nodiscard]] virtual absl::Status CollectGarbage(const std::string& ns) = 0;
 };
 
 struct GrpcContainerdOpsOptions {
   // containerd's socket: a path, or a gRPC target starting with "unix:".
   std::string address = "/run/containerd/containerd.sock";
-  // Deadline of each call (CollectGarbage: of the sync delete, which waits
-  // for a whole collection).
+  // Deadline of each call but the two below and CollectGarbage.
   absl::Duration rpc_timeout = absl::Seconds(10);
+  // Deadline of ContainerExists and GetTask: the removal guard asks from
+  // inside a Remove, while containerd holds its lock on our snapshotter.
+  absl::Duration check_timeout = absl::Seconds(2);
   // How long DeleteTask waits for a killed task to stop.
   absl::Duration kill_wait = absl::Seconds(10);
   // Deadline of CollectGarbage's sync delete: a whole collection, with its

@@ -138,10 +138,10 @@ TEST_F(ContainerdOpsTest, GetTaskMapsEveryStatus) {
 // ---------------------------------------------------------------------------
 // DeleteTask.
 
-TEST_F(ContainerdOpsTest, DeleteTaskKillsWaitsThenDeletesARunningTask) {
-  fake_->PutTask("default", "c", types_v1::RUNNING, 42);
-  // containerd refuses to delete a running task: deleting before the task
-  // stopped would fail.
+TEST_F(ContainerdOpsTest, DeleteTaskKillsWaitsThenDeletesACreatedTask) {
+  fake_->PutTask("default", "c", types_v1::CREATED, 42);
+  // containerd refuses to delete a task whose process lives: deleting
+  // before the task stopped would fail.
   fake_->set_kill_stop_delay(absl::Milliseconds(300));
   const absl::Time t0 = absl::Now();
   ASSERT_EQ(ops_->DeleteTask("default", "c"), absl::OkStatus());
@@ -160,12 +160,17 @@ TEST_F(ContainerdOpsTest, DeleteTaskKillsWaitsThenDeletesARunningTask) {
   EXPECT_THAT(CallsTo("Tasks/Kill"), ::testing::SizeIs(1));
 }
 
-TEST_F(ContainerdOpsTest, DeleteTaskKillsAPausedTask) {
-  fake_->PutTask("default", "c", types_v1::PAUSED, 42);
-  ASSERT_EQ(ops_->DeleteTask("default", "c"), absl::OkStatus());
-  EXPECT_EQ(fake_->Task("default", "c"), std::nullopt);
-  EXPECT_THAT(CallsTo("Tasks/Kill"),
-              ElementsAre("Tasks/Kill default/c signal=9 all=true"));
+TEST_F(ContainerdOpsTest, DeleteTaskLeavesALiveTaskAlone) {
+  // The reaper judged the task dead; it started again since: not killed.
+  for (auto status : {types_v1::RUNNING, types_v1::PAUSED}) {
+    fake_->ClearCalls();
+    fake_->PutTask("default", "c", status, 42);
+    const absl::Status st = ops_->DeleteTask("default", "c");
+    EXPECT_TRUE(absl::IsFailedPrecondition(st)) << st;
+    EXPECT_THAT(st.message(), HasSubstr("left alone"));
+    ASSERT_NE(fake_->Task("default", "c"), std::nullopt);
+    EXPECT_THAT(CallsTo("Tasks/"), ElementsAre("Tasks/Get default/c"));
+  }
 }
 
 TEST_F(ContainerdOpsTest, DeleteTaskOfAStoppedTaskDeletesWithoutKilling) {
@@ -211,7 +216,7 @@ TEST_F(ContainerdOpsTest, DeleteTaskWithoutATaskIsOk) {
 }
 
 TEST_F(ContainerdOpsTest, DeleteTaskWhoseTaskVanishesWhileWaiting) {
-  fake_->PutTask("default", "c", types_v1::RUNNING, 42);
+  fake_->PutTask("default", "c", types_v1::CREATED, 42);
   fake_->set_kill_stops_task(false);
   std::thread remover([&] {
     absl::SleepFor(absl::Milliseconds(200));
@@ -230,7 +235,7 @@ TEST_F(ContainerdOpsTest, DeleteTaskToleratesKillOfAnAlreadyStoppedProcess) {
   for (grpc::StatusCode code :
        {grpc::StatusCode::NOT_FOUND, grpc::StatusCode::FAILED_PRECONDITION}) {
     fake_->ClearCalls();
-    fake_->PutTask("default", "c", types_v1::RUNNING, 42);
+    fake_->PutTask("default", "c", types_v1::CREATED, 42);
     fake_->FailCalls("Tasks/Kill", grpc::Status(code, "already finished"));
     std::thread exiter([&] {
       absl::SleepFor(absl::Milliseconds(200));
@@ -245,7 +250,7 @@ TEST_F(ContainerdOpsTest, DeleteTaskToleratesKillOfAnAlreadyStoppedProcess) {
 }
 
 TEST_F(ContainerdOpsTest, DeleteTaskReportsAFailedKill) {
-  fake_->PutTask("default", "c", types_v1::RUNNING, 42);
+  fake_->PutTask("default", "c", types_v1::CREATED, 42);
   fake_->FailCalls("Tasks/Kill", grpc::Status(grpc::StatusCode::UNKNOWN,
                                               "runc: permission denied"));
   const absl::Status st = ops_->DeleteTask("default", "c");
@@ -261,7 +266,7 @@ TEST_F(ContainerdOpsTest, DeleteTaskGivesUpWhenTheTaskNeverStops) {
   GrpcContainerdOpsOptions o = Options();
   o.kill_wait = absl::Milliseconds(300);
   ops_ = MakeGrpcContainerdOps(o);
-  fake_->PutTask("default", "build-3", types_v1::RUNNING, 42);
+  fake_->PutTask("default", "build-3", types_v1::CREATED, 42);
   fake_->set_kill_stops_task(false);
 
   const absl::Time t0 = absl::Now();
@@ -271,14 +276,14 @@ TEST_F(ContainerdOpsTest, DeleteTaskGivesUpWhenTheTaskNeverStops) {
   EXPECT_THAT(std::string(st.message()),
               StartsWith("containerd Tasks/Kill default/build-3: "
                          "DEADLINE_EXCEEDED: "));
-  EXPECT_THAT(std::string(st.message()), HasSubstr("running"));
+  EXPECT_THAT(std::string(st.message()), HasSubstr("(created)"));
   EXPECT_GE(took, absl::Milliseconds(300));
   EXPECT_LT(took, absl::Seconds(5));
   // Polled, never deleted, still there.
   EXPECT_GE(CallsTo("Tasks/Get").size(), 2u);
   EXPECT_THAT(CallsTo("Tasks/Delete"), IsEmpty());
   ASSERT_NE(fake_->Task("default", "build-3"), std::nullopt);
-  EXPECT_EQ(fake_->Task("default", "build-3")->status(), types_v1::RUNNING);
+  EXPECT_EQ(fake_->Task("default", "build-3")->status(), types_v1::CREATED);
 }
 
 TEST_F(ContainerdOpsTest, DeleteTaskErrorsNameCallNamespaceAndContainer) {
