@@ -89,6 +89,15 @@ struct Daemon::State {
   std::unique_ptr<grpc::Server> admin_server;
   RecoveryReport recovery;
   bool stopped = false;
+
+  // A start that fails half-way leaves threads running that reach across
+  // members (the removal worker asks the owner tracker, the watcher feeds
+  // it): stop them before any member goes. Shutdown() does the same.
+  ~State() {
+    if (watcher != nullptr) watcher->Stop();
+    if (owners != nullptr) owners->Stop();
+    if (coordinator != nullptr) coordinator->StopRemovalQueue();
+  }
 };
 
 Daemon::Daemon(std::unique_ptr<State> state) : state_(std::move(state)) {}
@@ -234,10 +243,26 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   sources.remove_policy = config.remove_policy;
   if (state->owners != nullptr) {
     OwnerTracker* owners = state->owners.get();
-    sources.dead = [owners]() -> absl::StatusOr<adminpb::DeadResponse> {
-      return owners->Dead();
+    // The watcher's own view for the time of the last listing: the tracker
+    // hears of a view only when its content changes.
+    auto with_last_sync = [st](adminpb::WatcherStatus status) {
+      if (st->watcher != nullptr) {
+        const absl::Time synced = st->watcher->Current()->last_sync;
+        if (synced != absl::InfinitePast()) {
+          status.set_last_sync_ns(absl::ToUnixNanos(synced));
+        }
+      }
+      return status;
     };
-    sources.watcher_status = [owners] { return owners->Status(); };
+    sources.dead = [owners, with_last_sync]()
+        -> absl::StatusOr<adminpb::DeadResponse> {
+      adminpb::DeadResponse response = owners->Dead();
+      *response.mutable_watcher() = with_last_sync(response.watcher());
+      return response;
+    };
+    sources.watcher_status = [owners, with_last_sync] {
+      return with_last_sync(owners->Status());
+    };
   }
   state->admin_core = std::make_unique<AdminCore>(std::move(sources));
   state->admin_service =

@@ -51,6 +51,18 @@ std::optional<Ownership::NsName> SplitHolder(const std::string& holder) {
   return Ownership::NsName{holder.substr(0, slash), holder.substr(slash + 1)};
 }
 
+// Whether container ns/id, as the view knows it, was created after the
+// removal of `record` was asked for: a container id used again. containerd
+// had dropped the snapshot before it asked us to remove it, so such a
+// container cannot be using it.
+bool CreatedAfterRemoval(const Ownership& view, const std::string& ns,
+                         const std::string& id, const Record& record) {
+  if (record.remove_requested_ns() == 0) return false;
+  const ContainerInfo* c = view.Container(ns, id);
+  return c != nullptr && c->created_at != absl::InfinitePast() &&
+         c->created_at > absl::FromUnixNanos(record.remove_requested_ns());
+}
+
 }  // namespace
 
 std::optional<ProxyKey> RecordIdentity(const Record& record) {
@@ -109,6 +121,10 @@ void OwnerTracker::Start() {
         seen = view_changes_;
       }
       RunOnce();
+      // Bursts of events (a build starts and ends in a handful) share a pass.
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), kMinPassInterval);
+      if (stopping_) return;
     }
   });
 }
@@ -161,6 +177,7 @@ std::optional<std::string> OwnerTracker::Holder(const Record& record) {
   }
 
   for (const std::string& id : candidates) {
+    if (CreatedAfterRemoval(*view, ns, id, record)) continue;
     const std::string holder = absl::StrCat(ns, "/", id);
     if (ops_ == nullptr) return holder;
     absl::StatusOr<bool> exists = ops_->ContainerExists(ns, id);
@@ -235,7 +252,8 @@ void OwnerTracker::RunOnce() {
       }
       std::optional<Ownership::NsName> held = SplitHolder(r.held_by());
       if (!held.has_value() ||
-          view->Container(held->first, held->second) == nullptr) {
+          view->Container(held->first, held->second) == nullptr ||
+          CreatedAfterRemoval(*view, held->first, held->second, r)) {
         coordinator_->ReleaseHold(r.backend_id());
       }
     }
@@ -298,6 +316,8 @@ void OwnerTracker::RunOnce() {
                  c == nullptr ? "deleted" : "its task is live again");
   }
   logged_dead_ = std::move(still_dead);
+  std::erase_if(reap_failures_,
+                [&](const auto& f) { return !logged_dead_.contains(f.first); });
 
   std::vector<Ownership::NsName> reaped;
   if (view->connected && options_.reaper.enabled && !options_.reaper.dry_run &&
@@ -320,18 +340,40 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
     const Ownership& view, std::vector<adminpb::DeadContainer>* dead) {
   std::vector<Ownership::NsName> reaped;
   std::set<std::string> namespaces;
+  const absl::Time now = options_.clock();
   for (auto it = dead->begin(); it != dead->end();) {
     const adminpb::DeadContainer& d = *it;
     if (d.reaper() != "reap") {
       ++it;
       continue;
     }
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;  // the rest waits for the next start
+    }
+    const Ownership::NsName key{d.namespace_(), d.id()};
+    if (auto f = reap_failures_.find(key);
+        f != reap_failures_.end() && now < f->second.next_try) {
+      ++it;
+      continue;
+    }
     const std::string name = absl::StrCat(d.namespace_(), "/", d.id());
+    // Failures are retried with back-off, and logged once per new cause.
+    auto failed = [&](const std::string& what, const absl::Status& cause) {
+      ReapFailure& f = reap_failures_[key];
+      const std::string text = cause.ToString();
+      if (text != f.last_error) {
+        spdlog::warn("reaper: {}: {}: {} (retrying with back-off)", name, what,
+                     text);
+      }
+      f.last_error = text;
+      f.delay = std::clamp(f.delay * 2, absl::Seconds(10), absl::Minutes(5));
+      f.next_try = now + f.delay;
+    };
     // The view may be an event behind: ask once more before deleting.
     absl::StatusOr<TaskStatus> task = ops_->GetTask(d.namespace_(), d.id());
     if (!task.ok()) {
-      spdlog::warn("reaper: {}: cannot read its task: {}", name,
-                   task.status().ToString());
+      failed("cannot read its task", task.status());
       ++it;
       continue;
     }
@@ -344,11 +386,11 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
     absl::Status s = ops_->DeleteTask(d.namespace_(), d.id());
     if (s.ok()) s = ops_->DeleteContainer(d.namespace_(), d.id());
     if (!s.ok()) {
-      spdlog::warn("reaper: cannot delete dead container {}: {}", name,
-                   s.ToString());
+      failed("cannot delete the dead container", s);
       ++it;
       continue;
     }
+    reap_failures_.erase(key);
     const ContainerInfo* c = view.Container(d.namespace_(), d.id());
     const std::string detail = absl::StrCat(
         "container ", name, " deleted by the reaper (task ", d.task(),
@@ -371,13 +413,13 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
     logged_dead_.erase({d.namespace_(), d.id()});
     it = dead->erase(it);
   }
-  // containerd's collector now removes the snapshots nothing references;
-  // the removal queue takes it from there.
-  for (const std::string& ns : namespaces) {
-    if (absl::Status s = ops_->CollectGarbage(ns); !s.ok()) {
-      spdlog::warn("reaper: cannot run containerd's garbage collector in {}: "
-                   "{} (it runs by itself later)",
-                   ns, s.ToString());
+  // containerd's collector (one for all namespaces) now removes the
+  // snapshots nothing references; the removal queue takes it from there.
+  if (!namespaces.empty()) {
+    if (absl::Status s = ops_->CollectGarbage(*namespaces.begin()); !s.ok()) {
+      spdlog::warn("reaper: cannot run containerd's garbage collector: {} (it "
+                   "runs by itself later)",
+                   s.ToString());
     }
   }
   if (!reaped.empty() && options_.request_relist) options_.request_relist();

@@ -130,8 +130,17 @@ class OwnerTracker {
   std::vector<adminpb::DeadContainer> dead_ ABSL_GUARDED_BY(mu_);
   uint64_t reaped_total_ ABSL_GUARDED_BY(mu_) = 0;
 
-  // Passes: one at a time.
+  // Passes: one at a time, at most one per kMinPassInterval on the thread.
+  static constexpr absl::Duration kMinPassInterval = absl::Milliseconds(250);
   absl::Mutex pass_mu_;
+  struct ReapFailure {
+    std::string last_error;
+    absl::Duration delay = absl::ZeroDuration();
+    absl::Time next_try = absl::InfinitePast();
+  };
+  // Containers the reaper failed to delete: when to try again.
+  std::map<Ownership::NsName, ReapFailure> reap_failures_
+      ABSL_GUARDED_BY(pass_mu_);
   // Dead containers already logged, and dry-run decisions already logged.
   std::map<Ownership::NsName, absl::Time> logged_dead_
       ABSL_GUARDED_BY(pass_mu_);

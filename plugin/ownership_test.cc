@@ -46,6 +46,7 @@ class FakeOps : public ContainerdOps {
     absl::MutexLock l(&mu_);
     calls_.push_back("delete-task " + ns + "/" + id);
     if (!down_.ok()) return down_;
+    if (!delete_task_error_.ok()) return delete_task_error_;
     auto it = containers_.find(ns + "/" + id);
     if (it != containers_.end()) it->second = TaskStatus::kNone;
     return absl::OkStatus();
@@ -72,6 +73,10 @@ class FakeOps : public ContainerdOps {
     absl::MutexLock l(&mu_);
     containers_.erase(name);
   }
+  void FailDeleteTask(absl::Status s) {
+    absl::MutexLock l(&mu_);
+    delete_task_error_ = std::move(s);
+  }
   void SetDown(absl::Status s) {
     absl::MutexLock l(&mu_);
     down_ = std::move(s);
@@ -85,6 +90,7 @@ class FakeOps : public ContainerdOps {
   absl::Mutex mu_;
   std::map<std::string, TaskStatus> containers_;
   absl::Status down_;
+  absl::Status delete_task_error_;
   std::vector<std::string> calls_;
 };
 
@@ -101,6 +107,7 @@ class ViewBuilder {
     c.snapshot_key = snapshot_key;
     c.image = "docker.io/library/busybox:latest";
     c.task = task;
+    c.created_at = created_at_;
     c.idle_since = TaskIsLive(task) ? absl::InfiniteFuture() : idle_since;
     view_.snapshots[{ns, snapshot_key}].containers.push_back(id);
     return *this;
@@ -116,6 +123,11 @@ class ViewBuilder {
     }
     return *this;
   }
+  // containers added next were created at `t`.
+  ViewBuilder& CreatedAt(absl::Time t) {
+    created_at_ = t;
+    return *this;
+  }
   ViewBuilder& Disconnected() {
     view_.connected = false;
     return *this;
@@ -125,6 +137,7 @@ class ViewBuilder {
   }
 
  private:
+  absl::Time created_at_ = absl::InfinitePast();
   Ownership view_ = [] {
     Ownership v;
     v.connected = true;
@@ -486,6 +499,62 @@ TEST_F(OwnershipTest, ReaperWaitsForAConnectedView) {
   // Reported from the last known state all the same.
   EXPECT_EQ(tracker_->DeadContainers().size(), 1u);
   EXPECT_FALSE(tracker_->Dead().watcher().connected());
+}
+
+TEST_F(OwnershipTest, ReaperBacksOffAfterAFailure) {
+  Open(RemovePolicy::kDefer, ReaperOptions{true, {"build-*"}, false});
+  ops_.FailDeleteTask(absl::UnavailableError("shim gone"));
+  EXPECT_THAT(PassOverDeadBuild(TaskStatus::kStopped),
+              ElementsAre("task default/build-1", "delete-task default/build-1"));
+  EXPECT_EQ(tracker_->reaped_total(), 0u);
+  // Not again at once: no container deleted, no GC, no retry storm.
+  tracker_->RunOnce();
+  EXPECT_THAT(ops_.TakeCalls(), IsEmpty());
+  // After the back-off, it is tried again and succeeds.
+  ops_.FailDeleteTask(absl::OkStatus());
+  clock_.Advance(absl::Seconds(11));
+  tracker_->RunOnce();
+  EXPECT_THAT(ops_.TakeCalls(),
+              ElementsAre("task default/build-1", "delete-task default/build-1",
+                          "delete-container default/build-1", "gc default"));
+  EXPECT_EQ(tracker_->reaped_total(), 1u);
+}
+
+TEST_F(OwnershipTest, ADisconnectedViewReleasesNoHold) {
+  MakeChain();
+  ops_.Add("default/c1", TaskStatus::kStopped);
+  Feed(ViewBuilder(clock_.Now())
+           .Container("default", "c1", "ctr1", TaskStatus::kStopped,
+                      clock_.Now())
+           .Build());
+  const uint64_t id = Get("default/3/ctr1").backend_id();
+  ASSERT_TRUE(coord_->Remove("default/3/ctr1").ok());
+  // containerd unreachable: the view keeps nothing, proves nothing.
+  Feed(ViewBuilder(clock_.Now()).Disconnected().Build());
+  EXPECT_EQ(coord_->RunDueRemovals(), 0);
+  EXPECT_TRUE(backend_.objects().contains(id));
+  EXPECT_EQ(Get(RemovedKey(id)).held_by(), "default/c1");
+}
+
+TEST_F(OwnershipTest, AContainerIdUsedAgainDoesNotHoldTheOldRootfs) {
+  MakeChain();
+  ops_.Add("default/c1", TaskStatus::kStopped);
+  Feed(ViewBuilder(clock_.Now())
+           .CreatedAt(clock_.Now() - absl::Minutes(1))
+           .Container("default", "c1", "ctr1", TaskStatus::kStopped,
+                      clock_.Now())
+           .Build());
+  const uint64_t id = Get("default/3/ctr1").backend_id();
+  ASSERT_TRUE(coord_->Remove("default/3/ctr1").ok());
+  ASSERT_EQ(Get(RemovedKey(id)).held_by(), "default/c1");
+  // c1 is deleted and a new c1 created (a CI system reusing its names).
+  clock_.Advance(absl::Minutes(1));
+  Feed(ViewBuilder(clock_.Now())
+           .CreatedAt(clock_.Now())
+           .Container("default", "c1", "ctr1", TaskStatus::kRunning)
+           .Build());
+  EXPECT_EQ(coord_->RunDueRemovals(), 1);
+  EXPECT_FALSE(backend_.objects().contains(id));
 }
 
 TEST_F(OwnershipTest, FirstPassHookRunsOnceAfterAListing) {
