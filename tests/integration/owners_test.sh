@@ -18,18 +18,28 @@
 #      and its storage is intact; backend == ledger; the normal builds left
 #      nothing behind;
 #   2. snapledgerd restarted (SIGTERM, start) while containers run and dead
-#      ones exist: ownership and the dead set are rebuilt identical;
+#      ones exist, and containerd changes meanwhile: with snapledgerd down,
+#      one dead container (the first cancelled build, GONE) is deleted; with
+#      snapledgerd running blind (containerd_address at a socket nobody
+#      listens on: containerd needs its proxy to prepare a snapshot) a new
+#      container, fresh, is run, and GONE's removal stays held, fresh gets no
+#      owner. After the real restart the state is rebuilt from containerd,
+#      not read back: GONE's held removal completes (record, object gone,
+#      history `removed`), it is not dead; the other dead ones are, with the
+#      same pins and idle_since (containerd's exit time); fresh's snapshot is
+#      owned by fresh; every other record's ownership is unchanged;
 #   3. the reaper (`[reaper] match = ["build-*"]`): first dry_run (reports
 #      "dry-run", deletes nothing), then for real: after the grace, no dead
 #      container, no build-* container but the running build-live, no pending
-#      removal, and containerd, the ledger and the backend agree; a running
-#      container that does not match (keeper) and a running one that does
-#      (build-live) are untouched;
+#      removal, and containerd, the ledger and the backend agree; running
+#      containers that do not match (keeper, fresh) and a running one that
+#      does (build-live) are untouched;
 #   4. the watcher across a restart of containerd: it notices the loss,
 #      reconnects, and a new container's snapshot gets its owner within a few
 #      seconds.
-# Ends with a `FIGURES:` line (builds, cancelled, dead found, snapshots
-# pinned, reclaimed, leaked, seconds to settle) and "N passed, M failed".
+# Ends with a `FIGURES:` line (builds, cancelled, dead found in test 1,
+# snapshots pinned, held-back snapshots reclaimed in tests 2 and 3, leaked,
+# seconds to settle) and "N passed, M failed".
 #
 # IT_OWNERS_BASELINE=1 replays the wedge only, on a daemon without the
 # watcher (today's snapledgerd), and prints how many cancelled containers are
@@ -72,7 +82,7 @@ CTRD_SOCK=$IT_TMP/containerd/containerd.sock
 if [[ $BASELINE != 1 ]] && ! "$SNAPLEDGERD" --help 2>&1 | grep -q -- '--containerd-address'; then
   it_die "$SNAPLEDGERD has no --containerd-address (no containerd watcher); this suite needs it"
 fi
-((CANCELLED >= 1 && CANCELLED < BUILDS)) || it_die "need 1 <= IT_OWNERS_CANCELLED < IT_OWNERS_BUILDS"
+((CANCELLED >= 2 && CANCELLED < BUILDS)) || it_die "need 2 <= IT_OWNERS_CANCELLED < IT_OWNERS_BUILDS"
 
 # ------------------------------------------------------------- helpers ---
 ctrs() { ctrd snapshots --snapshotter "$SN" "$@"; }   # through containerd
@@ -190,7 +200,9 @@ gc_sync() {
   ctrd leases create --id "$id" >/dev/null && ctrd leases rm --sync "$id" >/dev/null
 }
 
-# write_config REAPER_ENABLED DRY_RUN
+# write_config REAPER_ENABLED DRY_RUN : containerd_address = $WATCH_ADDR
+# (containerd's socket; test 2 points it elsewhere to blind the watcher).
+WATCH_ADDR=$CTRD_SOCK
 write_config() {
   if [[ $BASELINE == 1 ]]; then   # today's daemon: no watcher settings
     cat >"$CONF" <<EOF
@@ -205,7 +217,7 @@ EOF
   cat >"$CONF" <<EOF
 remove_policy = "defer"
 reconcile_interval = "0s"
-containerd_address = "$CTRD_SOCK"
+containerd_address = "$WATCH_ADDR"
 [remove_queue]
 initial_backoff = "300ms"
 max_backoff = "1s"
@@ -218,11 +230,15 @@ dry_run = $2
 EOF
 }
 
-# restart_snapledgerd NAME : SIGTERM (must exit 0), start on the same root
-# with the current $CONF, wait for the watcher.
+# restart_snapledgerd NAME [CMD...] : SIGTERM (must exit 0), run CMD (if
+# any) while snapledgerd is down, start on the same root with the current
+# $CONF, wait for the watcher.
 restart_snapledgerd() {
-  if snapledgerd_stop; then it_pass "$1: snapledgerd exits 0 on SIGTERM"
-  else it_fail "$1: snapledgerd exits 0 on SIGTERM" "exit status $?"; fi
+  local name=$1; shift
+  if snapledgerd_stop; then it_pass "$name: snapledgerd exits 0 on SIGTERM"
+  else it_fail "$name: snapledgerd exits 0 on SIGTERM" "exit status $?"; fi
+  (($# == 0)) || "$@"
+  set -- "$name"
   snapledgerd_start "$SNAPLEDGERD" --config "$CONF" || it_die "$1: snapledgerd did not start again"
   if wait_for 30 "the watcher connected" watcher_connected; then
     it_pass "$1: the watcher is connected again"
@@ -468,18 +484,59 @@ test_wedge() {
 }
 
 # --------------------------- 2. snapledgerd restarted with containers ---
+# While snapledgerd is down containerd moves on: GONE, a dead container whose
+# snapshot's removal is held, is deleted (task, then container). containerd
+# cannot prepare a snapshot without its proxy, so the new container (fresh)
+# is made while snapledgerd runs blind: its containerd_address pointing at a
+# socket nobody listens on. Then the real restart: what the ledger says is
+# stale (GONE still holds its removal, fresh has no owner), and only a
+# watcher that lists containerd again gets it right.
+GONE=${CANCELLED_IDS%% *}                  # deleted while snapledgerd is down
+REMAIN_IDS=${CANCELLED_IDS#"$GONE"} REMAIN_IDS=${REMAIN_IDS# }
+NREMAIN=$((CANCELLED - 1))                 # dead ones left for the reaper
+RUNNING_IDS='build-live fresh keeper'      # running from test 2 on (sorted)
+BLIND_SOCK=$IT_TMP/no-containerd.sock      # nothing listens here
+
 ownership_doc() { # what must survive a restart
   ledger_all | jq -cS 'map({key, ledger_key, state, owner, held_by, leases, attempts}) | sort_by(.key)'
 }
+# without KEY <DOC : an ownership document without the record of KEY
+without() { jq -cS --arg k "$1" 'map(select(.key != $k))'; }
 dead_doc() {
   dead_json | jq -cS '.dead | map({namespace, id, image, task, snapshot, pinned, pinned_count, pinned_bytes}) | sort_by(.id)'
 }
-ownership_is() { [[ $(ownership_doc) == "$1" ]]; }
+idle_doc() { dead_json | jq -cS '.dead | map({id, idle_since}) | sort_by(.id)'; }
+but_gone() { jq -cS --arg g "$GONE" 'map(select(.id != $g))'; }
+ownership_is() { [[ $(ownership_doc | without "$2") == "$1" ]]; }
 dead_doc_is() { [[ $(dead_doc) == "$1" ]]; }
+# GONE's record (by backend id, whatever its key now) and object are gone
+gone_records() { ledger_all | jq --argjson b "$GONE_BID" '[.[] | select(.backend_id == $b)] | length'; }
+gone_is_gone() { [[ $(gone_records) == 0 && ! -e $BACKEND_DIR/$GONE_BID ]]; }
+gone_history() { sl_json history -n 1000 | jq -c --argjson b "$GONE_BID" '[.[] | select(.backend_id == $b)] | sort_by(.seq)'; }
+watcher_blind() { [[ $(sl_json stats | jq -r '"\(.watcher.connected) \(.watcher.address)"') == "false $BLIND_SOCK" ]]; }
+asked_about_gone() { # the held removal was tried and containerd could not answer
+  snapledgerd_last_log | grep -E "cannot ask containerd whether container $IT_NS/$GONE still exists" | grep -q assuming
+}
+
+# down_delete_gone : (snapledgerd down) containerd deletes GONE; snapledgerd
+# is to start blind.
+down_delete_gone() {
+  assert_cmd_ok "2: (snapledgerd down) ctr tasks delete $GONE" ctrd tasks delete "$GONE"
+  assert_cmd_ok "2: (snapledgerd down) ctr containers rm $GONE" ctrd containers rm "$GONE"
+  assert_eq "2: (snapledgerd down) containerd keeps the other dead ones, build-live and keeper" \
+    "$(tr ' ' '\n' <<<"$REMAIN_IDS build-live keeper" | sort | words)" "$(containers)"
+  WATCH_ADDR=$BLIND_SOCK
+  write_config false false
+}
+# down_see_again : (snapledgerd down) the real containerd_address again.
+down_see_again() {
+  WATCH_ADDR=$CTRD_SOCK
+  write_config false false
+}
 
 test_restart() {
-  local own_before dead_before id
-  echo "== 2. snapledgerd restarted while containers run and dead ones exist"
+  local own_before dead_before idle_before id h want
+  echo "== 2. snapledgerd restarted while containers run and dead ones exist; containerd changes meanwhile"
   for id in keeper build-live; do
     assert_cmd_ok "2: ctr run -d $id (sleep 600)" \
       ctrd run -d --snapshotter "$SN" "$IMG" "$id" sleep 600
@@ -494,19 +551,93 @@ test_restart() {
   assert_eq "2: running containers are not dead (keeper, build-live)" "$CANCELLED_IDS" "$(dead_ids)"
   own_before=$(ownership_doc)
   dead_before=$(dead_doc)
-  restart_snapledgerd "2"
-  if wait_for $((GRACE + 20)) "the same dead set" dead_doc_is "$dead_before"; then
-    it_pass "2: the dead set is rebuilt identical (ids, tasks, snapshots, pins)"
+  idle_before=$(idle_doc)
+  GONE_BID=$(field_of "${RAW[$GONE]}" backend_id)
+  GONE_LKEY=$(field_of "${RAW[$GONE]}" ledger_key)
+  [[ -n $GONE_BID && -n $GONE_LKEY ]] || it_die "2: no record for $GONE (${RAW[$GONE]})"
+  it_log "$GONE: ${RAW[$GONE]} held as $GONE_LKEY (object $GONE_BID); idle since $(jq -r --arg g "$GONE" '.[] | select(.id == $g) | .idle_since' <<<"$idle_before")"
+
+  # Down: containerd deletes GONE. Blind: fresh is made.
+  if snapledgerd_stop; then it_pass "2 (down): snapledgerd exits 0 on SIGTERM"
+  else it_fail "2 (down): snapledgerd exits 0 on SIGTERM" "exit status $?"; fi
+  down_delete_gone
+  snapledgerd_start "$SNAPLEDGERD" --config "$CONF" || it_die "2: snapledgerd did not start (blind)"
+  if wait_for 10 "the watcher blind" watcher_blind; then
+    it_pass "2 (blind): containerd_address $BLIND_SOCK: the watcher is not connected"
   else
-    it_fail "2: the dead set is rebuilt identical" "before: $dead_before" "after:  $(dead_doc)"
+    it_fail "2 (blind): containerd_address $BLIND_SOCK: the watcher is not connected" "$(sl_json stats | jq -c .watcher)"
   fi
-  if wait_for 10 "the same ownership" ownership_is "$own_before"; then
-    it_pass "2: ownership is rebuilt identical (owner, held_by, leases, states, attempts of every record)"
+  if wait_for 15 "the held removal tried" asked_about_gone && held_by_is "${RAW[$GONE]}" "$IT_NS/$GONE"; then
+    it_pass "2 (blind): $GONE's removal, tried at start-up, stays held (containerd cannot say it is gone)"
   else
-    it_fail "2: ownership is rebuilt identical" "before: $own_before" "after:  $(ownership_doc)"
+    it_fail "2 (blind): $GONE's removal, tried at start-up, stays held" \
+      "$(sl_json inspect "${RAW[$GONE]}" | jq -c .)" "$(snapledgerd_last_log | grep -E "$GONE" | tail -n 5)"
   fi
-  for id in keeper build-live; do
-    assert_eq "2: $id is still RUNNING" RUNNING "$(task_status "$id")"
+  # containerd's connection to its proxy may still be backing off (its GC
+  # tried snapledgerd while it was down): wait until a Stat gets through.
+  wait_for 30 "containerd reaches snapledgerd" ctrs info "${LAYER#"$IT_NS"/*/}" ||
+    it_log "containerd cannot reach snapledgerd: $(ctrs info "${LAYER#"$IT_NS"/*/}" 2>&1)"
+  assert_cmd_ok "2 (blind): ctr run -d fresh (sleep 600)" \
+    ctrd run -d --snapshotter "$SN" "$IMG" fresh sleep 600
+  RAW[fresh]=$(raw_key fresh)
+  sleep 1
+  assert_eq "2 (blind): fresh's snapshot ${RAW[fresh]:-?} has no owner yet" \
+    "live " "$(sl_json inspect "${RAW[fresh]}" | jq -r '"\(.state) \(.owner // "")"')"
+  assert_eq "2 (blind): every other record as before (owners, held_by, states, attempts)" \
+    "$own_before" "$(ownership_doc | without "${RAW[fresh]}")"
+
+  # The real restart.
+  restart_snapledgerd "2" down_see_again
+  if wait_for 20 "$GONE's removal completed" gone_is_gone; then
+    F_RECLAIMED=1
+    it_pass "2: $GONE's held removal is released and completed: no $GONE_LKEY, no backend object $GONE_BID"
+  else
+    it_fail "2: $GONE's held removal is released and completed" \
+      "records of object $GONE_BID: $(ledger_all | jq -c --argjson b "$GONE_BID" '[.[] | select(.backend_id == $b)]')" \
+      "backend: [$(backend_ids | words)]"
+  fi
+  h=$(gone_history)
+  assert_eq "2: history of $GONE_LKEY ends with op removed" removed "$(jq -r '.[-1].op' <<<"$h")"
+  # Its owner events: "container GONE" (test 1), then, if the tracker's pass
+  # came before the removal, "no container (GONE is gone)"; nothing else.
+  want=$(j --arg g "$GONE" '["container " + $g]')
+  jq -e '[.[] | select(.op == "owner")] | length == 2' <<<"$h" >/dev/null &&
+    want=$(j --arg g "$GONE" '["container " + $g, "no container (" + $g + " is gone)"]')
+  assert_eq "2: history of $GONE_LKEY: owner events $(jq -r 'join(", ")' <<<"$want")" \
+    "$want" "$(jq -cS '[.[] | select(.op == "owner") | .detail]' <<<"$h")"
+  if wait_for $((GRACE + 20)) "the dead set without $GONE" dead_ids_are "$REMAIN_IDS"; then
+    it_pass "2: dead: the $NREMAIN cancelled containers containerd still has, not $GONE"
+  else
+    it_fail "2: dead: the $NREMAIN cancelled containers containerd still has, not $GONE" \
+      "dead: [$(dead_ids)]" "expected: [$REMAIN_IDS]"
+  fi
+  want=$(but_gone <<<"$dead_before")
+  if wait_for 10 "the same dead set" dead_doc_is "$want"; then
+    it_pass "2: the dead set is rebuilt identical but for $GONE (ids, tasks, snapshots, pins)"
+  else
+    it_fail "2: the dead set is rebuilt identical but for $GONE" "want:  $want" "after: $(dead_doc)"
+  fi
+  assert_eq "2: each dead container's idle_since is unchanged (containerd's exit time)" \
+    "$(but_gone <<<"$idle_before")" "$(idle_doc)"
+  if wait_for 10 "fresh's owner" owner_is "${RAW[fresh]}" fresh; then
+    it_pass "2: fresh's snapshot ${RAW[fresh]} is owned by fresh"
+  else
+    it_fail "2: fresh's snapshot is owned by fresh" "$(sl_json inspect "${RAW[fresh]}" | jq -c .)"
+  fi
+  assert_eq "2: history of ${RAW[fresh]}: owner event \"container fresh\"" '["container fresh"]' \
+    "$(sl_json history "${RAW[fresh]}" -n 100 | jq -c '[.[] | select(.op == "owner") | .detail]')"
+  want=$(without "${RAW[$GONE]}" <<<"$own_before")
+  if wait_for 10 "the same ownership" ownership_is "$want" "${RAW[fresh]}"; then
+    it_pass "2: ownership is rebuilt identical for the other records (owner, held_by, leases, states, attempts)"
+  else
+    it_fail "2: ownership is rebuilt identical for the other records" "want:  $want" \
+      "after: $(ownership_doc | without "${RAW[fresh]}")"
+  fi
+  cli --json dead
+  expect_jq "2: dead --json: the watcher counts $NREMAIN dead + build-live, fresh, keeper on $SN" \
+    '.watcher.containers' "$((NREMAIN + 3))"
+  for id in $RUNNING_IDS; do
+    assert_eq "2: $id is RUNNING" RUNNING "$(task_status "$id")"
   done
 }
 
@@ -516,13 +647,13 @@ reaper_says_dry_run() {
 }
 settled() {
   [[ $(dead_json | jq '.dead | length') == 0 ]] &&
-    [[ $(containers) == "build-live keeper" ]] &&
+    [[ $(containers) == "$RUNNING_IDS" ]] &&
     [[ $(pending_count) == 0 ]] && agree
 }
 
 test_reaper() {
-  local before t0 id c0 ops want
-  echo "== 3. the reaper, match [\"build-*\"]: dry run, then for real"
+  local before t0 id c0 ops want reclaimed
+  echo "== 3. the reaper, match [\"build-*\"]: dry run, then for real ($NREMAIN dead: $REMAIN_IDS)"
   write_config true true
   restart_snapledgerd "3 (dry run)"
   if wait_for $((GRACE + 20)) "the reaper's dry-run verdicts" reaper_says_dry_run; then
@@ -532,12 +663,13 @@ test_reaper() {
   fi
   sleep 2   # a reaper that ignores dry_run would be at work by now
   assert_eq "3: dry run: the log names each dead container the reaper would delete (dry run)" \
-    "$CANCELLED" "$(snapledgerd_last_log | names_count 'reaper.*dry.run' "$CANCELLED_IDS")"
+    "$NREMAIN" "$(snapledgerd_last_log | names_count 'reaper.*dry.run' "$CANCELLED_IDS")"
   assert_no_match "3: dry run: the log says nothing was deleted" 'reaper.*deleted' "$(snapledgerd_last_log)"
   assert_eq "3: dry run: every container is still there" \
-    "$(tr ' ' '\n' <<<"$CANCELLED_IDS build-live keeper" | sort | words)" "$(containers)"
-  assert_eq "3: dry run: the same dead set" "$CANCELLED_IDS" "$(dead_ids)"
-  assert_eq "3: dry run: nothing removed from the backend" "$((CANCELLED + 3))" "$(backend_count)"
+    "$(tr ' ' '\n' <<<"$REMAIN_IDS $RUNNING_IDS" | sort | words)" "$(containers)"
+  assert_eq "3: dry run: the same dead set" "$REMAIN_IDS" "$(dead_ids)"
+  assert_eq "3: dry run: nothing removed from the backend (layer, $NREMAIN held, 3 running)" \
+    "$((NREMAIN + 4))" "$(backend_count)"
   cli --json dead
   expect_jq "3: dry run: reaped_total 0" .reaped_total 0
 
@@ -553,38 +685,40 @@ test_reaper() {
     it_fail "3: settled after the reaper was enabled" "$(report)" "$(dead_json | jq -c .)"
   fi
   cli --json dead
-  expect_jq "3: dead --json: no dead container, $CANCELLED reaped" '[.dead, .reaped_total]' "[[],$CANCELLED]"
-  assert_eq "3: containerd keeps only build-live and keeper" "build-live keeper" "$(containers)"
-  for id in keeper build-live; do
+  expect_jq "3: dead --json: no dead container, $NREMAIN reaped" '[.dead, .reaped_total]' "[[],$NREMAIN]"
+  assert_eq "3: containerd keeps only $RUNNING_IDS" "$RUNNING_IDS" "$(containers)"
+  for id in $RUNNING_IDS; do
     assert_eq "3: $id is still RUNNING" RUNNING "$(task_status "$id")"
     if owner_is "${RAW[$id]}" "$id"; then it_pass "3: $id's snapshot is still live and owned by $id"
     else it_fail "3: $id's snapshot is still live and owned by $id" "$(sl_json inspect "${RAW[$id]}" | jq -c .)"; fi
   done
   assert_eq "3: no pending removal" 0 "$(pending_count)"
-  want=$(printf '%s\n' "${LAYER#"$IT_NS"/*/}" build-live keeper | sort | words)
-  assert_eq "3: containerd lists the layer, build-live and keeper" "$want" "$(ctrd_keys | words)"
-  assert_eq "3: the ledger holds the same three, nothing else" "$want" "$(ledger_ckeys | words)"
-  assert_eq "3: backend objects == ledger records (3)" \
-    "3 $(ledger_backend_ids | words)" "$(backend_count) $(backend_ids | words)"
-  F_RECLAIMED=$((before - $(backend_count)))
-  assert_eq "3: the reaper pass reclaimed the $CANCELLED held-back snapshots" "$CANCELLED" "$F_RECLAIMED"
+  # shellcheck disable=SC2086  # the ids, one a line
+  want=$(printf '%s\n' "${LAYER#"$IT_NS"/*/}" $RUNNING_IDS | sort | words)
+  assert_eq "3: containerd lists the layer, build-live, fresh and keeper" "$want" "$(ctrd_keys | words)"
+  assert_eq "3: the ledger holds the same four, nothing else" "$want" "$(ledger_ckeys | words)"
+  assert_eq "3: backend objects == ledger records (4)" \
+    "4 $(ledger_backend_ids | words)" "$(backend_count) $(backend_ids | words)"
+  reclaimed=$((before - $(backend_count)))
+  assert_eq "3: the reaper pass reclaimed the $NREMAIN held-back snapshots" "$NREMAIN" "$reclaimed"
+  F_RECLAIMED=$((F_RECLAIMED + reclaimed))   # with GONE's, released in test 2
   F_LEAKED=$(leaked)
   assert_eq "3: leaked: 0 (no object without a record, no record containerd lacks)" 0 "$F_LEAKED"
   cli --json stats
-  expect_jq "3: stats --json: no dead container, $CANCELLED reaped" \
-    '[.dead_containers, .reaped_containers]' "[0,$CANCELLED]"
+  expect_jq "3: stats --json: no dead container, $NREMAIN reaped" \
+    '[.dead_containers, .reaped_containers]' "[0,$NREMAIN]"
   cli check
   if [[ $CLI_RC == 0 ]]; then it_pass "3: check exits 0"
   else it_fail "3: check exits 0" "$(cli_report)"; fi
   cli --json reconcile
   expect_jq "3: reconcile: no findings" '.findings_total' 0
   assert_eq "3: the log names each container the reaper deleted (\"reaper: deleted ... <ns>/<id>\")" \
-    "$CANCELLED" "$(snapledgerd_last_log | names_count 'reaper.*deleted' "$CANCELLED_IDS")"
-  assert_no_match "3: the reaper never touched keeper or build-live (log)" \
-    'reaper.*(keeper|build-live)' "$(snapledgerd_last_log)"
+    "$NREMAIN" "$(snapledgerd_last_log | names_count 'reaper.*deleted' "$CANCELLED_IDS")"
+  assert_no_match "3: the reaper never touched keeper, fresh or build-live (log)" \
+    'reaper.*(keeper|fresh|build-live)' "$(snapledgerd_last_log)"
   ops=$(sl_json history -n 1000 | jq -r --arg ids "$CANCELLED_IDS" \
           '[.[] | select(.op == "reaped") | .key | split("/") | .[-1] | select(IN(($ids | split(" "))[]))] | unique | join(" ")')
-  assert_eq "3: history: op reaped for each cancelled build's snapshot" "$CANCELLED_IDS" "$ops"
+  assert_eq "3: history: op reaped for each remaining cancelled build's snapshot (not $GONE's)" "$REMAIN_IDS" "$ops"
   assert_no_match "3: containerd's GC failed nothing" \
     "failed to remove snapshot|garbage collection failed|level=error" \
     "$(log_since "$IT_CTRD_LOG" "$c0")"
@@ -640,7 +774,7 @@ test_reconnect() {
   c=$(leaked)
   assert_eq "4: leaked: 0" 0 "$c"
   [[ $c != 0 ]] && F_LEAKED=$c
-  assert_eq "4: no dead container (keeper and late run)" "" "$(dead_ids)"
+  assert_eq "4: no dead container (keeper, fresh and late run)" "" "$(dead_ids)"
 }
 
 # ------------------------------------------------------------- run ---
