@@ -2,12 +2,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -103,24 +106,78 @@ absl::StatusOr<std::vector<MountEntry>> ParseMountInfo(absl::string_view text) {
   return table;
 }
 
-absl::StatusOr<std::vector<MountEntry>> ReadMountInfo(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
+namespace {
+
+// Reads and parses the whole of `fd` (opened on `path`), from its current
+// offset.
+absl::StatusOr<std::vector<MountEntry>> ReadMountInfoFd(
+    int fd, const std::string& path) {
   std::string text;
   char buf[16384];
   for (;;) {
     const ssize_t n = ::read(fd, buf, sizeof(buf));
     if (n < 0) {
       if (errno == EINTR) continue;
-      const int err = errno;
-      ::close(fd);
-      return absl::ErrnoToStatus(err, absl::StrCat("read ", path));
+      return absl::ErrnoToStatus(errno, absl::StrCat("read ", path));
     }
     if (n == 0) break;
     text.append(buf, static_cast<size_t>(n));
   }
-  ::close(fd);
   return ParseMountInfo(text);
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<MountEntry>> ReadMountInfo(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
+  absl::StatusOr<std::vector<MountEntry>> table = ReadMountInfoFd(fd, path);
+  ::close(fd);
+  return table;
+}
+
+MountTableCache::MountTableCache(std::string path) : path_(std::move(path)) {}
+
+MountTableCache::~MountTableCache() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>>
+MountTableCache::Get() {
+  absl::MutexLock l(&mu_);
+  if (table_ != nullptr) {
+    struct pollfd p = {fd_, POLLPRI, 0};
+    int rc;
+    do {
+      rc = ::poll(&p, 1, 0);
+    } while (rc < 0 && errno == EINTR);
+    // Unflagged: no change since the file was opened or last polled.
+    if (rc >= 0 && (p.revents & (POLLPRI | POLLERR | POLLNVAL)) == 0) {
+      return table_;
+    }
+  }
+  // Opened before it is read: any change the read may miss flags it.
+  const int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int err = errno;
+    table_ = nullptr;
+    return absl::ErrnoToStatus(err, absl::StrCat("open ", path_));
+  }
+  absl::StatusOr<std::vector<MountEntry>> table = ReadMountInfoFd(fd, path_);
+  ++reads_;
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+  if (!table.ok()) {
+    table_ = nullptr;
+    return table.status();
+  }
+  table_ = std::make_shared<const std::vector<MountEntry>>(*std::move(table));
+  return table_;
+}
+
+int MountTableCache::reads() const {
+  absl::MutexLock l(&mu_);
+  return reads_;
 }
 
 std::vector<MountEntry> MountsUsing(const std::vector<MountEntry>& table,

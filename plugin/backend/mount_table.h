@@ -4,15 +4,19 @@
 // mount?
 //
 // Thread-safety: the functions keep no state; safe to call concurrently.
+// MountTableCache is thread-safe.
 #pragma once
 
 #include <sys/types.h>
 
+#include <memory>
 #include <string>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 
 namespace snapledger {
 
@@ -37,6 +41,47 @@ struct MountEntry {
 // Reads (in one pass) and parses the mount table at `path`.
 [[nodiscard]] absl::StatusOr<std::vector<MountEntry>> ReadMountInfo(
     const std::string& path = "/proc/self/mountinfo");
+
+// This process's mount table, read again only when the kernel reports that
+// it changed. Reading /proc/self/mountinfo costs tens of microseconds (the
+// kernel formats every mount); asking whether it changed is one poll(2).
+//
+// The kernel flags an open mountinfo file (POLLPRI | POLLERR) after any
+// mount, unmount, remount or move in its mount namespace since the file was
+// opened or last polled, mounts propagated from other namespaces included
+// (proc_pid_mountinfo(5)). The cache keeps the file it last read open:
+// Get() polls it, and reads a freshly opened file when it is flagged (or
+// when the poll fails). A table read after the open it came from is never
+// older than that open, and any change after the open flags the file, so
+// Get() returns a table at least as new as the start of the call.
+//
+// The namespace is the one the file is opened in (the first Get(), and
+// each re-read); a process that moves to another mount namespace sees the
+// new one only after a change in the old one. `path` must be a procfs
+// mounts file: a regular file is never flagged, so it would be read once.
+class MountTableCache {
+ public:
+  explicit MountTableCache(std::string path = "/proc/self/mountinfo");
+  ~MountTableCache();
+
+  MountTableCache(const MountTableCache&) = delete;
+  MountTableCache& operator=(const MountTableCache&) = delete;
+
+  // The current table. Errors are ReadMountInfo's; an error leaves the cache
+  // empty, so the next call reads again.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>>
+  Get();
+
+  // Times the table was read (for tests).
+  int reads() const;
+
+ private:
+  const std::string path_;
+  mutable absl::Mutex mu_;
+  int fd_ ABSL_GUARDED_BY(mu_) = -1;  // the file `table_` was read from
+  std::shared_ptr<const std::vector<MountEntry>> table_ ABSL_GUARDED_BY(mu_);
+  int reads_ ABSL_GUARDED_BY(mu_) = 0;
+};
 
 // The mounts in `table` that use directory `dir` or anything below it, in
 // table order:

@@ -1,11 +1,22 @@
 #include "plugin/backend/mount_table.h"
 
+#include <errno.h>
+#include <limits.h>
+#include <sched.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -16,6 +27,7 @@ using ::testing::Contains;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+using ::testing::Not;
 
 std::vector<MountEntry> Parse(const std::string& text) {
   absl::StatusOr<std::vector<MountEntry>> table = ParseMountInfo(text);
@@ -28,6 +40,31 @@ std::vector<std::string> MountPoints(const std::vector<MountEntry>& entries) {
   for (const MountEntry& e : entries) points.push_back(e.mount_point);
   return points;
 }
+
+// Tests that mount run in a private mount namespace of the test process (set
+// up before any test starts a thread), so that no mount they make leaks out
+// and no mount made elsewhere shows up in theirs.
+class PrivateMountNamespace : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    if (::geteuid() != 0) {
+      Unavailable() = "mount(2) needs root";
+    } else if (::unshare(CLONE_NEWNS) != 0) {
+      Unavailable() = absl::StrCat("unshare(CLONE_NEWNS): ", strerror(errno));
+    } else if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) !=
+               0) {
+      Unavailable() = absl::StrCat(
+          "making / private in the new mount namespace: ", strerror(errno));
+    }
+  }
+  // Why mount tests cannot run; empty if they can.
+  static std::string& Unavailable() {
+    static std::string* reason = new std::string;
+    return *reason;
+  }
+};
+[[maybe_unused]] ::testing::Environment* const kPrivateMountNamespace =
+    ::testing::AddGlobalTestEnvironment(new PrivateMountNamespace);
 
 TEST(ParseMountInfoTest, ReadsTheFieldsAndSkipsOptionalOnes) {
   const std::vector<MountEntry> table = Parse(
@@ -101,6 +138,100 @@ TEST(ReadMountInfoTest, ReadsThisProcesssTable) {
   EXPECT_THAT(MountPoints(*table), Contains("/"));
   EXPECT_EQ(ReadMountInfo("/nonexistent/mountinfo").status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST(MountTableCacheTest, ReadsThisProcesssTable) {
+  MountTableCache cache;
+  absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> table =
+      cache.Get();
+  ASSERT_TRUE(table.ok()) << table.status();
+  ASSERT_NE(*table, nullptr);
+  EXPECT_THAT(MountPoints(**table), Contains("/"));
+  EXPECT_EQ(cache.reads(), 1);
+}
+
+TEST(MountTableCacheTest, ErrorsAreNotCached) {
+  MountTableCache cache("/nonexistent/mountinfo");
+  EXPECT_EQ(cache.Get().status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(cache.Get().status().code(), absl::StatusCode::kNotFound);
+}
+
+TEST(MountTableCacheTest, ConcurrentCallers) {
+  MountTableCache cache;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&cache, &failures, t] {
+      for (int i = 0; i < 200; ++i) {
+        absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> table =
+            cache.Get();
+        if (!table.ok() || *table == nullptr || (*table)->empty()) {
+          ++failures[t];
+        }
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_THAT(failures, ::testing::Each(0));
+}
+
+// Mounts made and unmade between calls: in the private mount namespace only.
+class MountTableCacheMountTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!PrivateMountNamespace::Unavailable().empty()) {
+      GTEST_SKIP() << PrivateMountNamespace::Unavailable();
+    }
+    std::string tmpl = ::testing::TempDir() + "/mount_table_test.XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << strerror(errno);
+    char resolved[PATH_MAX];
+    ASSERT_NE(::realpath(tmpl.c_str(), resolved), nullptr);
+    dir_ = resolved;
+  }
+  void TearDown() override {
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
+  }
+  std::vector<std::string> Points() {
+    absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> table =
+        cache_.Get();
+    EXPECT_TRUE(table.ok()) << table.status();
+    return table.ok() ? MountPoints(**table) : std::vector<std::string>{};
+  }
+
+  std::string dir_;
+  MountTableCache cache_;
+};
+
+TEST_F(MountTableCacheMountTest, ReadsAgainOnlyAfterAChange) {
+  EXPECT_THAT(Points(), Not(Contains(dir_)));
+  absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> first =
+      cache_.Get();
+  ASSERT_TRUE(first.ok());
+  absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> second =
+      cache_.Get();
+  ASSERT_TRUE(second.ok());
+  EXPECT_EQ(*first, *second);  // the same copy: nothing changed
+  EXPECT_EQ(cache_.reads(), 1);
+
+  ASSERT_EQ(::mount("tmpfs", dir_.c_str(), "tmpfs", 0, nullptr), 0)
+      << strerror(errno);
+  absl::Cleanup unmount = [this] { ::umount2(dir_.c_str(), MNT_DETACH); };
+  EXPECT_THAT(Points(), Contains(dir_));
+  EXPECT_EQ(cache_.reads(), 2);
+  EXPECT_THAT(Points(), Contains(dir_));
+  EXPECT_EQ(cache_.reads(), 2);
+
+  // A bind mount on top, then its unmount: the table is read again.
+  ASSERT_EQ(::mount(dir_.c_str(), dir_.c_str(), nullptr, MS_BIND, nullptr), 0)
+      << strerror(errno);
+  ASSERT_EQ(::umount2(dir_.c_str(), 0), 0) << strerror(errno);
+  EXPECT_THAT(Points(), Contains(dir_));
+  EXPECT_EQ(cache_.reads(), 3);
+
+  ASSERT_EQ(::umount2(dir_.c_str(), 0), 0) << strerror(errno);
+  std::move(unmount).Cancel();
+  EXPECT_THAT(Points(), Not(Contains(dir_)));
+  EXPECT_EQ(cache_.reads(), 4);
 }
 
 // The root filesystem (8:1) at /, a second one (8:2) at /var/lib.

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -419,9 +420,9 @@ class NativeBackend final : public Backend {
   // FailedPrecondition (busy) if object `id`'s directory, or the leftover
   // `removing_path` of an earlier removal, is in use as a mount: anything
   // mounted inside it, or a mount of anything in it (see MountsUsing).
-  absl::Status CheckNotMounted(uint64_t id,
-                               const std::string& removing_path) const {
-    absl::StatusOr<std::vector<MountEntry>> table = ReadMountInfo();
+  absl::Status CheckNotMounted(uint64_t id, const std::string& removing_path) {
+    absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> table =
+        mount_table_.Get();
     if (!table.ok()) {
       // Not NotFound (which would say the object is gone), whatever the
       // cause.
@@ -435,12 +436,12 @@ class NativeBackend final : public Backend {
       return ErrnoError(errno, "stat", snapshots_dir_);
     }
     std::vector<MountEntry> users =
-        MountsUsing(*table, ObjectPath(id), st.st_dev);
+        MountsUsing(**table, ObjectPath(id), st.st_dev);
     if (!users.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "snapshot object ", id, " is in use: ", MountedAt(users)));
     }
-    users = MountsUsing(*table, removing_path, st.st_dev);
+    users = MountsUsing(**table, removing_path, st.st_dev);
     if (!users.empty()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "snapshot object ", id, " cannot be removed: ", removing_path,
@@ -538,6 +539,8 @@ class NativeBackend final : public Backend {
   const std::string snapshots_dir_;  // absolute
   const UniqueFd snapshots_fd_;
   const NativeBackendOptions options_;
+  // Remove's busy check: re-read only after a mount change.
+  MountTableCache mount_table_;
 };
 
 }  // namespace

@@ -32,8 +32,9 @@
 // Remove refuses an object in use as a mount. A bind mount of <id>/fs (what
 // a container's rootfs is here) makes neither rename(2) nor rmdir(2) fail:
 // deleting would pull the files from under the container. So Remove first
-// reads this process's mount table (/proc/self/mountinfo, once per call) and
-// touches nothing, failing with FailedPrecondition
+// consults this process's mount table (/proc/self/mountinfo, read again only
+// when the kernel reports a mount change since the last read: see
+// MountTableCache) and touches nothing, failing with FailedPrecondition
 //   "snapshot object <id> is in use: mounted at <mount point>[, <mount
 //   point>][ and <n> more] (busy)"
 // when a mount's source lies in <id>/ (a mount of that filesystem whose root
@@ -50,7 +51,8 @@
 // whose parent file is missing or malformed, or whose <id> entry is not a
 // directory; FailedPrecondition (busy) and Unavailable from Remove, above.
 //
-// Thread-safety: as backend.h requires; the backend keeps no mutable state.
+// Thread-safety: as backend.h requires; the only mutable state is the
+// cached mount table, which guards itself.
 #pragma once
 
 #include <memory>

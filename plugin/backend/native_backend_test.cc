@@ -631,6 +631,36 @@ TEST_F(NativeBackendBusyTest, RemoveRefusesATreeMountedElsewhere) {
   EXPECT_THAT(Names(snapshots_), IsEmpty());
 }
 
+// The mount table is read again after a change: a mount made after an
+// earlier Remove looked at it is seen, and so is its unmount.
+TEST_F(NativeBackendBusyTest, RemoveSeesMountsMadeSinceAnEarlierRemove) {
+  Create(1, 0, SnapshotKind::kActive);
+  Create(2, 0, SnapshotKind::kActive);
+  Create(3, 0, SnapshotKind::kActive);
+  absl::Status s = backend_->Remove(1);
+  ASSERT_TRUE(s.ok()) << s;
+
+  const std::string rootfs = NewDir("rootfs");
+  ASSERT_EQ(::mount(Tree(2).c_str(), rootfs.c_str(), nullptr, MS_BIND, nullptr),
+            0)
+      << strerror(errno);
+  absl::Cleanup unmount = [rootfs] { ::umount2(rootfs.c_str(), MNT_DETACH); };
+  s = backend_->Remove(2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+  EXPECT_EQ(s.message(),
+            "snapshot object 2 is in use: mounted at " + rootfs + " (busy)");
+  s = backend_->Remove(3);  // not in use
+  EXPECT_TRUE(s.ok()) << s;
+  s = backend_->Remove(2);
+  EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+
+  ASSERT_EQ(::umount2(rootfs.c_str(), 0), 0) << strerror(errno);
+  std::move(unmount).Cancel();
+  s = backend_->Remove(2);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_THAT(Names(snapshots_), IsEmpty());
+}
+
 TEST_F(NativeBackendBusyTest, RemoveRefusesTheParentOfAMountedView) {
   Create(1, 0, SnapshotKind::kActive);
   WriteFile(Tree(1) + "/layer", "l");
