@@ -255,8 +255,8 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
     return s;
   }
   CRASH_POINT("prepare.after_complete");
-  return backend_->Mounts(record.backend_id(), record.parent_backend_id(),
-                          kind);
+  return backend_->MountsOfNew(record.backend_id(), record.parent_backend_id(),
+                               kind);
 }
 
 absl::StatusOr<std::vector<Mount>> Coordinator::Mounts(const std::string& key) {

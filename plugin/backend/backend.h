@@ -72,6 +72,18 @@ class Backend {
                                                     uint64_t parent_id,
                                                     SnapshotKind kind) = 0;
 
+  // Mounts() of an object the caller has just created (Create returned OK
+  // and nothing can have removed it since). Backends whose mounts follow
+  // from the ids alone compute them without touching storage; such an
+  // override must do no I/O, because it is not bounded in time
+  // (TimedBackend calls it directly, saving a hand-off to a worker per
+  // Prepare). The default asks Mounts().
+  virtual absl::StatusOr<std::vector<Mount>> MountsOfNew(uint64_t id,
+                                                         uint64_t parent_id,
+                                                         SnapshotKind kind) {
+    return Mounts(id, parent_id, kind);
+  }
+
   // Current disk usage of object `id` (its own storage, not its parents').
   virtual absl::StatusOr<Usage> DiskUsage(uint64_t id) = 0;
 

@@ -324,6 +324,18 @@ class NativeBackend final : public Backend {
     absl::StatusOr<bool> exists = Exists(id);
     if (!exists.ok()) return exists.status();
     if (!*exists) return ObjectNotFound(id);
+    return MountsOfNew(id, parent_id, kind);
+  }
+
+  // The bind mount follows from the ids: no storage is touched.
+  absl::StatusOr<std::vector<Mount>> MountsOfNew(uint64_t id,
+                                                 uint64_t parent_id,
+                                                 SnapshotKind kind) override {
+    if (absl::Status s = CheckId(id); !s.ok()) return s;
+    if (kind == SnapshotKind::kCommitted) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot object ", id, ": committed objects have no mounts"));
+    }
     const bool view = kind == SnapshotKind::kView;
     Mount mount;
     mount.type = "bind";

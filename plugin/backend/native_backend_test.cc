@@ -255,6 +255,28 @@ TEST_F(NativeBackendTest, MountsOfActiveObjects) {
   }
 }
 
+TEST_F(NativeBackendTest, MountsOfNewAreMountsWithoutTouchingStorage) {
+  Create(1, 0, SnapshotKind::kActive);
+  ASSERT_TRUE(backend_->Commit(1).ok());
+  Create(2, 1, SnapshotKind::kActive);
+  Create(3, 1, SnapshotKind::kView);
+  for (auto [id, kind] : {std::pair{2, SnapshotKind::kActive},
+                          std::pair{3, SnapshotKind::kView}}) {
+    absl::StatusOr<std::vector<Mount>> mounts = backend_->Mounts(id, 1, kind);
+    absl::StatusOr<std::vector<Mount>> fresh =
+        backend_->MountsOfNew(id, 1, kind);
+    ASSERT_TRUE(mounts.ok()) << mounts.status();
+    ASSERT_TRUE(fresh.ok()) << fresh.status();
+    EXPECT_EQ(*fresh, *mounts) << id;
+  }
+  // No stat: an id with no object still gets its (would-be) mount.
+  EXPECT_TRUE(backend_->MountsOfNew(17, 0, SnapshotKind::kActive).ok());
+  EXPECT_EQ(backend_->MountsOfNew(2, 1, SnapshotKind::kCommitted)
+                .status()
+                .code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST_F(NativeBackendTest, MountsErrors) {
   Create(1, 0, SnapshotKind::kActive);
   absl::StatusOr<std::vector<Mount>> mounts =

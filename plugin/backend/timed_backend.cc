@@ -380,6 +380,11 @@ absl::StatusOr<std::vector<Mount>> TimedBackend::Mounts(uint64_t id,
       });
 }
 
+absl::StatusOr<std::vector<Mount>> TimedBackend::MountsOfNew(
+    uint64_t id, uint64_t parent_id, SnapshotKind kind) {
+  return inner_->MountsOfNew(id, parent_id, kind);
+}
+
 absl::StatusOr<Usage> TimedBackend::DiskUsage(uint64_t id) {
   return Run<absl::StatusOr<Usage>>(
       {Op::kDiskUsage, id}, [id](Backend& b) { return b.DiskUsage(id); });

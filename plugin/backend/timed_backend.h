@@ -92,6 +92,11 @@ class TimedBackend final : public Backend {
   absl::Status Remove(uint64_t id) override;
   absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id, uint64_t parent_id,
                                             SnapshotKind kind) override;
+  // Not bounded: the inner backend's MountsOfNew does no I/O (see
+  // Backend::MountsOfNew), so it runs on the caller's thread.
+  absl::StatusOr<std::vector<Mount>> MountsOfNew(uint64_t id,
+                                                 uint64_t parent_id,
+                                                 SnapshotKind kind) override;
   absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
   absl::StatusOr<bool> Exists(uint64_t id) override;
   absl::StatusOr<std::vector<BackendObject>> List() override;

@@ -330,6 +330,17 @@ TEST_F(TimedBackendTest, BoundedCallsRunOnAnotherThreadAndLetGoOfInner) {
   EXPECT_EQ(inner_.use_count(), 1);
 }
 
+TEST_F(TimedBackendTest, MountsOfNewRunsOnTheCallersThread) {
+  // No hand-off to a worker: the inner backend promises no I/O there.
+  absl::StatusOr<std::vector<Mount>> mounts =
+      timed_->MountsOfNew(1, 0, SnapshotKind::kActive);
+  ASSERT_TRUE(mounts.ok()) << mounts.status();
+  EXPECT_EQ(inner_->last_thread(), std::this_thread::get_id());
+  // Mounts, bounded, still goes through a worker.
+  ASSERT_TRUE(timed_->Mounts(1, 0, SnapshotKind::kActive).ok());
+  EXPECT_NE(inner_->last_thread(), std::this_thread::get_id());
+}
+
 TEST_F(TimedBackendTest, BlockedCallTimesOutAndContinuesInTheBackground) {
   inner_->Block("remove", 42);
   const absl::Time start = absl::Now();
