@@ -208,6 +208,15 @@ class OwnershipTest : public testing::LedgerFixture {
     tracker_->RunOnce();
   }
 
+  // A view of one container, c1, whose rootfs is default/3/ctr1 and whose
+  // task has just stopped.
+  void FeedStoppedC1() {
+    Feed(ViewBuilder(clock_.Now())
+             .Container("default", "c1", "ctr1", TaskStatus::kStopped,
+                        clock_.Now())
+             .Build());
+  }
+
   // The reaper's case: build-1 (rootfs default/3/ctr1), whose task the view
   // has seen stopped for six minutes (past the five-minute grace), while
   // containerd says its task is `task_now`. Returns the calls the pass made.
@@ -285,10 +294,7 @@ TEST_F(OwnershipTest, OwnersAndLeasesFollowTheViewWithHistory) {
 TEST_F(OwnershipTest, DeferHoldsTheRemovalUntilTheContainerIsGone) {
   MakeChain();
   ops_.Add("default/c1", TaskStatus::kStopped);
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "c1", "ctr1", TaskStatus::kStopped,
-                      clock_.Now())
-           .Build());
+  FeedStoppedC1();
   const uint64_t id = Get("default/3/ctr1").backend_id();
 
   ASSERT_TRUE(coord_->Remove("default/3/ctr1").ok());
@@ -318,10 +324,7 @@ TEST_F(OwnershipTest, RefuseNamesTheContainerAndCompletesOnceItIsGone) {
   Open(RemovePolicy::kRefuse, ReaperOptions{});
   MakeChain();
   ops_.Add("default/c1", TaskStatus::kStopped);
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "c1", "ctr1", TaskStatus::kStopped,
-                      clock_.Now())
-           .Build());
+  FeedStoppedC1();
   const uint64_t id = Get("default/3/ctr1").backend_id();
   absl::Status s = coord_->Remove("default/3/ctr1");
   EXPECT_TRUE(absl::IsFailedPrecondition(s)) << s;
@@ -341,10 +344,7 @@ TEST_F(OwnershipTest, AViewThatLagsADeletionIsCheckedWithContainerd) {
   MakeChain();
   // The view still lists c1, containerd has deleted it (its GC removes the
   // rootfs right after the deletion, before the event is seen).
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "c1", "ctr1", TaskStatus::kStopped,
-                      clock_.Now())
-           .Build());
+  FeedStoppedC1();
   ops_.TakeCalls();
   const uint64_t id = Get("default/3/ctr1").backend_id();
   ASSERT_TRUE(coord_->Remove("default/3/ctr1").ok());
@@ -358,10 +358,7 @@ TEST_F(OwnershipTest, AViewThatLagsADeletionIsCheckedWithContainerd) {
 
 TEST_F(OwnershipTest, ContainerdUnreachableHoldsTheRemoval) {
   MakeChain();
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "c1", "ctr1", TaskStatus::kStopped,
-                      clock_.Now())
-           .Build());
+  FeedStoppedC1();
   ops_.SetDown(absl::UnavailableError("connection refused"));
   const uint64_t id = Get("default/3/ctr1").backend_id();
   ASSERT_TRUE(coord_->Remove("default/3/ctr1").ok());
@@ -371,10 +368,7 @@ TEST_F(OwnershipTest, ContainerdUnreachableHoldsTheRemoval) {
 
 TEST_F(OwnershipTest, BeforeTheFirstListingTheLedgersOwnerCounts) {
   MakeChain();
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "c1", "ctr1", TaskStatus::kStopped,
-                      clock_.Now())
-           .Build());
+  FeedStoppedC1();
   ASSERT_EQ(Get("default/3/ctr1").owner(), "c1");
   // A restart: a new tracker has no view yet.
   Open(RemovePolicy::kDefer, ReaperOptions{});
@@ -523,10 +517,7 @@ TEST_F(OwnershipTest, ReaperBacksOffAfterAFailure) {
 TEST_F(OwnershipTest, ADisconnectedViewReleasesNoHold) {
   MakeChain();
   ops_.Add("default/c1", TaskStatus::kStopped);
-  Feed(ViewBuilder(clock_.Now())
-           .Container("default", "c1", "ctr1", TaskStatus::kStopped,
-                      clock_.Now())
-           .Build());
+  FeedStoppedC1();
   const uint64_t id = Get("default/3/ctr1").backend_id();
   ASSERT_TRUE(coord_->Remove("default/3/ctr1").ok());
   // containerd unreachable: the view keeps nothing, proves nothing.

@@ -54,18 +54,7 @@ HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 # shellcheck source=lib.sh
 source "$HERE/lib.sh"
 
-SNAPLEDGERD=${1:-${SNAPLEDGERD:-}}
-SNAPLEDGER=${2:-${SNAPLEDGER_CLI:-}}
-if [[ -z $SNAPLEDGERD || -z $SNAPLEDGER ]]; then
-  echo "usage: $0 SNAPLEDGERD_BINARY SNAPLEDGER_CLI_BINARY" >&2
-  exit 2
-fi
-SNAPLEDGERD=$(readlink -f "$SNAPLEDGERD")
-SNAPLEDGER=$(readlink -f "$SNAPLEDGER")
-for bin in "$SNAPLEDGERD" "$SNAPLEDGER"; do
-  [[ -x $bin ]] || { echo "not an executable: $bin" >&2; exit 2; }
-done
-export SNAPLEDGERD SNAPLEDGER
+it_take_binaries "$@"
 
 it_enter_private_namespace "$@"
 it_setup

@@ -38,6 +38,26 @@ IT_SL_LOG=
 IT_OUT=   # output (stdout+stderr) of the last it_run / assert_cmd_*
 IT_RC=0   # exit status of the last it_run / assert_cmd_*
 
+# ------------------------------------------------------------- binaries ---
+# it_take_binaries "$@" : the suites that drive both programs take them as
+# SNAPLEDGERD_BINARY SNAPLEDGER_CLI_BINARY (or $SNAPLEDGERD / $SNAPLEDGER_CLI);
+# sets and exports SNAPLEDGERD and SNAPLEDGER as absolute paths, or exits 2.
+it_take_binaries() {
+  SNAPLEDGERD=${1:-${SNAPLEDGERD:-}}
+  SNAPLEDGER=${2:-${SNAPLEDGER_CLI:-}}
+  if [[ -z $SNAPLEDGERD || -z $SNAPLEDGER ]]; then
+    echo "usage: $0 SNAPLEDGERD_BINARY SNAPLEDGER_CLI_BINARY" >&2
+    exit 2
+  fi
+  SNAPLEDGERD=$(readlink -f "$SNAPLEDGERD")
+  SNAPLEDGER=$(readlink -f "$SNAPLEDGER")
+  local bin
+  for bin in "$SNAPLEDGERD" "$SNAPLEDGER"; do
+    [[ -x $bin ]] || { echo "not an executable: $bin" >&2; exit 2; }
+  done
+  export SNAPLEDGERD SNAPLEDGER
+}
+
 # ---------------------------------------------------------------- logging ---
 it_log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 it_die() {
