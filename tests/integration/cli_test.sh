@@ -568,7 +568,10 @@ expect_jq "stats --json: the counts" \
     "by_kind":{"view":1,"active":3,"committed":3},
     "committed_bytes":$c,"removals_scheduled":0,"removals_waiting_for_children":1,
     "removals_stuck":2,"backend_calls_abandoned":0,"last_reconcile":null,
-    "last_reconcile_findings":null,"remove_policy":"defer"}')"
+    "last_reconcile_findings":null,"remove_policy":"defer",
+    "dead_containers":null,"reaped_containers":null,
+    "watcher":{"enabled":false,"address":null,"connected":false,"last_sync":null,
+               "last_error":null,"containers":0,"leases":0}}')"
 expect_jq "stats --json: ledger sequence and oldest pending are numbers" \
   '[(.ledger_sequence | type), (.ledger_sequence > 0), (.oldest_pending_seconds | type)]' '["number",true,"number"]'
 SEQ=$(jq .ledger_sequence <<<"$CLI_OUT")
