@@ -234,9 +234,9 @@ absl::StatusOr<adminpb::OrphansResponse> AdminCore::Orphans(
     std::string detail =
         absl::StrCat("container ", ContainerName(c), " (", TaskText(c), ")");
     if (c.idle_since_ns() > 0) {
-      absl::StrAppend(&detail, " idle since ", UtcTime(c.idle_since_ns()), " (",
-                      CompactDuration(now - absl::FromUnixNanos(c.idle_since_ns())),
-                      ")");
+      absl::StrAppend(
+          &detail, " idle since ", UtcTime(c.idle_since_ns()), " (",
+          CompactDuration(now - absl::FromUnixNanos(c.idle_since_ns())), ")");
     }
     o->set_detail(std::move(detail));
   }
@@ -468,8 +468,9 @@ absl::StatusOr<adminpb::CheckResponse> AdminCore::Check(
       std::string line =
           absl::StrCat("dead container ", ContainerName(c), " (", TaskText(c));
       if (c.idle_since_ns() > 0) {
-        absl::StrAppend(&line, ", idle ",
-                        CompactDuration(now - absl::FromUnixNanos(c.idle_since_ns())));
+        absl::StrAppend(
+            &line, ", idle ",
+            CompactDuration(now - absl::FromUnixNanos(c.idle_since_ns())));
       }
       absl::StrAppend(&line, ") pins ", c.pinned_size(),
                       c.pinned_size() == 1 ? " snapshot (" : " snapshots (",

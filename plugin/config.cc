@@ -164,8 +164,9 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
         if (rkey == "enabled" || rkey == "dry_run") {
           auto v = rnode.value<bool>();
           if (!v) {
-            return Bad(path, rnode,
-                       absl::StrCat("`reaper.", rkey, "` must be true or false"));
+            return Bad(
+                path, rnode,
+                absl::StrCat("`reaper.", rkey, "` must be true or false"));
           }
           (rkey == "enabled" ? base.reaper_enabled : base.reap_dry_run) = *v;
         } else if (rkey == "match") {

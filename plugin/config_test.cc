@@ -232,8 +232,8 @@ TEST_F(ConfigTest, BadOwnershipSettings) {
 }
 
 TEST_F(ConfigTest, ShippedConfigLoadsAndIsValid) {
-  auto c = LoadConfigFile(SNAPLEDGER_SOURCE_DIR "/install/config.toml",
-                          Config{});
+  auto c =
+      LoadConfigFile(SNAPLEDGER_SOURCE_DIR "/install/config.toml", Config{});
   ASSERT_TRUE(c.ok()) << c.status();
   EXPECT_TRUE(ValidateConfig(*c).ok());
   EXPECT_EQ(c->containerd_address, "");

@@ -65,11 +65,11 @@ class GrpcContainerdOps final : public ContainerdOps {
     containers_v1::GetContainerRequest req;
     req.set_id(id);
     containers_v1::GetContainerResponse resp;
-    absl::Status st = Call("Containers/Get", ns, id,
-                           absl::Now() + options_.check_timeout,
-                           [&](grpc::ClientContext* ctx) {
-                             return containers_->Get(ctx, req, &resp);
-                           });
+    absl::Status st =
+        Call("Containers/Get", ns, id, absl::Now() + options_.check_timeout,
+             [&](grpc::ClientContext* ctx) {
+               return containers_->Get(ctx, req, &resp);
+             });
     if (absl::IsNotFound(st)) return false;
     if (!st.ok()) return st;
     return true;
@@ -90,9 +90,9 @@ class GrpcContainerdOps final : public ContainerdOps {
     // Only a task that is not live is deleted: one that started again
     // since the caller judged it is left alone.
     if (TaskIsLive(status)) {
-      return absl::FailedPreconditionError(
-          absl::StrCat("containerd Tasks/Delete ", ns, "/", id, ": the task is ",
-                       std::string(TaskStatusName(status)), "; left alone"));
+      return absl::FailedPreconditionError(absl::StrCat(
+          "containerd Tasks/Delete ", ns, "/", id, ": the task is ",
+          std::string(TaskStatusName(status)), "; left alone"));
     }
 
     // A created task is killed too: its pid is runc's init, waiting to exec

@@ -21,8 +21,8 @@
 #include "plugin/ownership.h"
 #include "plugin/reconciler.h"
 #include "plugin/snapshot_service.h"
-#include "spdlog/spdlog.h"
 #include "plugin/watcher.h"
+#include "spdlog/spdlog.h"
 #include "store/ledger.h"
 
 namespace snapledger {
@@ -254,8 +254,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
       }
       return status;
     };
-    sources.dead = [owners, with_last_sync]()
-        -> absl::StatusOr<adminpb::DeadResponse> {
+    sources.dead = [owners,
+                    with_last_sync]() -> absl::StatusOr<adminpb::DeadResponse> {
       adminpb::DeadResponse response = owners->Dead();
       *response.mutable_watcher() = with_last_sync(response.watcher());
       return response;

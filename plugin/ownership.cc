@@ -109,14 +109,13 @@ void OwnerTracker::Start() {
           OwnerTracker* self;
           uint64_t seen;
         } wake{this, seen};
-        mu_.AwaitWithTimeout(
-            absl::Condition(
-                +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                  return w->self->stopping_ ||
-                         w->self->view_changes_ != w->seen;
-                },
-                &wake),
-            options_.tick);
+        mu_.AwaitWithTimeout(absl::Condition(
+                                 +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                   return w->self->stopping_ ||
+                                          w->self->view_changes_ != w->seen;
+                                 },
+                                 &wake),
+                             options_.tick);
         if (stopping_) return;
         seen = view_changes_;
       }
@@ -233,9 +232,8 @@ void OwnerTracker::RunOnce() {
           leases = h->leases;
         }
       }
-      if (r.owner() == owner &&
-          std::equal(r.leases().begin(), r.leases().end(), leases.begin(),
-                     leases.end())) {
+      if (r.owner() == owner && std::equal(r.leases().begin(), r.leases().end(),
+                                           leases.begin(), leases.end())) {
         continue;
       }
       if (absl::StatusOr<bool> changed =
@@ -394,20 +392,20 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
     const ContainerInfo* c = view.Container(d.namespace_(), d.id());
     const std::string detail = absl::StrCat(
         "container ", name, " deleted by the reaper (task ", d.task(),
-        c != nullptr ? absl::StrCat(", idle since ",
-                                    absl::FormatTime(c->idle_since))
-                     : std::string(),
+        c != nullptr
+            ? absl::StrCat(", idle since ", absl::FormatTime(c->idle_since))
+            : std::string(),
         ")");
-    if (absl::Status n = coordinator_->NoteEvent(d.snapshot(), "reaped",
-                                                 detail);
+    if (absl::Status n =
+            coordinator_->NoteEvent(d.snapshot(), "reaped", detail);
         !n.ok()) {
       spdlog::warn("reaper: {}: cannot note it in the history: {}", name,
                    n.ToString());
     }
-    spdlog::info("reaper: deleted dead container {} (task {}); it pinned {} "
-                 "snapshots: {}",
-                 name, d.task(), d.pinned_size(),
-                 absl::StrJoin(d.pinned(), " <- "));
+    spdlog::info(
+        "reaper: deleted dead container {} (task {}); it pinned {} "
+        "snapshots: {}",
+        name, d.task(), d.pinned_size(), absl::StrJoin(d.pinned(), " <- "));
     namespaces.insert(d.namespace_());
     reaped.push_back({d.namespace_(), d.id()});
     logged_dead_.erase({d.namespace_(), d.id()});
@@ -417,9 +415,10 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
   // snapshots nothing references; the removal queue takes it from there.
   if (!namespaces.empty()) {
     if (absl::Status s = ops_->CollectGarbage(*namespaces.begin()); !s.ok()) {
-      spdlog::warn("reaper: cannot run containerd's garbage collector: {} (it "
-                   "runs by itself later)",
-                   s.ToString());
+      spdlog::warn(
+          "reaper: cannot run containerd's garbage collector: {} (it "
+          "runs by itself later)",
+          s.ToString());
     }
   }
   if (!reaped.empty() && options_.request_relist) options_.request_relist();
@@ -445,7 +444,8 @@ adminpb::WatcherStatus OwnerTracker::Status() const {
   if (view->last_sync != absl::InfinitePast()) {
     status.set_last_sync_ns(absl::ToUnixNanos(view->last_sync));
   }
-  if (!view->last_error.ok()) status.set_last_error(view->last_error.ToString());
+  if (!view->last_error.ok())
+    status.set_last_error(view->last_error.ToString());
   status.set_containers(view->containers.size());
   status.set_leases(view->leases.size());
   return status;

@@ -198,7 +198,8 @@ class OwnershipTest : public testing::LedgerFixture {
     EXPECT_TRUE(h.ok()) << h.status();
     std::vector<std::string> ops;
     if (h.ok()) {
-      for (const HistoryEvent& e : *h) ops.push_back(e.op() + ": " + e.detail());
+      for (const HistoryEvent& e : *h)
+        ops.push_back(e.op() + ": " + e.detail());
     }
     return ops;
   }
@@ -246,8 +247,8 @@ TEST_F(OwnershipTest, RecordsCarryTheirNamespaceAndContainerdKey) {
   Record active = Get("buildkit/17/sha256:ab/cd");
   EXPECT_EQ(active.namespace_(), "buildkit");
   EXPECT_EQ(active.containerd_key(), "sha256:ab/cd");
-  ASSERT_TRUE(coord_->Commit("default/18/layer", "buildkit/17/sha256:ab/cd", {})
-                  .ok());
+  ASSERT_TRUE(
+      coord_->Commit("default/18/layer", "buildkit/17/sha256:ab/cd", {}).ok());
   Record committed = Get("default/18/layer");
   EXPECT_EQ(committed.namespace_(), "default");
   EXPECT_EQ(committed.containerd_key(), "layer");
@@ -420,8 +421,9 @@ TEST_F(OwnershipTest, DeadAfterTheGraceWithTheChainItPins) {
   EXPECT_EQ(dead[0].id(), "c1");
   EXPECT_EQ(dead[0].task(), "stopped");
   EXPECT_EQ(dead[0].snapshot(), "default/3/ctr1");
-  EXPECT_THAT(dead[0].pinned(), ElementsAre("default/3/ctr1", "default/2/layer2",
-                                            "default/1/layer1"));
+  EXPECT_THAT(
+      dead[0].pinned(),
+      ElementsAre("default/3/ctr1", "default/2/layer2", "default/1/layer1"));
   EXPECT_EQ(dead[0].pinned_bytes(), Get("default/2/layer2").size_bytes() +
                                         Get("default/1/layer1").size_bytes());
   EXPECT_EQ(dead[0].reaper(), "");
@@ -498,8 +500,9 @@ TEST_F(OwnershipTest, ReaperWaitsForAConnectedView) {
 TEST_F(OwnershipTest, ReaperBacksOffAfterAFailure) {
   Open(RemovePolicy::kDefer, ReaperOptions{true, {"build-*"}, false});
   ops_.FailDeleteTask(absl::UnavailableError("shim gone"));
-  EXPECT_THAT(PassOverDeadBuild(TaskStatus::kStopped),
-              ElementsAre("task default/build-1", "delete-task default/build-1"));
+  EXPECT_THAT(
+      PassOverDeadBuild(TaskStatus::kStopped),
+      ElementsAre("task default/build-1", "delete-task default/build-1"));
   EXPECT_EQ(tracker_->reaped_total(), 0u);
   // Not again at once: no container deleted, no GC, no retry storm.
   tracker_->RunOnce();

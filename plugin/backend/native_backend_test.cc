@@ -271,10 +271,9 @@ TEST_F(NativeBackendTest, MountsOfNewAreMountsWithoutTouchingStorage) {
   }
   // No stat: an id with no object still gets its (would-be) mount.
   EXPECT_TRUE(backend_->MountsOfNew(17, 0, SnapshotKind::kActive).ok());
-  EXPECT_EQ(backend_->MountsOfNew(2, 1, SnapshotKind::kCommitted)
-                .status()
-                .code(),
-            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(
+      backend_->MountsOfNew(2, 1, SnapshotKind::kCommitted).status().code(),
+      absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(NativeBackendTest, MountsErrors) {
