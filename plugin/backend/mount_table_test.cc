@@ -19,6 +19,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "plugin/testing/private_mount_namespace.h"
 
 namespace snapledger {
 namespace {
@@ -41,30 +42,7 @@ std::vector<std::string> MountPoints(const std::vector<MountEntry>& entries) {
   return points;
 }
 
-// Tests that mount run in a private mount namespace of the test process (set
-// up before any test starts a thread), so that no mount they make leaks out
-// and no mount made elsewhere shows up in theirs.
-class PrivateMountNamespace : public ::testing::Environment {
- public:
-  void SetUp() override {
-    if (::geteuid() != 0) {
-      Unavailable() = "mount(2) needs root";
-    } else if (::unshare(CLONE_NEWNS) != 0) {
-      Unavailable() = absl::StrCat("unshare(CLONE_NEWNS): ", strerror(errno));
-    } else if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) !=
-               0) {
-      Unavailable() = absl::StrCat(
-          "making / private in the new mount namespace: ", strerror(errno));
-    }
-  }
-  // Why mount tests cannot run; empty if they can.
-  static std::string& Unavailable() {
-    static std::string* reason = new std::string;
-    return *reason;
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kPrivateMountNamespace =
-    ::testing::AddGlobalTestEnvironment(new PrivateMountNamespace);
+using ::snapledger::testing::PrivateMountNamespace;
 
 TEST(ParseMountInfoTest, ReadsTheFieldsAndSkipsOptionalOnes) {
   const std::vector<MountEntry> table = Parse(

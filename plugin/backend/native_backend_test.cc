@@ -24,6 +24,7 @@
 #include "gtest/gtest.h"
 #include "plugin/backend/fs_tree.h"
 #include "plugin/testing/fs_helpers.h"
+#include "plugin/testing/private_mount_namespace.h"
 
 namespace snapledger {
 namespace {
@@ -39,34 +40,7 @@ using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::UnorderedElementsAre;
 
-bool IsRoot() { return ::geteuid() == 0; }
-
-// Tests that mount run in a private mount namespace of the test process, so
-// that no mount they make (or fail to unmake) can leak out of it. Set up
-// once, before any test starts a thread: unshare(CLONE_NEWNS) fails in a
-// multithreaded process.
-class PrivateMountNamespace : public ::testing::Environment {
- public:
-  void SetUp() override {
-    if (!IsRoot()) {
-      Unavailable() = "mount(2) needs root";
-    } else if (::unshare(CLONE_NEWNS) != 0) {
-      Unavailable() = absl::StrCat("unshare(CLONE_NEWNS): ", strerror(errno));
-    } else if (::mount(nullptr, "/", nullptr, MS_REC | MS_PRIVATE, nullptr) !=
-               0) {
-      // Mounts could still propagate out: make none.
-      Unavailable() = absl::StrCat(
-          "making / private in the new mount namespace: ", strerror(errno));
-    }
-  }
-  // Why mount tests cannot run; empty if they can.
-  static std::string& Unavailable() {
-    static std::string* reason = new std::string;
-    return *reason;
-  }
-};
-[[maybe_unused]] ::testing::Environment* const kPrivateMountNamespace =
-    ::testing::AddGlobalTestEnvironment(new PrivateMountNamespace);
+using ::snapledger::testing::PrivateMountNamespace;
 
 mode_t ModeOf(const std::string& path) {
   struct stat st;
