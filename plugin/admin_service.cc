@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "plugin/backend/native_backend.h"
+#include "plugin/backend/native/native_backend.h"
 #include "plugin/human_units.h"
 #include "plugin/recovery.h"
 

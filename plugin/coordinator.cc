@@ -8,7 +8,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
-#include "plugin/backend/timed_backend.h"
+#include "plugin/backend/timed/timed_backend.h"
 #include "plugin/recovery.h"
 #include "plugin/watcher.h"
 #include "spdlog/spdlog.h"

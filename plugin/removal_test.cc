@@ -10,7 +10,7 @@
 #include "absl/synchronization/notification.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "plugin/backend/native_backend.h"
+#include "plugin/backend/native/native_backend.h"
 #include "plugin/coordinator.h"
 #include "plugin/recovery.h"
 #include "plugin/testing/fake_clock.h"

@@ -61,7 +61,7 @@
 #include "absl/strings/str_split.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
-#include "plugin/backend/native_backend.h"
+#include "plugin/backend/native/native_backend.h"
 #include "spdlog/spdlog.h"
 #include "store/ledger.h"
 

@@ -1,4 +1,4 @@
-#include "plugin/backend/timed_backend.h"
+#include "plugin/backend/timed/timed_backend.h"
 
 #include <cassert>
 #include <cstddef>

@@ -1,4 +1,4 @@
-#include "plugin/backend/fs_tree.h"
+#include "plugin/backend/fs/fs_tree.h"
 
 #include <fcntl.h>
 #include <stdlib.h>

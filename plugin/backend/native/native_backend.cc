@@ -1,4 +1,4 @@
-#include "plugin/backend/native_backend.h"
+#include "plugin/backend/native/native_backend.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -26,8 +26,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/string_view.h"
 #include "absl/strings/strip.h"
-#include "plugin/backend/fs_tree.h"
-#include "plugin/backend/mount_table.h"
+#include "plugin/backend/fs/fs_tree.h"
+#include "plugin/backend/fs/mount_table.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {

@@ -1,4 +1,4 @@
-#include "plugin/backend/mount_table.h"
+#include "plugin/backend/fs/mount_table.h"
 
 #include <errno.h>
 #include <limits.h>

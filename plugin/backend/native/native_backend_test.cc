@@ -1,4 +1,4 @@
-#include "plugin/backend/native_backend.h"
+#include "plugin/backend/native/native_backend.h"
 
 #include <fcntl.h>
 #include <sched.h>
@@ -22,7 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "plugin/backend/fs_tree.h"
+#include "plugin/backend/fs/fs_tree.h"
 #include "plugin/testing/fs_helpers.h"
 #include "plugin/testing/private_mount_namespace.h"
 
