@@ -18,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 
 namespace snapledger {
 namespace {
@@ -76,6 +77,45 @@ std::string JoinRoot(absl::string_view root, absl::string_view rest) {
   return absl::StrCat(root, rest);
 }
 
+// Appends the layers of a lowerdir value (already unescaped) to `dirs`:
+// ':' separates them ("::" marks data-only layers, which are layers too),
+// and a backslash makes the next character part of the path.
+void AppendLowerDirs(absl::string_view value, std::vector<std::string>* dirs) {
+  std::string dir;
+  for (size_t i = 0; i < value.size(); ++i) {
+    if (value[i] == '\\' && i + 1 < value.size()) {
+      dir.push_back(value[++i]);
+    } else if (value[i] == ':') {
+      if (!dir.empty()) dirs->push_back(std::move(dir));
+      dir.clear();
+    } else {
+      dir.push_back(value[i]);
+    }
+  }
+  if (!dir.empty()) dirs->push_back(std::move(dir));
+}
+
+// `path` without empty, "." and ".." components (".." taking the one before
+// it away); absolute if `path` is. Lexical only: no symlink is looked at.
+std::string LexicallyNormal(absl::string_view path) {
+  std::vector<absl::string_view> parts;
+  for (absl::string_view part : absl::StrSplit(path, '/')) {
+    if (part.empty() || part == ".") continue;
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+      continue;
+    }
+    parts.push_back(part);
+  }
+  const bool absolute = absl::StartsWith(path, "/");
+  std::string out = absolute ? "/" : "";
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out.push_back('/');
+    absl::StrAppend(&out, parts[i]);
+  }
+  return out;
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<MountEntry>> ParseMountInfo(absl::string_view text) {
@@ -101,6 +141,9 @@ absl::StatusOr<std::vector<MountEntry>> ParseMountInfo(absl::string_view text) {
     entry.mount_point = Unescape(fields[4]);
     entry.fs_type = Unescape(fields[separator + 1]);
     entry.source = Unescape(fields[separator + 2]);
+    if (separator + 3 < fields.size()) {
+      entry.super_options = std::string(fields[separator + 3]);
+    }
     table.push_back(std::move(entry));
   }
   return table;
@@ -217,6 +260,49 @@ std::vector<MountEntry> MountsUsing(const std::vector<MountEntry>& table,
         used = in_tree(p.dev, JoinRoot(p.root, BelowMountPoint(e.mount_point,
                                                                p.mount_point)));
       }
+    }
+    if (used) users.push_back(e);
+  }
+  return users;
+}
+
+OverlayLayers ParseOverlayLayers(absl::string_view super_options) {
+  OverlayLayers layers;
+  for (absl::string_view option : absl::StrSplit(super_options, ',')) {
+    if (absl::ConsumePrefix(&option, "lowerdir=")) {
+      AppendLowerDirs(Unescape(option), &layers.lower_dirs);
+    } else if (absl::ConsumePrefix(&option, "lowerdir+=") ||
+               absl::ConsumePrefix(&option, "datadir+=")) {
+      // One layer each (the new mount API's way); no ':' splitting.
+      if (!option.empty()) layers.lower_dirs.push_back(Unescape(option));
+    } else if (absl::ConsumePrefix(&option, "upperdir=")) {
+      layers.upper_dir = Unescape(option);
+    } else if (absl::ConsumePrefix(&option, "workdir=")) {
+      layers.work_dir = Unescape(option);
+    }
+  }
+  return layers;
+}
+
+std::vector<MountEntry> OverlayMountsUsing(const std::vector<MountEntry>& table,
+                                           const std::string& dir,
+                                           const std::string& relative_base) {
+  auto uses = [&](const std::string& layer) {
+    if (layer.empty()) return false;
+    if (layer.front() != '/') {
+      if (relative_base.empty()) return false;
+      return Within(LexicallyNormal(absl::StrCat(relative_base, "/", layer)),
+                    dir);
+    }
+    return Within(LexicallyNormal(layer), dir);
+  };
+  std::vector<MountEntry> users;
+  for (const MountEntry& e : table) {
+    if (e.fs_type != "overlay") continue;
+    const OverlayLayers layers = ParseOverlayLayers(e.super_options);
+    bool used = uses(layers.upper_dir) || uses(layers.work_dir);
+    for (size_t i = 0; !used && i < layers.lower_dirs.size(); ++i) {
+      used = uses(layers.lower_dirs[i]);
     }
     if (used) users.push_back(e);
   }

@@ -1,7 +1,8 @@
 // The mount table of this process's mount namespace, as the kernel reports
 // it in /proc/self/mountinfo (proc_pid_mountinfo(5)), and the question a
 // backend asks of it before deleting a tree: is any part of it in use as a
-// mount?
+// mount (MountsUsing), or as a layer of an overlay mount
+// (OverlayMountsUsing)?
 //
 // Thread-safety: the functions keep no state; safe to call concurrently.
 // MountTableCache is thread-safe.
@@ -30,6 +31,10 @@ struct MountEntry {
   std::string mount_point;  // field 5, relative to this process's root
   std::string fs_type;      // first field after " - "
   std::string source;       // second field after " - "
+  // Third field after " - ", as the kernel wrote it: still escaped, because
+  // unescaping would make a comma in a path look like an option separator.
+  // Empty if the line has none. See ParseOverlayLayers.
+  std::string super_options;
 };
 
 // Parses mountinfo `text`: one entry per non-empty line, in order. Optional
@@ -100,5 +105,36 @@ class MountTableCache {
 // of this process's mount namespace are seen.
 std::vector<MountEntry> MountsUsing(const std::vector<MountEntry>& table,
                                     const std::string& dir, dev_t dev);
+
+// The layer directories an overlay mount names in its super options
+// (lowerdir=, upperdir=, workdir=), as the mounter gave them: absolute, or
+// relative to the directory the mounter was in (containerd's mount package
+// chdirs to the layers' common parent for option strings near a page).
+struct OverlayLayers {
+  std::vector<std::string> lower_dirs;  // topmost first
+  std::string upper_dir;                // empty for a read-only overlay
+  std::string work_dir;
+};
+
+// Parses the super options of an overlay mount (MountEntry::super_options):
+// splits at commas, undoes the kernel's octal escapes in each value, then
+// splits lowerdir at ':' (a colon escaped as "\:" belongs to the path;
+// "::" before data-only layers and repeated "lowerdir+=" options are
+// understood too).
+OverlayLayers ParseOverlayLayers(absl::string_view super_options);
+
+// The overlay mounts in `table` that use directory `dir` or anything below
+// it as a layer (lower, upper or work directory), in table order. `dir` is
+// absolute and lexically normal. Layer paths are compared lexically (after
+// removing "." and ".." components and repeated slashes), not resolved: a
+// layer named through a symlink or another bind mount of the same directory
+// is not recognised. A relative layer is taken relative to `relative_base`
+// (an absolute directory, typically where the backend keeps its objects, as
+// containerd's mounter makes them relative to their common parent); with an
+// empty `relative_base` relative layers are ignored. Only mounts of this
+// process's mount namespace are seen.
+std::vector<MountEntry> OverlayMountsUsing(const std::vector<MountEntry>& table,
+                                           const std::string& dir,
+                                           const std::string& relative_base);
 
 }  // namespace snapledger

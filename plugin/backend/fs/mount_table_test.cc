@@ -303,5 +303,82 @@ TEST(MountsUsingTest, EscapedPaths) {
               ElementsAre("/run/c 1"));
 }
 
+TEST(ParseMountInfoTest, KeepsSuperOptionsEscaped) {
+  const std::vector<MountEntry> table = Parse(
+      "69 46 0:40 / /m rw,relatime - overlay overlay "
+      "rw,lowerdir=/l\\134:1:l\\0542,upperdir=/u,workdir=/w\n"
+      "70 46 0:41 / /n rw - tmpfs tmpfs\n");
+  ASSERT_EQ(table.size(), 2u);
+  EXPECT_EQ(table[0].super_options,
+            "rw,lowerdir=/l\\134:1:l\\0542,upperdir=/u,workdir=/w");
+  EXPECT_EQ(table[1].super_options, "");
+}
+
+TEST(ParseOverlayLayersTest, SplitsTheOptionsAndTheLowerDirs) {
+  const OverlayLayers layers = ParseOverlayLayers(
+      "rw,lowerdir=/s/3/fs:/s/2/fs:/s/1/fs,upperdir=/s/4/fs,"
+      "workdir=/s/4/work,index=off,uuid=on");
+  EXPECT_THAT(layers.lower_dirs, ElementsAre("/s/3/fs", "/s/2/fs", "/s/1/fs"));
+  EXPECT_EQ(layers.upper_dir, "/s/4/fs");
+  EXPECT_EQ(layers.work_dir, "/s/4/work");
+
+  const OverlayLayers read_only = ParseOverlayLayers("ro,lowerdir=/a:/b");
+  EXPECT_THAT(read_only.lower_dirs, ElementsAre("/a", "/b"));
+  EXPECT_EQ(read_only.upper_dir, "");
+  EXPECT_EQ(read_only.work_dir, "");
+  EXPECT_THAT(ParseOverlayLayers("rw,relatime").lower_dirs, IsEmpty());
+}
+
+TEST(ParseOverlayLayersTest, UnescapesAndHonoursEscapedColons) {
+  // As the kernel shows lowerdir="/l\:1:l 2,x" (a colon escaped for
+  // overlayfs, then backslash, space and comma escaped for mountinfo).
+  const OverlayLayers layers = ParseOverlayLayers(
+      "rw,lowerdir=/l\\134:1:l\\0402\\054x,upperdir=/u\\040p,workdir=w");
+  EXPECT_THAT(layers.lower_dirs, ElementsAre("/l:1", "l 2,x"));
+  EXPECT_EQ(layers.upper_dir, "/u p");
+  EXPECT_EQ(layers.work_dir, "w");
+}
+
+TEST(ParseOverlayLayersTest, DataLayersAndAppendedLayers) {
+  EXPECT_THAT(ParseOverlayLayers("lowerdir=/a:/b::/d1::/d2").lower_dirs,
+              ElementsAre("/a", "/b", "/d1", "/d2"));
+  EXPECT_THAT(ParseOverlayLayers("lowerdir+=/a,lowerdir+=/b\\054c,datadir+=/d")
+                  .lower_dirs,
+              ElementsAre("/a", "/b,c", "/d"));
+}
+
+TEST(OverlayMountsUsingTest, FindsEveryKindOfLayer) {
+  const std::vector<MountEntry> table = Parse(
+      "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+      "60 22 0:40 / /run/a rw - overlay overlay "
+      "rw,lowerdir=/s/3/fs:/s/1/fs,upperdir=/s/5/fs,workdir=/s/5/work\n"
+      "61 22 0:41 / /run/b rw - overlay overlay ro,lowerdir=/s/12/fs:/s/2/fs\n"
+      "62 22 0:42 / /run/c rw - overlay overlay "
+      "rw,lowerdir=7/fs:9/fs,upperdir=/s/8/fs,workdir=/s/8/work\n"
+      "63 22 0:43 / /run/d rw - tmpfs /s/6/fs rw,lowerdir=/s/6/fs\n"
+      "64 22 0:44 / /run/e rw - overlay overlay "
+      "rw,lowerdir=/s//4/./x/../fs/,upperdir=/u,workdir=/w\n");
+  const std::string base = "/s";
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s/1", base)),
+              ElementsAre("/run/a"));  // the bottom layer
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s/3", base)),
+              ElementsAre("/run/a"));
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s/5", base)),
+              ElementsAre("/run/a"));  // upper and work dir
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s/2", base)),
+              ElementsAre("/run/b"));  // not fooled by /s/12
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s/12", base)),
+              ElementsAre("/run/b"));
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s/9", base)),
+              ElementsAre("/run/c"));  // relative, as containerd mounts
+  EXPECT_THAT(OverlayMountsUsing(table, "/s/9", ""), IsEmpty());
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s/4", base)),
+              ElementsAre("/run/e"));  // lexically normalised
+  EXPECT_THAT(OverlayMountsUsing(table, "/s/6", base), IsEmpty());  // tmpfs
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s", base)),
+              ElementsAre("/run/a", "/run/b", "/run/c", "/run/e"));
+  EXPECT_THAT(OverlayMountsUsing(table, "/s/10", base), IsEmpty());
+}
+
 }  // namespace
 }  // namespace snapledger
