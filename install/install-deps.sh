@@ -26,6 +26,10 @@ PACKAGES=(
   # integration tests and the demo: a real containerd and runc, and a
   # static busybox to build a test image from
   containerd runc busybox-static iproute2 util-linux procps jq
+  # Go test tooling only (tests/go, never part of the daemon): containerd's
+  # snapshotter conformance suite and snapshotter-serve, built offline in
+  # GOPATH mode from these packaged containerd 1.6 sources
+  golang-go golang-github-containerd-containerd-dev
 )
 
 missing=()

@@ -335,8 +335,8 @@ func TestMain(m *testing.M) {
 		os.Exit(2)
 	}
 	if os.Geteuid() != 0 {
-		fmt.Fprintln(os.Stderr, "snapshotter-suite: run as root: the suite mounts snapshots")
-		os.Exit(2)
+		fmt.Fprintln(os.Stderr, "SKIP: snapshotter-suite needs root (the suite mounts snapshots)")
+		os.Exit(77)
 	}
 	_ = flag.Set("test.v", "true")
 	fmt.Printf("snapshotter-suite: %s (%s dialect) %s\n", *flagDaemon, daemonKind(), *flagArgs)
