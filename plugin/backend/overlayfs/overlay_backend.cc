@@ -1,0 +1,1035 @@
+#include "plugin/backend/overlayfs/overlay_backend.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <unordered_set>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/cleanup/cleanup.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/string_view.h"
+#include "absl/strings/strip.h"
+#include "absl/synchronization/mutex.h"
+#include "plugin/backend/fs/fs_tree.h"
+#include "plugin/backend/fs/mount_table.h"
+#include "spdlog/spdlog.h"
+
+namespace snapledger {
+namespace {
+
+using fstree::UniqueFd;
+
+constexpr absl::string_view kTempPrefix = "new-";
+constexpr absl::string_view kRemovingPrefix = "rm-";
+constexpr char kTreeDir[] = "fs";
+constexpr char kWorkDir[] = "work";
+constexpr char kParentFile[] = "parent";
+constexpr char kUsageFile[] = "usage";
+constexpr char kUsageTempFile[] = "usage.new";
+constexpr char kIndexParameter[] = "/sys/module/overlay/parameters/index";
+constexpr char kUseNative[] = "use backend = \"native\" instead";
+constexpr long kTmpfsMagic = 0x01021994;
+
+absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
+  return absl::ErrnoToStatus(err, absl::StrCat(op, " ", path));
+}
+
+absl::Status ObjectNotFound(uint64_t id) {
+  return absl::NotFoundError(
+      absl::StrCat("snapshot object ", id, " not found"));
+}
+
+absl::Status CheckId(uint64_t id) {
+  if (id == 0) return absl::InvalidArgumentError("object id 0 is reserved");
+  return absl::OkStatus();
+}
+
+// A canonical decimal id: digits only, no leading zero, fits uint64_t.
+std::optional<uint64_t> ParseId(absl::string_view s) {
+  if (s.empty() || s.size() > 20 || s[0] == '0') return std::nullopt;
+  if (!std::all_of(s.begin(), s.end(),
+                   [](char c) { return c >= '0' && c <= '9'; })) {
+    return std::nullopt;
+  }
+  uint64_t id = 0;
+  if (!absl::SimpleAtoi(s, &id)) return std::nullopt;
+  return id;
+}
+
+bool IsTemporary(absl::string_view name) {
+  return absl::StartsWith(name, kTempPrefix) ||
+         absl::StartsWith(name, kRemovingPrefix);
+}
+
+// Renames `from` to `to` within `dir_fd`, failing with EEXIST rather than
+// replacing an existing `to`.
+int RenameNoReplace(int dir_fd, const char* from, const char* to) {
+  if (::renameat2(dir_fd, from, dir_fd, to, RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL) return -1;
+  // No RENAME_NOREPLACE here. Objects are never empty directories, so a
+  // plain rename still fails (ENOTEMPTY) over one.
+  return ::renameat(dir_fd, from, dir_fd, to);
+}
+
+absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, "write", path);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+// Reads up to `limit` bytes of `name` under `dir_fd`. ENOENT is returned as
+// nullopt; other failures as errors naming `path`.
+absl::StatusOr<std::optional<std::string>> ReadSmallFile(
+    int dir_fd, const std::string& name, const std::string& path,
+    size_t limit) {
+  UniqueFd fd(
+      ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return std::optional<std::string>();
+    return ErrnoError(errno, "open", path);
+  }
+  std::string text(limit, '\0');
+  size_t len = 0;
+  while (len < limit) {
+    const ssize_t n = ::read(fd.get(), text.data() + len, limit - len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, "read", path);
+    }
+    if (n == 0) break;
+    len += static_cast<size_t>(n);
+  }
+  text.resize(len);
+  return std::optional<std::string>(std::move(text));
+}
+
+// Creates directory `path` and missing ancestors with `mode` (existing ones
+// are left as they are).
+absl::Status MakeDirs(const std::string& path, mode_t mode) {
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    const std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), mode) == 0) continue;
+    const int err = errno;
+    struct stat st;
+    if (err == EEXIST && ::stat(prefix.c_str(), &st) == 0 &&
+        S_ISDIR(st.st_mode)) {
+      continue;
+    }
+    return ErrnoError(err == EEXIST ? ENOTDIR : err, "mkdir", prefix);
+  }
+  return absl::OkStatus();
+}
+
+// Makes directory `name` under `dir_fd` with exactly `mode` (past the umask).
+absl::Status MakeDirAt(int dir_fd, const char* name, mode_t mode,
+                       const std::string& path) {
+  if (::mkdirat(dir_fd, name, mode) != 0 ||
+      ::fchmodat(dir_fd, name, mode, 0) != 0) {
+    return ErrnoError(errno, "mkdir", path);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FsyncAt(int dir_fd, const char* name, const std::string& path) {
+  UniqueFd fd(
+      ::openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid() || ::fsync(fd.get()) != 0) {
+    return ErrnoError(errno, "fsync", path);
+  }
+  return absl::OkStatus();
+}
+
+// Removes the leftovers of start-up checks that a crash interrupted.
+void RemoveCheckLeftovers(const std::string& root, absl::string_view prefix) {
+  absl::StatusOr<std::vector<std::string>> names = fstree::ListDir(root);
+  if (!names.ok()) return;
+  for (const std::string& name : *names) {
+    if (!absl::StartsWith(name, prefix)) continue;
+    if (absl::Status s = fstree::RemoveTree(absl::StrCat(root, "/", name));
+        !s.ok()) {
+      spdlog::warn("overlayfs: cannot remove {}/{}: {}", root, name,
+                   s.ToString());
+    }
+  }
+}
+
+// A new directory `<parent>/<prefix>XXXXXX`, removed (best effort) when the
+// object goes.
+class ScratchDir {
+ public:
+  static absl::StatusOr<std::unique_ptr<ScratchDir>> Make(
+      const std::string& parent, absl::string_view prefix) {
+    std::string path = absl::StrCat(parent, "/", prefix, "XXXXXX");
+    if (::mkdtemp(path.data()) == nullptr) {
+      return ErrnoError(errno, "mkdtemp", path);
+    }
+    return std::unique_ptr<ScratchDir>(new ScratchDir(std::move(path)));
+  }
+  ~ScratchDir() {
+    if (absl::Status s = fstree::RemoveTree(path_); !s.ok()) {
+      spdlog::warn("overlayfs: cannot remove {}: {}", path_, s.ToString());
+    }
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
+  const std::string path_;
+};
+
+// Mounts an overlay of two lower dirs (plus `extra_option`, if any) in a
+// scratch directory under `dir`, and unmounts it. Returns the mount's
+// errno as a status on failure.
+absl::Status TryOverlayMount(const std::string& dir,
+                             absl::string_view extra_option) {
+  absl::StatusOr<std::unique_ptr<ScratchDir>> scratch =
+      ScratchDir::Make(dir, "overlay-check-");
+  if (!scratch.ok()) return scratch.status();
+  const std::string& td = (*scratch)->path();
+  for (const char* name : {"lower1", "lower2", "upper", "work", "merged"}) {
+    const std::string path = absl::StrCat(td, "/", name);
+    if (::mkdir(path.c_str(), 0755) != 0) {
+      return ErrnoError(errno, "mkdir", path);
+    }
+  }
+  std::string data =
+      absl::StrCat("lowerdir=", td, "/lower2:", td, "/lower1", ",upperdir=", td,
+                   "/upper", ",workdir=", td, "/work");
+  if (!extra_option.empty()) absl::StrAppend(&data, ",", extra_option);
+  const std::string merged = absl::StrCat(td, "/merged");
+  if (::mount("overlay", merged.c_str(), "overlay", 0, data.c_str()) != 0) {
+    return ErrnoError(errno, "mount overlay on", merged);
+  }
+  if (::umount2(merged.c_str(), 0) != 0) {
+    spdlog::warn("overlayfs: cannot unmount {}: {}", merged, ::strerror(errno));
+    ::umount2(merged.c_str(), MNT_DETACH);
+  }
+  return absl::OkStatus();
+}
+
+// Whether the filesystem holding `dir` fills in d_type: a scratch directory
+// holding a file and a directory is read back.
+absl::StatusOr<bool> SupportsDType(const std::string& dir) {
+  absl::StatusOr<std::unique_ptr<ScratchDir>> scratch =
+      ScratchDir::Make(dir, "dtype-check-");
+  if (!scratch.ok()) return scratch.status();
+  const std::string& td = (*scratch)->path();
+  const std::string file = absl::StrCat(td, "/file");
+  UniqueFd fd(
+      ::open(file.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd.valid()) return ErrnoError(errno, "create", file);
+  fd.reset();
+  const std::string sub = absl::StrCat(td, "/dir");
+  if (::mkdir(sub.c_str(), 0700) != 0) return ErrnoError(errno, "mkdir", sub);
+  DIR* d = ::opendir(td.c_str());
+  if (d == nullptr) return ErrnoError(errno, "opendir", td);
+  absl::Cleanup close_dir = [d] { ::closedir(d); };
+  int seen = 0;
+  errno = 0;
+  while (struct dirent* e = ::readdir(d)) {
+    const std::string_view name = e->d_name;
+    if (name != "file" && name != "dir") continue;
+    if (e->d_type == DT_UNKNOWN) return false;
+    ++seen;
+  }
+  if (errno != 0) return ErrnoError(errno, "readdir", td);
+  if (seen != 2) {
+    return absl::InternalError(
+        absl::StrCat("readdir ", td, ": the entries just made are missing"));
+  }
+  return true;
+}
+
+bool RunningInUserNamespace() {
+  absl::StatusOr<std::optional<std::string>> map =
+      ReadSmallFile(AT_FDCWD, "/proc/self/uid_map", "/proc/self/uid_map", 4096);
+  if (!map.ok() || !map->has_value()) return false;
+  // The initial namespace maps all of 0..2^32-1 onto itself, in one line.
+  std::vector<absl::string_view> fields =
+      absl::StrSplit(**map, absl::ByAnyChar(" \n"), absl::SkipEmpty());
+  return !(fields.size() == 3 && fields[0] == "0" && fields[1] == "0" &&
+           fields[2] == "4294967295");
+}
+
+// Whether the running kernel is at least `major`.`minor`.
+bool KernelAtLeast(int major, int minor) {
+  struct utsname u;
+  if (::uname(&u) != 0) return false;
+  std::vector<absl::string_view> parts =
+      absl::StrSplit(absl::string_view(u.release), absl::MaxSplits('.', 2));
+  int have_major = 0, have_minor = 0;
+  if (parts.size() < 2 || !absl::SimpleAtoi(parts[0], &have_major)) {
+    return false;
+  }
+  absl::string_view minor_text = parts[1];
+  size_t digits = 0;
+  while (digits < minor_text.size() && minor_text[digits] >= '0' &&
+         minor_text[digits] <= '9') {
+    ++digits;
+  }
+  if (!absl::SimpleAtoi(minor_text.substr(0, digits), &have_minor)) {
+    return false;
+  }
+  return have_major > major || (have_major == major && have_minor >= minor);
+}
+
+// One object's place in its ancestor chain: its parent's node, shared with
+// every sibling, down to an object without a parent.
+struct ChainNode {
+  uint64_t id = 0;
+  std::shared_ptr<const ChainNode> parent;  // null: no parent
+};
+
+class OverlayBackend final : public Backend {
+ public:
+  OverlayBackend(std::string snapshots_dir, UniqueFd snapshots_fd,
+                 OverlayBackendOptions options, bool index_off, bool userxattr)
+      : snapshots_dir_(std::move(snapshots_dir)),
+        snapshots_fd_(std::move(snapshots_fd)),
+        options_(std::move(options)),
+        index_off_(index_off),
+        userxattr_(userxattr) {}
+
+  std::string_view Name() const override { return "overlayfs"; }
+
+  absl::Status Create(uint64_t id, uint64_t parent_id,
+                      SnapshotKind kind) override {
+    if (absl::Status s = CheckId(id); !s.ok()) return s;
+    if (kind == SnapshotKind::kCommitted) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot object ", id, ": objects are created active or as views"));
+    }
+    if (parent_id == id) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("snapshot object ", id, " cannot be its own parent"));
+    }
+    absl::StatusOr<bool> exists = Exists(id);
+    if (!exists.ok()) return exists.status();
+    if (*exists) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("snapshot object ", id, " already exists"));
+    }
+    std::shared_ptr<const ChainNode> parent;
+    struct stat parent_tree;
+    if (parent_id != 0) {
+      absl::StatusOr<bool> parent_exists = Exists(parent_id);
+      if (!parent_exists.ok()) return parent_exists.status();
+      if (!*parent_exists) {
+        return absl::NotFoundError(
+            absl::StrCat("parent snapshot object ", parent_id, " not found"));
+      }
+      absl::StatusOr<std::shared_ptr<const ChainNode>> chain =
+          LoadChain(parent_id);
+      if (!chain.ok()) return chain.status();
+      parent = *std::move(chain);
+      if (kind == SnapshotKind::kActive && parent->parent != nullptr) {
+        absl::StatusOr<bool> is_view = IsView(parent_id);
+        if (!is_view.ok()) return is_view.status();
+        if (*is_view) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "parent snapshot object ", parent_id,
+              " is a view of another object and is no layer to build on"));
+        }
+      }
+      if (::fstatat(snapshots_fd_.get(),
+                    absl::StrCat(parent_id, "/", kTreeDir).c_str(),
+                    &parent_tree, AT_SYMLINK_NOFOLLOW) != 0) {
+        return ErrnoError(errno, "stat", TreePath(parent_id));
+      }
+    }
+
+    std::string temp_path =
+        absl::StrCat(snapshots_dir_, "/", kTempPrefix, "XXXXXX");
+    if (::mkdtemp(temp_path.data()) == nullptr) {
+      return ErrnoError(errno, "mkdtemp", temp_path);
+    }
+    const std::string temp_name = temp_path.substr(snapshots_dir_.size() + 1);
+    absl::Cleanup discard = [&temp_path] {
+      if (absl::Status s = fstree::RemoveTree(temp_path); !s.ok()) {
+        spdlog::warn("overlayfs: cannot remove {} (Cleanup will): {}",
+                     temp_path, s.ToString());
+      }
+    };
+    UniqueFd temp(::openat(snapshots_fd_.get(), temp_name.c_str(),
+                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!temp.valid()) return ErrnoError(errno, "open", temp_path);
+
+    const std::string tree_path = absl::StrCat(temp_path, "/", kTreeDir);
+    if (absl::Status s = MakeDirAt(temp.get(), kTreeDir, 0755, tree_path);
+        !s.ok()) {
+      return s;
+    }
+    // The upper dir's owner is what the merged root shows: the parent's.
+    if (parent != nullptr &&
+        ::fchownat(temp.get(), kTreeDir, parent_tree.st_uid, parent_tree.st_gid,
+                   AT_SYMLINK_NOFOLLOW) != 0) {
+      return ErrnoError(errno, "chown", tree_path);
+    }
+    const std::string work_path = absl::StrCat(temp_path, "/", kWorkDir);
+    const bool active = kind == SnapshotKind::kActive;
+    if (active) {
+      if (absl::Status s = MakeDirAt(temp.get(), kWorkDir, 0711, work_path);
+          !s.ok()) {
+        return s;
+      }
+    }
+    if (absl::Status s = WriteParentFile(temp.get(), parent_id, temp_path);
+        !s.ok()) {
+      return s;
+    }
+    if (options_.sync) {
+      if (absl::Status s = FsyncAt(temp.get(), kTreeDir, tree_path); !s.ok()) {
+        return s;
+      }
+      if (active) {
+        if (absl::Status s = FsyncAt(temp.get(), kWorkDir, work_path);
+            !s.ok()) {
+          return s;
+        }
+      }
+      if (::fsync(temp.get()) != 0) {
+        return ErrnoError(errno, "fsync", temp_path);
+      }
+    }
+    temp.reset();
+
+    const std::string name = absl::StrCat(id);
+    if (RenameNoReplace(snapshots_fd_.get(), temp_name.c_str(), name.c_str()) !=
+        0) {
+      if (errno == EEXIST || errno == ENOTEMPTY) {
+        return absl::AlreadyExistsError(
+            absl::StrCat("snapshot object ", id, " already exists"));
+      }
+      return ErrnoError(errno, absl::StrCat("rename ", temp_path, " to"),
+                        ObjectPath(id));
+    }
+    std::move(discard).Cancel();
+    if (options_.sync && ::fsync(snapshots_fd_.get()) != 0) {
+      const int err = errno;
+      // Not known durable: take it back, so that a failed Create leaves no
+      // object behind.
+      if (::renameat(snapshots_fd_.get(), name.c_str(), snapshots_fd_.get(),
+                     temp_name.c_str()) == 0) {
+        if (absl::Status s = fstree::RemoveTree(temp_path); !s.ok()) {
+          spdlog::warn("overlayfs: cannot remove {} (Cleanup will): {}",
+                       temp_path, s.ToString());
+        }
+      } else {
+        spdlog::error("overlayfs: object {} created but not synced: {}", id,
+                      ::strerror(errno));
+      }
+      return ErrnoError(err, "fsync", snapshots_dir_);
+    }
+    Remember(std::make_shared<const ChainNode>(ChainNode{id, parent}));
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<Usage> Commit(uint64_t id) override {
+    if (absl::Status s = CheckId(id); !s.ok()) return s;
+    absl::StatusOr<bool> exists = Exists(id);
+    if (!exists.ok()) return exists.status();
+    if (!*exists) return ObjectNotFound(id);
+    absl::StatusOr<std::optional<Usage>> stored = ReadUsageFile(id);
+    if (!stored.ok()) return stored.status();
+    if (stored->has_value()) return **stored;  // committed already
+
+    UniqueFd tree(::openat(snapshots_fd_.get(),
+                           absl::StrCat(id, "/", kTreeDir).c_str(),
+                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!tree.valid()) return ErrnoError(errno, "open", TreePath(id));
+    if (options_.sync && ::syncfs(tree.get()) != 0) {
+      return ErrnoError(errno, "syncfs", TreePath(id));
+    }
+    absl::StatusOr<Usage> usage = fstree::DiskUsage(TreePath(id));
+    if (!usage.ok()) return usage.status();
+    if (absl::Status s = WriteUsageFile(id, *usage); !s.ok()) return s;
+    return *usage;
+  }
+
+  absl::Status Remove(uint64_t id) override {
+    if (absl::Status s = CheckId(id); !s.ok()) return s;
+    const std::string name = absl::StrCat(id);
+    struct stat st;
+    if (::fstatat(snapshots_fd_.get(), name.c_str(), &st,
+                  AT_SYMLINK_NOFOLLOW) != 0 &&
+        errno == ENOENT) {
+      return ObjectNotFound(id);  // without a look at the mount table
+    }
+    const std::string removing = absl::StrCat(kRemovingPrefix, id);
+    const std::string removing_path =
+        absl::StrCat(snapshots_dir_, "/", removing);
+    // Neither a bind mount of the layer nor an overlay stacking it makes
+    // the rename or the deletion fail: ask the mount table first.
+    if (absl::Status s = CheckNotMounted(id, removing_path); !s.ok()) return s;
+    int rc =
+        RenameNoReplace(snapshots_fd_.get(), name.c_str(), removing.c_str());
+    if (rc != 0 && (errno == EEXIST || errno == ENOTEMPTY)) {
+      // Left by an interrupted Remove of an earlier object with this id.
+      if (absl::Status s = fstree::RemoveTree(removing_path); !s.ok()) {
+        absl::Status busy = CheckNotMounted(id, removing_path);
+        return busy.ok() ? s : busy;
+      }
+      rc = RenameNoReplace(snapshots_fd_.get(), name.c_str(), removing.c_str());
+    }
+    if (rc != 0) {
+      if (errno == ENOENT) return ObjectNotFound(id);
+      if (errno == EBUSY) {
+        return absl::FailedPreconditionError(
+            absl::StrCat("snapshot object ", id, " is in use: rename ",
+                         ObjectPath(id), ": ", ::strerror(EBUSY), " (busy)"));
+      }
+      return ErrnoError(errno, absl::StrCat("rename ", ObjectPath(id), " to"),
+                        removing_path);
+    }
+    if (options_.sync && ::fsync(snapshots_fd_.get()) != 0) {
+      const int err = errno;
+      // Not known durable: put it back, so that a failed Remove leaves the
+      // object whole.
+      if (::renameat(snapshots_fd_.get(), removing.c_str(), snapshots_fd_.get(),
+                     name.c_str()) != 0) {
+        spdlog::error("overlayfs: cannot restore {}: {}", removing_path,
+                      ::strerror(errno));
+      }
+      return ErrnoError(err, "fsync", snapshots_dir_);
+    }
+    Forget(id);
+    if (absl::Status s = fstree::RemoveTree(removing_path); !s.ok()) {
+      spdlog::warn("overlayfs: object {} removed, but not all its storage: {}",
+                   id, s.ToString());
+    }
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id, uint64_t parent_id,
+                                            SnapshotKind kind) override {
+    if (absl::Status s = CheckMountable(id, kind); !s.ok()) return s;
+    absl::StatusOr<bool> exists = Exists(id);
+    if (!exists.ok()) return exists.status();
+    if (!*exists) return ObjectNotFound(id);
+    absl::StatusOr<std::shared_ptr<const ChainNode>> node = LoadChain(id);
+    if (!node.ok()) return node.status();
+    return MountsOf(**node, parent_id, kind);
+  }
+
+  // From the cached chain only: no I/O.
+  absl::StatusOr<std::vector<Mount>> MountsOfNew(uint64_t id,
+                                                 uint64_t parent_id,
+                                                 SnapshotKind kind) override {
+    if (absl::Status s = CheckMountable(id, kind); !s.ok()) return s;
+    std::shared_ptr<const ChainNode> node = Cached(id);
+    if (node == nullptr) {
+      std::shared_ptr<const ChainNode> parent;
+      if (parent_id != 0) {
+        parent = Cached(parent_id);
+        if (parent == nullptr) {
+          return absl::FailedPreconditionError(absl::StrCat(
+              "snapshot object ", id, ": the ancestors of parent ", parent_id,
+              " are not known without reading storage; use Mounts"));
+        }
+      }
+      node = std::make_shared<const ChainNode>(ChainNode{id, parent});
+    }
+    return MountsOf(*node, parent_id, kind);
+  }
+
+  absl::StatusOr<Usage> DiskUsage(uint64_t id) override {
+    if (absl::Status s = CheckId(id); !s.ok()) return s;
+    absl::StatusOr<bool> exists = Exists(id);
+    if (!exists.ok()) return exists.status();
+    if (!*exists) return ObjectNotFound(id);
+    absl::StatusOr<std::optional<Usage>> stored = ReadUsageFile(id);
+    if (!stored.ok()) return stored.status();
+    if (stored->has_value()) return **stored;
+    return fstree::DiskUsage(TreePath(id));
+  }
+
+  absl::StatusOr<bool> Exists(uint64_t id) override {
+    if (absl::Status s = CheckId(id); !s.ok()) return s;
+    struct stat st;
+    if (::fstatat(snapshots_fd_.get(), absl::StrCat(id).c_str(), &st,
+                  AT_SYMLINK_NOFOLLOW) != 0) {
+      if (errno == ENOENT) return false;
+      return ErrnoError(errno, "stat", ObjectPath(id));
+    }
+    if (!S_ISDIR(st.st_mode)) {
+      return absl::DataLossError(
+          absl::StrCat(ObjectPath(id), " is not a directory"));
+    }
+    return true;
+  }
+
+  absl::StatusOr<std::vector<BackendObject>> List() override {
+    absl::StatusOr<std::vector<std::string>> names =
+        fstree::ListDir(snapshots_dir_);
+    if (!names.ok()) return names.status();
+    std::vector<BackendObject> objects;
+    for (const std::string& name : *names) {
+      if (IsTemporary(name)) continue;
+      const std::optional<uint64_t> id = ParseId(name);
+      struct stat st;
+      const bool stated = id && ::fstatat(snapshots_fd_.get(), name.c_str(),
+                                          &st, AT_SYMLINK_NOFOLLOW) == 0;
+      if (id && !stated && errno == ENOENT) {
+        continue;  // removed since the listing (List runs beside Remove)
+      }
+      if (!stated || !S_ISDIR(st.st_mode)) {
+        spdlog::warn("overlayfs: ignoring {}/{}: not a snapshot object",
+                     snapshots_dir_, name);
+        continue;
+      }
+      absl::StatusOr<uint64_t> parent = ReadParentFile(*id);
+      if (!parent.ok()) {
+        absl::StatusOr<bool> still = Exists(*id);
+        if (still.ok() && !*still) continue;  // removed meanwhile
+        return parent.status();
+      }
+      objects.push_back(BackendObject{*id, *parent});
+    }
+    std::sort(objects.begin(), objects.end(),
+              [](const BackendObject& a, const BackendObject& b) {
+                return a.id < b.id;
+              });
+    return objects;
+  }
+
+  absl::Status Cleanup() override {
+    absl::StatusOr<std::vector<std::string>> names =
+        fstree::ListDir(snapshots_dir_);
+    if (!names.ok()) return names.status();
+    absl::Status first;
+    for (const std::string& name : *names) {
+      if (!IsTemporary(name)) continue;
+      const std::string path = absl::StrCat(snapshots_dir_, "/", name);
+      absl::Status s = fstree::RemoveTree(path);
+      if (s.ok()) spdlog::info("overlayfs: removed leftover {}", path);
+      first.Update(s);
+    }
+    return first;
+  }
+
+ private:
+  std::string ObjectPath(uint64_t id) const {
+    return absl::StrCat(snapshots_dir_, "/", id);
+  }
+  std::string TreePath(uint64_t id) const {
+    return absl::StrCat(snapshots_dir_, "/", id, "/", kTreeDir);
+  }
+  std::string WorkPath(uint64_t id) const {
+    return absl::StrCat(snapshots_dir_, "/", id, "/", kWorkDir);
+  }
+
+  static absl::Status CheckMountable(uint64_t id, SnapshotKind kind) {
+    if (absl::Status s = CheckId(id); !s.ok()) return s;
+    if (kind == SnapshotKind::kCommitted) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "snapshot object ", id, ": committed objects have no mounts"));
+    }
+    return absl::OkStatus();
+  }
+
+  // The mounts of the object at `node`, in containerd 1.6's shapes and
+  // option order (see the header).
+  absl::StatusOr<std::vector<Mount>> MountsOf(const ChainNode& node,
+                                              uint64_t parent_id,
+                                              SnapshotKind kind) const {
+    const uint64_t stored_parent = node.parent ? node.parent->id : 0;
+    if (stored_parent != parent_id) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("snapshot object ", node.id, " has parent ",
+                       stored_parent, ", not ", parent_id));
+    }
+    const bool view = kind == SnapshotKind::kView;
+    std::vector<std::string> lower_dirs;
+    for (const ChainNode* p = node.parent.get(); p != nullptr;
+         p = p->parent.get()) {
+      lower_dirs.push_back(TreePath(p->id));
+    }
+    Mount mount;
+    if (lower_dirs.empty()) {
+      mount.type = "bind";
+      mount.source = TreePath(node.id);
+      mount.options = {view ? "ro" : "rw", "rbind"};
+      return std::vector<Mount>{std::move(mount)};
+    }
+    if (view && lower_dirs.size() == 1) {
+      mount.type = "bind";
+      mount.source = std::move(lower_dirs.front());
+      mount.options = {"ro", "rbind"};
+      return std::vector<Mount>{std::move(mount)};
+    }
+    mount.type = "overlay";
+    mount.source = "overlay";
+    if (index_off_) mount.options.push_back("index=off");
+    if (userxattr_) mount.options.push_back("userxattr");
+    if (!view) {
+      mount.options.push_back(absl::StrCat("workdir=", WorkPath(node.id)));
+      mount.options.push_back(absl::StrCat("upperdir=", TreePath(node.id)));
+    }
+    mount.options.push_back(
+        absl::StrCat("lowerdir=", absl::StrJoin(lower_dirs, ":")));
+    mount.options.insert(mount.options.end(), options_.mount_options.begin(),
+                         options_.mount_options.end());
+    return std::vector<Mount>{std::move(mount)};
+  }
+
+  std::shared_ptr<const ChainNode> Cached(uint64_t id) const {
+    absl::MutexLock l(&mu_);
+    auto it = chains_.find(id);
+    return it == chains_.end() ? nullptr : it->second;
+  }
+
+  // Caches `node`, unless a node for its id is there already; returns the
+  // cached one.
+  std::shared_ptr<const ChainNode> Remember(
+      std::shared_ptr<const ChainNode> node) {
+    absl::MutexLock l(&mu_);
+    return chains_.emplace(node->id, std::move(node)).first->second;
+  }
+
+  void Forget(uint64_t id) {
+    absl::MutexLock l(&mu_);
+    chains_.erase(id);
+  }
+
+  // The chain node of existing object `id`: from the cache, else from the
+  // parent files up to the first cached ancestor (caching each node made).
+  absl::StatusOr<std::shared_ptr<const ChainNode>> LoadChain(uint64_t id) {
+    std::vector<uint64_t> unknown;  // nearest first
+    std::unordered_set<uint64_t> seen;
+    std::shared_ptr<const ChainNode> known;
+    for (uint64_t cur = id; cur != 0;) {
+      known = Cached(cur);
+      if (known != nullptr) break;
+      if (!seen.insert(cur).second) {
+        return absl::DataLossError(absl::StrCat("snapshot object ", id,
+                                                " is damaged: its ancestor ",
+                                                cur, " is its own ancestor"));
+      }
+      if (cur != id) {
+        absl::StatusOr<bool> exists = Exists(cur);
+        if (!exists.ok()) return exists.status();
+        if (!*exists) {
+          return absl::DataLossError(absl::StrCat(
+              "snapshot object ", id, ": its ancestor ", cur, " is missing"));
+        }
+      }
+      absl::StatusOr<uint64_t> parent = ReadParentFile(cur);
+      if (!parent.ok()) return parent.status();
+      unknown.push_back(cur);
+      cur = *parent;
+    }
+    for (auto it = unknown.rbegin(); it != unknown.rend(); ++it) {
+      known = Remember(
+          std::make_shared<const ChainNode>(ChainNode{*it, std::move(known)}));
+    }
+    return known;
+  }
+
+  // Whether existing object `id` was created as a view (it has no work dir).
+  absl::StatusOr<bool> IsView(uint64_t id) const {
+    struct stat st;
+    if (::fstatat(snapshots_fd_.get(), absl::StrCat(id, "/", kWorkDir).c_str(),
+                  &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      return false;
+    }
+    if (errno == ENOENT) return true;
+    return ErrnoError(errno, "stat", WorkPath(id));
+  }
+
+  // FailedPrecondition (busy) if object `id`'s directory, or the leftover
+  // `removing_path` of an earlier removal, is in use: anything mounted in
+  // it, a mount of anything in it, or an overlay layer in it.
+  absl::Status CheckNotMounted(uint64_t id, const std::string& removing_path) {
+    absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> table =
+        mount_table_.Get();
+    if (!table.ok()) {
+      return absl::UnavailableError(
+          absl::StrCat("snapshot object ", id,
+                       " not removed: cannot check whether it is mounted: ",
+                       table.status().message()));
+    }
+    struct stat st;
+    if (::fstat(snapshots_fd_.get(), &st) != 0) {
+      return ErrnoError(errno, "stat", snapshots_dir_);
+    }
+    std::vector<MountEntry> users = Users(**table, ObjectPath(id), st.st_dev);
+    if (!users.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot object ", id, " is in use: ", MountedAt(users)));
+    }
+    users = Users(**table, removing_path, st.st_dev);
+    if (!users.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot object ", id, " cannot be removed: ", removing_path,
+          ", left by an earlier removal, is in use: ", MountedAt(users)));
+    }
+    return absl::OkStatus();
+  }
+
+  // The mounts using `dir`, in table order: MountsUsing's, then overlays
+  // stacking a layer in it.
+  std::vector<MountEntry> Users(const std::vector<MountEntry>& table,
+                                const std::string& dir, dev_t dev) const {
+    std::vector<MountEntry> users = MountsUsing(table, dir, dev);
+    for (MountEntry& e : OverlayMountsUsing(table, dir, snapshots_dir_)) {
+      const bool listed = std::any_of(
+          users.begin(), users.end(),
+          [&](const MountEntry& u) { return u.mount_id == e.mount_id; });
+      if (!listed) users.push_back(std::move(e));
+    }
+    std::stable_sort(users.begin(), users.end(),
+                     [&table](const MountEntry& a, const MountEntry& b) {
+                       return Position(table, a) < Position(table, b);
+                     });
+    return users;
+  }
+
+  static size_t Position(const std::vector<MountEntry>& table,
+                         const MountEntry& e) {
+    for (size_t i = 0; i < table.size(); ++i) {
+      if (table[i].mount_id == e.mount_id) return i;
+    }
+    return table.size();
+  }
+
+  // "mounted at A, B and 3 more (busy)": the first two distinct mount points.
+  static std::string MountedAt(const std::vector<MountEntry>& users) {
+    std::vector<std::string> points;
+    for (const MountEntry& e : users) {
+      if (std::find(points.begin(), points.end(), e.mount_point) ==
+          points.end()) {
+        points.push_back(e.mount_point);
+      }
+    }
+    std::string text = absl::StrCat("mounted at ", points[0]);
+    if (points.size() > 1) absl::StrAppend(&text, ", ", points[1]);
+    if (points.size() > 2) {
+      absl::StrAppend(&text, " and ", points.size() - 2, " more");
+    }
+    absl::StrAppend(&text, " (busy)");
+    return text;
+  }
+
+  absl::Status WriteParentFile(int dir_fd, uint64_t parent_id,
+                               const std::string& dir_path) const {
+    const std::string path = absl::StrCat(dir_path, "/", kParentFile);
+    UniqueFd fd(::openat(dir_fd, kParentFile,
+                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                         0644));
+    if (!fd.valid()) return ErrnoError(errno, "create", path);
+    if (absl::Status s =
+            WriteAll(fd.get(), absl::StrCat(parent_id, "\n"), path);
+        !s.ok()) {
+      return s;
+    }
+    if (options_.sync && ::fsync(fd.get()) != 0) {
+      return ErrnoError(errno, "fsync", path);
+    }
+    if (::close(fd.release()) != 0) return ErrnoError(errno, "close", path);
+    return absl::OkStatus();
+  }
+
+  absl::StatusOr<uint64_t> ReadParentFile(uint64_t id) const {
+    const std::string path = absl::StrCat(ObjectPath(id), "/", kParentFile);
+    absl::StatusOr<std::optional<std::string>> text = ReadSmallFile(
+        snapshots_fd_.get(), absl::StrCat(id, "/", kParentFile), path, 32);
+    if (!text.ok()) return text.status();
+    if (!text->has_value()) {
+      return absl::DataLossError(absl::StrCat(
+          "snapshot object ", id, " is damaged: ", path, " is missing"));
+    }
+    absl::string_view line = **text;
+    std::optional<uint64_t> parent;
+    if (absl::ConsumeSuffix(&line, "\n")) {
+      parent = line == "0" ? std::optional<uint64_t>(0) : ParseId(line);
+    }
+    if (!parent || *parent == id) {
+      return absl::DataLossError(absl::StrCat("snapshot object ", id,
+                                              " is damaged: malformed ", path));
+    }
+    return *parent;
+  }
+
+  // The usage stored at Commit; nullopt if not committed.
+  absl::StatusOr<std::optional<Usage>> ReadUsageFile(uint64_t id) const {
+    const std::string path = absl::StrCat(ObjectPath(id), "/", kUsageFile);
+    absl::StatusOr<std::optional<std::string>> text = ReadSmallFile(
+        snapshots_fd_.get(), absl::StrCat(id, "/", kUsageFile), path, 64);
+    if (!text.ok()) return text.status();
+    if (!text->has_value()) return std::optional<Usage>();
+    absl::string_view line = **text;
+    std::vector<absl::string_view> fields;
+    if (absl::ConsumeSuffix(&line, "\n")) fields = absl::StrSplit(line, ' ');
+    Usage usage;
+    if (fields.size() != 2 || !absl::SimpleAtoi(fields[0], &usage.size_bytes) ||
+        !absl::SimpleAtoi(fields[1], &usage.inodes) || usage.size_bytes < 0 ||
+        usage.inodes < 0) {
+      return absl::DataLossError(absl::StrCat("snapshot object ", id,
+                                              " is damaged: malformed ", path));
+    }
+    return std::optional<Usage>(usage);
+  }
+
+  // Writes the usage file whole (a new file renamed over it).
+  absl::Status WriteUsageFile(uint64_t id, const Usage& usage) const {
+    const std::string temp = absl::StrCat(id, "/", kUsageTempFile);
+    const std::string temp_path = absl::StrCat(snapshots_dir_, "/", temp);
+    UniqueFd fd(::openat(snapshots_fd_.get(), temp.c_str(),
+                         O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
+                         0644));
+    if (!fd.valid()) return ErrnoError(errno, "create", temp_path);
+    if (absl::Status s = WriteAll(
+            fd.get(), absl::StrCat(usage.size_bytes, " ", usage.inodes, "\n"),
+            temp_path);
+        !s.ok()) {
+      return s;
+    }
+    if (options_.sync && ::fsync(fd.get()) != 0) {
+      return ErrnoError(errno, "fsync", temp_path);
+    }
+    if (::close(fd.release()) != 0) {
+      return ErrnoError(errno, "close", temp_path);
+    }
+    if (::renameat(snapshots_fd_.get(), temp.c_str(), snapshots_fd_.get(),
+                   absl::StrCat(id, "/", kUsageFile).c_str()) != 0) {
+      return ErrnoError(errno, absl::StrCat("rename ", temp_path, " to"),
+                        absl::StrCat(ObjectPath(id), "/", kUsageFile));
+    }
+    if (options_.sync) {
+      return FsyncAt(snapshots_fd_.get(), absl::StrCat(id).c_str(),
+                     ObjectPath(id));
+    }
+    return absl::OkStatus();
+  }
+
+  const std::string snapshots_dir_;  // absolute, resolved
+  const UniqueFd snapshots_fd_;
+  const OverlayBackendOptions options_;
+  const bool index_off_;  // decided at start-up, so mounts need no I/O
+  const bool userxattr_;
+  mutable absl::Mutex mu_;
+  // Ancestor chains learnt so far, by object id. Nodes are immutable and
+  // shared (a child's node holds its parent's).
+  std::unordered_map<uint64_t, std::shared_ptr<const ChainNode>> chains_
+      ABSL_GUARDED_BY(mu_);
+  // Remove's busy check: re-read only after a mount change.
+  MountTableCache mount_table_;
+};
+
+}  // namespace
+
+absl::Status CheckOverlaySupport(const std::string& root) {
+  if (root.empty()) {
+    return absl::InvalidArgumentError("overlayfs backend: empty root path");
+  }
+  if (absl::Status s = MakeDirs(root, 0700); !s.ok()) return s;
+  RemoveCheckLeftovers(root, "dtype-check-");
+  RemoveCheckLeftovers(root, "overlay-check-");
+  absl::StatusOr<bool> dtype = SupportsDType(root);
+  if (!dtype.ok()) return dtype.status();
+  if (!*dtype) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "overlayfs backend: the filesystem of ", root,
+        " does not report file types in directory entries (d_type), which "
+        "overlayfs needs; if it is xfs, reformat it with ftype=1, or ",
+        kUseNative));
+  }
+  if (absl::Status s = TryOverlayMount(root, ""); !s.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "overlayfs backend: a test overlay mount with two lower dirs under ",
+        root, " failed (", s.message(),
+        "): this kernel, this filesystem or these privileges cannot serve "
+        "overlayfs layers here; ",
+        kUseNative));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> NeedsOverlayUserXattr(const std::string& root) {
+  if (!RunningInUserNamespace()) return false;
+  struct statfs fs;
+  if (::statfs(root.c_str(), &fs) == 0 &&
+      static_cast<long>(fs.f_type) == kTmpfsMagic) {
+    return false;  // tmpfs refuses user.* xattrs
+  }
+  if (KernelAtLeast(5, 11)) return true;
+  // Older kernels may carry a backport: ask one.
+  return TryOverlayMount(root, "userxattr").ok();
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> NewOverlayBackend(
+    const std::string& root, const OverlayBackendOptions& options) {
+  if (root.empty()) {
+    return absl::InvalidArgumentError("overlayfs backend: empty root path");
+  }
+  if (absl::Status s = MakeDirs(root, 0700); !s.ok()) return s;
+  if (!options.skip_support_check) {
+    if (absl::Status s = CheckOverlaySupport(root); !s.ok()) return s;
+  }
+  const std::string snapshots = absl::StrCat(root, "/snapshots");
+  if (::mkdir(snapshots.c_str(), 0700) == 0) {
+    // Make the new directory itself durable, or every object in it could
+    // vanish with it after a crash.
+    UniqueFd parent(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+    if (!parent.valid() || ::fsync(parent.get()) != 0) {
+      return ErrnoError(errno, "fsync", root);
+    }
+  } else if (errno != EEXIST) {
+    return ErrnoError(errno, "mkdir", snapshots);
+  }
+  char resolved[PATH_MAX];
+  if (::realpath(snapshots.c_str(), resolved) == nullptr) {
+    return ErrnoError(errno, "realpath", snapshots);
+  }
+  // Layer paths are joined into one option string: ',' would end the
+  // option, ':' would split a lower dir.
+  if (std::string_view(resolved).find_first_of(",:") !=
+      std::string_view::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("overlayfs backend: ", resolved,
+                     " holds ',' or ':', which overlay mount options cannot "
+                     "name; choose another root"));
+  }
+  UniqueFd fd(::open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError(errno, "open", resolved);
+  const bool index_off = ::access(kIndexParameter, F_OK) == 0;
+  absl::StatusOr<bool> userxattr = NeedsOverlayUserXattr(resolved);
+  if (!userxattr.ok()) return userxattr.status();
+  return std::make_unique<OverlayBackend>(resolved, std::move(fd), options,
+                                          index_off, *userxattr);
+}
+
+}  // namespace snapledger
