@@ -13,6 +13,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/create_channel.h"
+#include "plugin/rpc/status.h"
 #include "grpcpp/security/credentials.h"
 
 namespace snapledger::cli {
@@ -123,7 +124,7 @@ absl::StatusOr<Response> GrpcAdminApi::Call(Method method,
   const grpc::Status status =
       (stub_.get()->*method)(&context, request, &response);
   if (!status.ok()) {
-    return DescribeRpcError(static_cast<absl::StatusCode>(status.error_code()),
+    return DescribeRpcError(CodeOf(status),
                             status.error_message(), path_, timeout_);
   }
   return response;

@@ -8,7 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "cli/admin_api.h"
-#include "plugin/admin_service.h"
+#include "plugin/admin/admin_service.h"
 
 namespace snapledger::cli {
 namespace {

@@ -15,7 +15,7 @@
 
 #include "absl/time/time.h"
 #include "nlohmann/json.hpp"
-#include "plugin/human_units.h"
+#include "plugin/text/human_units.h"
 #include "snapledger/admin/v1/admin.pb.h"
 #include "snapledger/store/v1/record.pb.h"
 

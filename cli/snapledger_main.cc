@@ -18,7 +18,7 @@
 #include "cli/admin_api.h"
 #include "cli/commands.h"
 #include "cli/render.h"
-#include "plugin/admin_service.h"
+#include "plugin/admin/admin_service.h"
 
 namespace {
 

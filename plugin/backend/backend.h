@@ -17,6 +17,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/cord.h"
 
 namespace snapledger {
 
@@ -40,6 +41,19 @@ struct BackendObject {
   uint64_t id = 0;
   uint64_t parent_id = 0;  // 0: no parent
 };
+
+// A refusal because an earlier call on the same object outlived its time
+// limit and is still running (see TimedBackend): not a failure of the call
+// itself, so callers may wait and try again without counting it.
+inline constexpr char kStillRunningPayload[] =
+    "snapledger.dev/backend-call-still-running";
+inline absl::Status MarkStillRunningElsewhere(absl::Status status) {
+  status.SetPayload(kStillRunningPayload, absl::Cord("1"));
+  return status;
+}
+inline bool IsStillRunningElsewhere(const absl::Status& status) {
+  return status.GetPayload(kStillRunningPayload).has_value();
+}
 
 class Backend {
  public:

@@ -1,5 +1,6 @@
 #include "plugin/backend/timed/timed_backend.h"
 
+#include <algorithm>
 #include <cassert>
 #include <cstddef>
 #include <cstdint>
@@ -71,10 +72,11 @@ struct SharedState {
 // variable, listed in `idle`). A call is handed to the most recently idled
 // worker, or to a new worker when none is idle. A worker that finishes its
 // call goes back to `idle`, unless `closed` (the TimedBackend is gone) or
-// kMaxIdleWorkers are idle already: then its thread ends. So at most
-// kMaxIdleWorkers threads are idle, and no more are busy than calls run.
+// max_idle workers are idle already: then its thread ends. So at most
+// max_idle threads are idle, and no more are busy than calls run.
 struct WorkerPool {
-  static constexpr size_t kMaxIdleWorkers = 8;
+  explicit WorkerPool(size_t max_idle) : max_idle(std::max<size_t>(max_idle, 1)) {}
+  const size_t max_idle;
 
   using Task = absl::AnyInvocable<void() &&>;
 
@@ -120,7 +122,7 @@ struct WorkerPool {
       std::move(task)();
       task = nullptr;  // what the call held goes before the worker idles
       absl::MutexLock l(&pool->mu);
-      if (pool->closed || pool->idle.size() >= kMaxIdleWorkers) return;
+      if (pool->closed || pool->idle.size() >= pool->max_idle) return;
       pool->idle.push_back(&self);
       // Whoever takes `self` off `idle` (a caller handing it a task, or
       // Close()) does so under `mu` before signalling.
@@ -258,7 +260,7 @@ TimedBackend::TimedBackend(std::shared_ptr<Backend> inner,
                options.timeout != absl::InfiniteDuration()),
       name_(inner_ != nullptr ? std::string(inner_->Name()) : std::string()),
       state_(std::make_shared<SharedState>()),
-      pool_(std::make_shared<WorkerPool>()) {
+      pool_(std::make_shared<WorkerPool>(options.max_idle_workers)) {
   assert(inner_ != nullptr);
 }
 
@@ -284,11 +286,9 @@ T TimedBackend::Run(const CallInfo& info, Fn fn) {
     absl::MutexLock l(&state_->mu);
     for (const auto& [seq, busy] : state_->abandoned) {
       if (std::optional<std::string> why = Conflict(info, busy.info)) {
-        absl::Status busy_error = absl::UnavailableError(
+        return MarkStillRunningElsewhere(absl::UnavailableError(
             absl::StrCat(name_, " backend: ", *why, " (started ",
-                         Human(started - busy.started), " ago)"));
-        busy_error.SetPayload(kStillRunningPayload, absl::Cord("1"));
-        return busy_error;
+                         Human(started - busy.started), " ago)")));
       }
     }
   }
@@ -403,10 +403,6 @@ absl::StatusOr<std::vector<BackendObject>> TimedBackend::List() {
 absl::Status TimedBackend::Cleanup() {
   return Run<absl::Status>({Op::kCleanup},
                            [](Backend& b) { return b.Cleanup(); });
-}
-
-bool IsStillRunningElsewhere(const absl::Status& status) {
-  return status.GetPayload(kStillRunningPayload).has_value();
 }
 
 bool TimedBackend::WaitIdle(absl::Duration timeout) {

@@ -66,6 +66,9 @@ struct TimedBackendOptions {
   // The longest a caller waits for one call. Zero, negative or
   // absl::InfiniteDuration(): no bound, calls are made directly.
   absl::Duration timeout = absl::Seconds(60);
+  // The most worker threads kept idle between calls (more are started while
+  // more calls run at once; those end when their call does). At least 1.
+  size_t max_idle_workers = 8;
 };
 
 class TimedBackend final : public Backend {
@@ -127,13 +130,6 @@ class TimedBackend final : public Backend {
 
 // Wraps `inner` (not null). Shared: a call abandoned after its time limit
 // keeps running on its worker thread and keeps the backend alive.
-// The payload that marks a refusal because an earlier call on the same object
-// outlived its time limit and is still running: not a failure of the call
-// itself (callers may wait and try again without counting it).
-inline constexpr char kStillRunningPayload[] =
-    "snapledger.dev/backend-call-still-running";
-bool IsStillRunningElsewhere(const absl::Status& status);
-
 [[nodiscard]] std::unique_ptr<TimedBackend> NewTimedBackend(
     std::shared_ptr<Backend> inner, TimedBackendOptions options);
 

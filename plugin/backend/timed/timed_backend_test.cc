@@ -260,8 +260,9 @@ bool WaitThreadsAtMost(int n) {
   return true;
 }
 
-// The most idle workers a TimedBackend keeps (kMaxIdleWorkers in the .cc).
-constexpr int kMaxIdleWorkers = 8;
+// The most idle workers the tests' TimedBackends keep, set through the
+// public option rather than assumed from the default.
+constexpr int kMaxIdleWorkers = 3;
 
 TEST_F(TimedBackendTest, FastCallsPassResultsThrough) {
   timed_ = NewTimedBackend(inner_, {kGenerous});
@@ -563,7 +564,8 @@ TEST_F(TimedBackendTest, ConcurrentCallsOnDifferentIds) {
 }
 
 TEST_F(TimedBackendTest, SequentialCallsReuseWorkers) {
-  timed_ = NewTimedBackend(inner_, {kGenerous});
+  timed_ = NewTimedBackend(inner_, {.timeout = kGenerous,
+                                    .max_idle_workers = kMaxIdleWorkers});
   std::set<pid_t> threads;
   for (int i = 0; i < 100; ++i) {
     ASSERT_TRUE(timed_->Exists(1).ok());
@@ -576,7 +578,8 @@ TEST_F(TimedBackendTest, SequentialCallsReuseWorkers) {
 }
 
 TEST_F(TimedBackendTest, IdleWorkersAreBoundedAndEndWithTheBackend) {
-  timed_ = NewTimedBackend(inner_, {kGenerous});
+  timed_ = NewTimedBackend(inner_, {.timeout = kGenerous,
+                                    .max_idle_workers = kMaxIdleWorkers});
   const int baseline = SettledThreadCount();
   ASSERT_GT(baseline, 0);
   // 20 calls at once: 20 workers.

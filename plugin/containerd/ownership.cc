@@ -1,0 +1,447 @@
+#include "plugin/containerd/ownership.h"
+
+#include <fnmatch.h>
+
+#include <algorithm>
+#include <set>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "plugin/record/history.h"
+#include "plugin/record/keys.h"
+#include "plugin/record/states.h"
+#include "spdlog/spdlog.h"
+
+namespace snapledger {
+namespace {
+
+std::string Idle(absl::Duration d) {
+  return absl::FormatDuration(absl::Trunc(d, absl::Seconds(1)));
+}
+
+std::string TaskWord(TaskStatus status) {
+  return std::string(TaskStatusName(status));
+}
+
+// "<ns>/<id>" -> (ns, id); nullopt without a '/'.
+std::optional<Ownership::NsName> SplitHolder(const std::string& holder) {
+  const size_t slash = holder.find('/');
+  if (slash == std::string::npos || slash == 0 || slash + 1 == holder.size()) {
+    return std::nullopt;
+  }
+  return Ownership::NsName{holder.substr(0, slash), holder.substr(slash + 1)};
+}
+
+// Whether container ns/id, as the view knows it, was created after the
+// removal of `record` was asked for: a container id used again. containerd
+// had dropped the snapshot before it asked us to remove it, so such a
+// container cannot be using it.
+bool CreatedAfterRemoval(const Ownership& view, const std::string& ns,
+                         const std::string& id, const Record& record) {
+  if (record.remove_requested_ns() == 0) return false;
+  const ContainerInfo* c = view.Container(ns, id);
+  return c != nullptr && c->created_at != absl::InfinitePast() &&
+         c->created_at > absl::FromUnixNanos(record.remove_requested_ns());
+}
+
+}  // namespace
+
+std::optional<ProxyKey> RecordIdentity(const Record& record) {
+  if (!record.namespace_().empty() && !record.containerd_key().empty()) {
+    return ProxyKey{record.namespace_(), record.containerd_key()};
+  }
+  return ParseProxyKey(ClientKey(record));
+}
+
+OwnerTracker::OwnerTracker(Ledger* ledger, Coordinator* coordinator,
+                           ContainerdOps* ops, OwnerTrackerOptions options)
+    : ledger_(ledger),
+      coordinator_(coordinator),
+      ops_(ops),
+      options_(std::move(options)),
+      view_(std::make_shared<const Ownership>()) {}
+
+OwnerTracker::~OwnerTracker() { Stop(); }
+
+void OwnerTracker::OnView(std::shared_ptr<const Ownership> view) {
+  absl::MutexLock lock(&mu_);
+  view_ = std::move(view);
+  ++view_changes_;
+}
+
+std::shared_ptr<const Ownership> OwnerTracker::View() const {
+  absl::MutexLock lock(&mu_);
+  return view_;
+}
+
+void OwnerTracker::Start() {
+  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
+  if (thread_.joinable()) return;
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = false;
+  }
+  thread_ = std::thread([this] {
+    uint64_t seen = 0;
+    for (;;) {
+      {
+        absl::MutexLock lock(&mu_);
+        struct Wake {
+          OwnerTracker* self;
+          uint64_t seen;
+        } wake{this, seen};
+        mu_.AwaitWithTimeout(absl::Condition(
+                                 +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                   return w->self->stopping_ ||
+                                          w->self->view_changes_ != w->seen;
+                                 },
+                                 &wake),
+                             options_.tick);
+        if (stopping_) return;
+        seen = view_changes_;
+      }
+      RunOnce();
+      // Bursts of events (a build starts and ends in a handful) share a pass.
+      absl::MutexLock lock(&mu_);
+      mu_.AwaitWithTimeout(absl::Condition(&stopping_), kMinPassInterval);
+      if (stopping_) return;
+    }
+  });
+}
+
+void OwnerTracker::Stop() {
+  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = true;
+  }
+  if (thread_.joinable()) thread_.join();
+}
+
+bool OwnerTracker::Matches(const std::string& id) const {
+  for (const std::string& glob : options_.reaper.match) {
+    if (::fnmatch(glob.c_str(), id.c_str(), 0) == 0) return true;
+  }
+  return false;
+}
+
+std::optional<std::string> OwnerTracker::Holder(const Record& record) {
+  std::optional<ProxyKey> identity = RecordIdentity(record);
+  if (!identity.has_value()) return std::nullopt;
+  const std::string& ns = identity->ns;
+  std::shared_ptr<const Ownership> view = View();
+  const bool listed = view->last_sync != absl::InfinitePast();
+
+  std::set<std::string> candidates;
+  if (listed) {
+    if (const SnapshotHolders* h = view->Holders(ns, identity->key)) {
+      candidates.insert(h->containers.begin(), h->containers.end());
+    }
+  }
+  // What the ledger remembers counts when the view cannot say "gone": no
+  // listing yet, or disconnected (a deletion may have been missed either way
+  // — but so may a container's continued existence).
+  std::vector<std::string> remembered;
+  for (absl::string_view owner :
+       absl::StrSplit(record.owner(), ',', absl::SkipEmpty())) {
+    remembered.emplace_back(owner);
+  }
+  if (std::optional<Ownership::NsName> held = SplitHolder(record.held_by());
+      held.has_value() && held->first == ns) {
+    remembered.push_back(held->second);
+  }
+  for (const std::string& id : remembered) {
+    if (!listed || !view->connected || view->Container(ns, id) != nullptr) {
+      candidates.insert(id);
+    }
+  }
+
+  for (const std::string& id : candidates) {
+    if (CreatedAfterRemoval(*view, ns, id, record)) continue;
+    const std::string holder = absl::StrCat(ns, "/", id);
+    if (ops_ == nullptr) return holder;
+    absl::StatusOr<bool> exists = ops_->ContainerExists(ns, id);
+    if (!exists.ok()) {
+      spdlog::warn(
+          "cannot ask containerd whether container {} still exists ({}); "
+          "assuming it does",
+          holder, exists.status().ToString());
+      return holder;
+    }
+    if (*exists) return holder;
+  }
+  return std::nullopt;
+}
+
+void OwnerTracker::RunOnce() {
+  absl::MutexLock pass(&pass_mu_);
+  std::shared_ptr<const Ownership> view = View();
+  const absl::Time now = options_.clock();
+
+  std::vector<Record> records;
+  absl::Status scan = ledger_->ForEach([&](const Record& r) {
+    if (HasTrackedOwner(r)) records.push_back(r);
+    return true;
+  });
+  if (!scan.ok()) {
+    spdlog::warn("owners: cannot read the ledger: {}", scan.ToString());
+    return;
+  }
+  std::map<uint64_t, const Record*> by_id;
+  // (ns, containerd key) -> the record a container with that snapshot key
+  // refers to: the visible one if there is one (a removed snapshot's key can
+  // be used again at once), else the queued removal.
+  std::map<Ownership::NsName, const Record*> by_name;
+  for (const Record& r : records) {
+    by_id[r.backend_id()] = &r;
+    std::optional<ProxyKey> id = RecordIdentity(r);
+    if (!id.has_value()) continue;
+    const Record*& slot = by_name[{id->ns, id->key}];
+    if (slot == nullptr || (IsQueuedRemoval(*slot) && !IsQueuedRemoval(r))) slot = &r;
+  }
+
+  if (view->connected) {
+    // Ownership into the ledger.
+    for (const Record& r : records) {
+      std::optional<ProxyKey> id = RecordIdentity(r);
+      if (!id.has_value()) continue;
+      std::string owner;
+      std::vector<std::string> leases;
+      if (by_name[{id->ns, id->key}] == &r) {
+        if (const SnapshotHolders* h = view->Holders(id->ns, id->key)) {
+          owner = absl::StrJoin(h->containers, ",");
+          leases = h->leases;
+        }
+      }
+      if (r.owner() == owner && std::equal(r.leases().begin(), r.leases().end(),
+                                           leases.begin(), leases.end())) {
+        continue;
+      }
+      if (absl::StatusOr<bool> changed =
+              coordinator_->SetOwnership(r.key(), owner, leases);
+          !changed.ok() && !absl::IsNotFound(changed.status())) {
+        spdlog::warn("owners: cannot record the owner of {}: {}", ClientKey(r),
+                     changed.status().ToString());
+      }
+    }
+    // Removals held back for containers that are gone.
+    for (const Record& r : records) {
+      if (r.state() != store::v1::REMOVE_PENDING || r.held_by().empty()) {
+        continue;
+      }
+      std::optional<Ownership::NsName> held = SplitHolder(r.held_by());
+      if (!held.has_value() ||
+          view->Container(held->first, held->second) == nullptr ||
+          CreatedAfterRemoval(*view, held->first, held->second, r)) {
+        coordinator_->removal_queue().ReleaseHold(r.backend_id());
+      }
+    }
+  }
+
+  // Dead containers.
+  std::vector<adminpb::DeadContainer> dead;
+  for (const auto& [name, c] : view->containers) {
+    if (TaskIsLive(c.task) || c.idle_since == absl::InfiniteFuture() ||
+        now - c.idle_since < options_.dead_after) {
+      continue;
+    }
+    auto rootfs = by_name.find({c.ns, c.snapshot_key});
+    if (rootfs == by_name.end() || rootfs->second == nullptr) continue;
+    adminpb::DeadContainer d;
+    d.set_namespace_(c.ns);
+    d.set_id(c.id);
+    d.set_image(c.image);
+    d.set_task(TaskWord(c.task));
+    d.set_idle_since_ns(absl::ToUnixNanos(c.idle_since));
+    d.set_snapshot(rootfs->second->key());
+    int64_t bytes = 0;
+    std::set<uint64_t> seen;
+    for (const Record* r = rootfs->second;
+         r != nullptr && seen.insert(r->backend_id()).second;) {
+      d.add_pinned(r->key());
+      if (r->kind() == store::v1::COMMITTED) bytes += r->size_bytes();
+      auto parent = by_id.find(r->parent_backend_id());
+      r = r->parent_backend_id() != 0 && parent != by_id.end() ? parent->second
+                                                               : nullptr;
+    }
+    d.set_pinned_bytes(bytes);
+    if (options_.reaper.enabled && Matches(c.id)) {
+      d.set_reaper(options_.reaper.dry_run ? "dry-run" : "reap");
+    }
+    dead.push_back(std::move(d));
+  }
+
+  // Log each dead container once (again if it comes back after reviving).
+  std::map<Ownership::NsName, absl::Time> still_dead;
+  for (const adminpb::DeadContainer& d : dead) {
+    Ownership::NsName name{d.namespace_(), d.id()};
+    const absl::Time since = absl::FromUnixNanos(d.idle_since_ns());
+    still_dead[name] = since;
+    if (logged_dead_.contains(name)) continue;
+    spdlog::warn(
+        "dead container {}/{} (task {}, idle {}): pins {} snapshots ({} "
+        "bytes committed): {}{}",
+        d.namespace_(), d.id(), d.task(), Idle(now - since), d.pinned_size(),
+        d.pinned_bytes(), absl::StrJoin(d.pinned(), " <- "),
+        d.reaper() == "reap"      ? "; the reaper will delete it"
+        : d.reaper() == "dry-run" ? "; the reaper would delete it (dry run)"
+                                  : "");
+  }
+  for (const auto& [name, since] : logged_dead_) {
+    if (still_dead.contains(name)) continue;
+    const ContainerInfo* c = view->Container(name.first, name.second);
+    spdlog::info("container {}/{} is no longer dead ({})", name.first,
+                 name.second,
+                 c == nullptr ? "deleted" : "its task is live again");
+  }
+  logged_dead_ = std::move(still_dead);
+  std::erase_if(reap_failures_,
+                [&](const auto& f) { return !logged_dead_.contains(f.first); });
+
+  std::vector<Ownership::NsName> reaped;
+  if (view->connected && options_.reaper.enabled && !options_.reaper.dry_run &&
+      ops_ != nullptr) {
+    reaped = Reap(*view, &dead);
+  }
+
+  {
+    absl::MutexLock lock(&mu_);
+    dead_ = std::move(dead);
+    reaped_total_ += reaped.size();
+  }
+  if (!first_pass_done_ && view->last_sync != absl::InfinitePast()) {
+    first_pass_done_ = true;
+    if (options_.after_first_pass) options_.after_first_pass();
+  }
+}
+
+std::vector<Ownership::NsName> OwnerTracker::Reap(
+    const Ownership& view, std::vector<adminpb::DeadContainer>* dead) {
+  std::vector<Ownership::NsName> reaped;
+  std::set<std::string> namespaces;
+  const absl::Time now = options_.clock();
+  for (auto it = dead->begin(); it != dead->end();) {
+    const adminpb::DeadContainer& d = *it;
+    if (d.reaper() != "reap") {
+      ++it;
+      continue;
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      if (stopping_) break;  // the rest waits for the next start
+    }
+    const Ownership::NsName key{d.namespace_(), d.id()};
+    if (auto f = reap_failures_.find(key);
+        f != reap_failures_.end() && now < f->second.next_try) {
+      ++it;
+      continue;
+    }
+    const std::string name = absl::StrCat(d.namespace_(), "/", d.id());
+    // Failures are retried with back-off, and logged once per new cause.
+    auto failed = [&](const std::string& what, const absl::Status& cause) {
+      ReapFailure& f = reap_failures_[key];
+      const std::string text = cause.ToString();
+      if (text != f.last_error) {
+        spdlog::warn("reaper: {}: {}: {} (retrying with back-off)", name, what,
+                     text);
+      }
+      f.last_error = text;
+      f.delay = std::clamp(f.delay * 2, absl::Seconds(10), absl::Minutes(5));
+      f.next_try = now + f.delay;
+    };
+    // The view may be an event behind: ask once more before deleting.
+    absl::StatusOr<TaskStatus> task = ops_->GetTask(d.namespace_(), d.id());
+    if (!task.ok()) {
+      failed("cannot read its task", task.status());
+      ++it;
+      continue;
+    }
+    if (TaskIsLive(*task)) {
+      spdlog::info("reaper: {}: its task is {} again; left alone", name,
+                   TaskStatusName(*task));
+      ++it;
+      continue;
+    }
+    absl::Status s = ops_->DeleteTask(d.namespace_(), d.id());
+    if (s.ok()) s = ops_->DeleteContainer(d.namespace_(), d.id());
+    if (!s.ok()) {
+      failed("cannot delete the dead container", s);
+      ++it;
+      continue;
+    }
+    reap_failures_.erase(key);
+    const ContainerInfo* c = view.Container(d.namespace_(), d.id());
+    const std::string detail = absl::StrCat(
+        "container ", name, " deleted by the reaper (task ", d.task(),
+        c != nullptr
+            ? absl::StrCat(", idle since ", absl::FormatTime(c->idle_since))
+            : std::string(),
+        ")");
+    if (absl::Status n =
+            coordinator_->NoteEvent(d.snapshot(), HistoryOp::kReaped, detail);
+        !n.ok()) {
+      spdlog::warn("reaper: {}: cannot note it in the history: {}", name,
+                   n.ToString());
+    }
+    spdlog::info(
+        "reaper: deleted dead container {} (task {}); it pinned {} "
+        "snapshots: {}",
+        name, d.task(), d.pinned_size(), absl::StrJoin(d.pinned(), " <- "));
+    namespaces.insert(d.namespace_());
+    reaped.push_back({d.namespace_(), d.id()});
+    logged_dead_.erase({d.namespace_(), d.id()});
+    it = dead->erase(it);
+  }
+  // containerd's collector (one for all namespaces) now removes the
+  // snapshots nothing references; the removal queue takes it from there.
+  if (!namespaces.empty()) {
+    if (absl::Status s = ops_->CollectGarbage(*namespaces.begin()); !s.ok()) {
+      spdlog::warn(
+          "reaper: cannot run containerd's garbage collector: {} (it "
+          "runs by itself later)",
+          s.ToString());
+    }
+  }
+  if (!reaped.empty() && options_.request_relist) options_.request_relist();
+  return reaped;
+}
+
+std::vector<adminpb::DeadContainer> OwnerTracker::DeadContainers() const {
+  absl::MutexLock lock(&mu_);
+  return dead_;
+}
+
+uint64_t OwnerTracker::reaped_total() const {
+  absl::MutexLock lock(&mu_);
+  return reaped_total_;
+}
+
+adminpb::WatcherStatus OwnerTracker::Status() const {
+  std::shared_ptr<const Ownership> view = View();
+  adminpb::WatcherStatus status;
+  status.set_enabled(true);
+  status.set_address(options_.containerd_address);
+  status.set_connected(view->connected);
+  if (view->last_sync != absl::InfinitePast()) {
+    status.set_last_sync_ns(absl::ToUnixNanos(view->last_sync));
+  }
+  if (!view->last_error.ok())
+    status.set_last_error(view->last_error.ToString());
+  status.set_containers(view->containers.size());
+  status.set_leases(view->leases.size());
+  return status;
+}
+
+adminpb::DeadResponse OwnerTracker::Dead() const {
+  adminpb::DeadResponse response;
+  *response.mutable_watcher() = Status();
+  response.set_grace_seconds(absl::ToInt64Seconds(options_.dead_after));
+  absl::MutexLock lock(&mu_);
+  for (const adminpb::DeadContainer& d : dead_) *response.add_containers() = d;
+  response.set_reaped_total(reaped_total_);
+  return response;
+}
+
+}  // namespace snapledger

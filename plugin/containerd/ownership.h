@@ -1,0 +1,153 @@
+// OwnerTracker: turns the containerd watcher's view (plugin/watcher.h) into
+// what snapledger does about owners (docs/owners.md):
+//   - ownership in the ledger: each record's owning container and leases,
+//     kept current, with an `owner` / `leases` history event per change;
+//   - the removal guard: Holder() tells the coordinator whether a snapshot's
+//     container still exists, so that its removal is deferred (or refused)
+//     instead of deleting a rootfs from under a container; and releases a
+//     held removal as soon as the container is gone;
+//   - dead containers: a container whose rootfs snapshot is in the ledger and
+//     that has had no live task for `dead_after` is dead; each is logged once
+//     with the snapshots it pins (its rootfs and every parent it keeps
+//     alive) and reported by Dead();
+//   - the reaper (opt-in): dead containers whose id matches a glob get their
+//     task deleted (forced) and then the container, through containerd; then
+//     containerd's garbage collector is run, which removes the snapshots, and
+//     the removal queue cascades up the chain. With dry_run it only reports.
+//     The first pass after the watcher's first listing is the start-up one:
+//     leftovers are reaped first, then `after_first_pass` runs (the daemon's
+//     reconciliation) — containers first, snapshots second.
+//
+// A pass (RunOnce) runs on the tracker's thread after each new view and every
+// `tick` (idle clocks keep running). Nothing here runs inside a Snapshots
+// handler except Holder(), which makes at most one read-only containerd call
+// per candidate container.
+//
+// Thread-safety: all public methods are thread-safe; passes never overlap.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "plugin/containerd/containerd_ops.h"
+#include "plugin/core/coordinator.h"
+#include "plugin/containerd/watcher.h"
+#include "snapledger/admin/v1/admin.pb.h"
+#include "store/ledger.h"
+
+namespace snapledger {
+
+namespace adminpb = ::snapledger::admin::v1;
+
+struct ReaperOptions {
+  bool enabled = false;
+  // Shell globs (fnmatch) on the container id.
+  std::vector<std::string> match;
+  bool dry_run = false;
+};
+
+struct OwnerTrackerOptions {
+  // No live task for this long: dead.
+  absl::Duration dead_after = absl::Minutes(10);
+  ReaperOptions reaper;
+  // containerd's address, for the status report.
+  std::string containerd_address;
+  std::function<absl::Time()> clock = [] { return absl::Now(); };
+  // Longest time between passes when no new view arrives.
+  absl::Duration tick = absl::Seconds(2);
+  // Runs once, after the first pass that had a full listing (and reaped, if
+  // the reaper is on); the daemon reconciles there. On the tracker's thread.
+  std::function<void()> after_first_pass;
+  // Called after the reaper deleted containers, to have the view catch up.
+  std::function<void()> request_relist;
+};
+
+// The namespace and containerd-level key of a record: its own fields, or
+// parsed from its client key for records written before they existed.
+std::optional<ProxyKey> RecordIdentity(const Record& record);
+
+class OwnerTracker {
+ public:
+  // `ledger` and `coordinator` are required, `ops` may be null (then
+  // Holder() trusts the view alone and the reaper cannot act). None is owned;
+  // all must outlive the tracker.
+  OwnerTracker(Ledger* ledger, Coordinator* coordinator, ContainerdOps* ops,
+               OwnerTrackerOptions options);
+  // Stops.
+  ~OwnerTracker();
+  OwnerTracker(const OwnerTracker&) = delete;
+  OwnerTracker& operator=(const OwnerTracker&) = delete;
+
+  // A new view from the watcher (its on_change). Returns at once.
+  void OnView(std::shared_ptr<const Ownership> view);
+  // Starts / stops the tracker's thread (Stop waits for a pass in progress).
+  void Start();
+  void Stop();
+  // One pass now, on the caller's thread (tests; the thread calls it too).
+  void RunOnce();
+
+  // The coordinator's holder (CoordinatorOptions::holder): "<ns>/<id>" of
+  // the container that still uses `record` as its rootfs, or nullopt.
+  // Containers the view lists are confirmed with containerd (the view lags
+  // a deletion by an event); when the view is incomplete (no listing yet,
+  // disconnected) the owner the ledger remembers counts too; and when
+  // containerd cannot answer, a candidate is assumed to exist — a removal
+  // then waits rather than deleting a rootfs that may be in use.
+  std::optional<std::string> Holder(const Record& record);
+
+  // The latest pass's dead containers (without the watcher's status).
+  std::vector<adminpb::DeadContainer> DeadContainers() const;
+  adminpb::DeadResponse Dead() const;
+  adminpb::WatcherStatus Status() const;
+  uint64_t reaped_total() const;
+
+ private:
+  std::shared_ptr<const Ownership> View() const;
+  // The reaper's part of a pass: deletes (or, dry, reports) the matching
+  // dead containers; returns the keys (ns, id) it deleted.
+  std::vector<Ownership::NsName> Reap(
+      const Ownership& view, std::vector<adminpb::DeadContainer>* dead);
+  bool Matches(const std::string& id) const;
+
+  Ledger* const ledger_;
+  Coordinator* const coordinator_;
+  ContainerdOps* const ops_;
+  const OwnerTrackerOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::shared_ptr<const Ownership> view_ ABSL_GUARDED_BY(mu_);
+  uint64_t view_changes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<adminpb::DeadContainer> dead_ ABSL_GUARDED_BY(mu_);
+  uint64_t reaped_total_ ABSL_GUARDED_BY(mu_) = 0;
+
+  // Passes: one at a time, at most one per kMinPassInterval on the thread.
+  static constexpr absl::Duration kMinPassInterval = absl::Milliseconds(250);
+  absl::Mutex pass_mu_;
+  struct ReapFailure {
+    std::string last_error;
+    absl::Duration delay = absl::ZeroDuration();
+    absl::Time next_try = absl::InfinitePast();
+  };
+  // Containers the reaper failed to delete: when to try again.
+  std::map<Ownership::NsName, ReapFailure> reap_failures_
+      ABSL_GUARDED_BY(pass_mu_);
+  // Dead containers already logged, and dry-run decisions already logged.
+  std::map<Ownership::NsName, absl::Time> logged_dead_
+      ABSL_GUARDED_BY(pass_mu_);
+  bool first_pass_done_ ABSL_GUARDED_BY(pass_mu_) = false;
+
+  std::mutex lifecycle_mu_;
+  std::thread thread_;
+};
+
+}  // namespace snapledger

@@ -1,0 +1,572 @@
+#include "plugin/core/coordinator.h"
+
+#include <algorithm>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "plugin/record/history.h"
+#include "plugin/record/keys.h"
+#include "plugin/record/states.h"
+#include "plugin/record/transitions.h"
+#include "plugin/recovery/recovery.h"
+#include "spdlog/spdlog.h"
+#include "store/crash_point.h"
+
+namespace snapledger {
+namespace {
+
+int64_t NowNanos() { return absl::ToUnixNanos(absl::Now()); }
+
+std::string Quote(const std::string& s) { return absl::StrCat("\"", s, "\""); }
+
+// Prefixes a backend error with what was being done, keeping its code unless
+// the code would mislead containerd: a backend's NotFound or AlreadyExists
+// concerns an object id, not the client's key.
+absl::Status BackendError(const absl::Status& s, const std::string& what) {
+  std::string msg = absl::StrCat(what, ": ", s.message());
+  switch (s.code()) {
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kAlreadyExists:
+    case absl::StatusCode::kInvalidArgument:
+      return absl::InternalError(msg);
+    default:
+      return absl::Status(s.code(), msg);
+  }
+}
+
+}  // namespace
+
+std::optional<RemovePolicy> ParseRemovePolicy(std::string_view name) {
+  if (name == "refuse") return RemovePolicy::kRefuse;
+  if (name == "defer") return RemovePolicy::kDefer;
+  return std::nullopt;
+}
+
+std::string_view RemovePolicyName(RemovePolicy policy) {
+  return policy == RemovePolicy::kDefer ? "defer" : "refuse";
+}
+
+Coordinator::Coordinator(Ledger* ledger, Backend* backend,
+                         CoordinatorOptions options)
+    : ledger_(ledger),
+      backend_(backend),
+      options_(std::move(options)),
+      queue_(
+          RemovalQueueDeps{
+              .ledger = ledger,
+              .backend = backend,
+              .locks = &locks_,
+              .cleanup_gate = &cleanup_gate_,
+              .pending_intents = &pending_intents_,
+              .heal = [this] { ResolvePendingIntents(); },
+          },
+          options_.queue) {}
+
+Coordinator::~Coordinator() { queue_.Stop(); }
+
+absl::StatusOr<Record> Coordinator::GetVisible(const std::string& key) {
+  absl::StatusOr<Record> record = ledger_->Get(key);
+  if (!record.ok()) {
+    if (absl::IsNotFound(record.status())) {
+      return absl::NotFoundError(
+          absl::StrCat("snapshot ", Quote(key), " does not exist"));
+    }
+    return record.status();
+  }
+  if (!IsVisible(*record)) {
+    return absl::NotFoundError(
+        absl::StrCat("snapshot ", Quote(key), " does not exist"));
+  }
+  return record;
+}
+
+absl::StatusOr<std::vector<Mount>> Coordinator::Prepare(
+    const std::string& key, const std::string& parent, const Labels& labels) {
+  return Create(SnapshotKind::kActive, key, parent, labels);
+}
+
+absl::StatusOr<std::vector<Mount>> Coordinator::View(const std::string& key,
+                                                     const std::string& parent,
+                                                     const Labels& labels) {
+  return Create(SnapshotKind::kView, key, parent, labels);
+}
+
+absl::StatusOr<Record> Coordinator::GetParentForCreate(
+    const std::string& parent) {
+  absl::StatusOr<Record> p = ledger_->Get(parent);
+  if (!p.ok() || !IsVisible(*p)) {
+    if (p.ok() || absl::IsNotFound(p.status())) {
+      return absl::NotFoundError(
+          absl::StrCat("parent snapshot ", Quote(parent), " does not exist"));
+    }
+    return p.status();
+  }
+  if (p->kind() != store::v1::COMMITTED) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("parent ", Quote(parent), " is not a committed snapshot"));
+  }
+  if (p->state() == store::v1::MISSING) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "parent ", Quote(parent),
+        " has lost its backend storage (state missing); remove it"));
+  }
+  return p;
+}
+
+absl::StatusOr<std::vector<Mount>> Coordinator::Create(
+    SnapshotKind kind, const std::string& key, const std::string& parent,
+    const Labels& labels) {
+  if (key.empty()) {
+    return absl::InvalidArgumentError("snapshot key must not be empty");
+  }
+  if (key == parent) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot ", Quote(key), " cannot be its own parent"));
+  }
+  if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
+  if (IsReservedKey(key)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot key ", Quote(key),
+                     " is reserved: keys beginning with \"snapledger.\" name "
+                     "snapledger's own records"));
+  }
+
+  ResolvePendingIntents();
+  // The parent is held shared: prepares on one parent run side by side, but
+  // never beside a Remove of it.
+  KeyLocks::Guard guard = locks_.Lock({key}, {parent});
+  absl::ReaderMutexLock gate(&cleanup_gate_);
+
+  // containerd checks the parent first.
+  Record record;
+  if (!parent.empty()) {
+    absl::StatusOr<Record> p = GetParentForCreate(parent);
+    if (!p.ok()) return p.status();
+    record.set_parent(parent);
+    record.set_parent_backend_id(p->backend_id());
+  }
+
+  absl::StatusOr<Record> existing = ledger_->Get(key);
+  if (existing.ok()) {
+    if (!IsVisible(*existing)) {
+      // An intent that could not be resolved yet (a backend call that
+      // outlived its time limit, a ledger that refused a write).
+      return absl::UnavailableError(
+          absl::StrCat("snapshot ", Quote(key),
+                       ": an earlier operation on it has not finished; try "
+                       "again later"));
+    }
+    return absl::AlreadyExistsError(
+        absl::StrCat("snapshot ", Quote(key), ": already exists"));
+  }
+  if (!absl::IsNotFound(existing.status())) return existing.status();
+
+  const int64_t now = NowNanos();
+  record.set_key(key);
+  record.set_kind(ToRecordKind(kind));
+  record.set_state(store::v1::PREPARING);
+  record.set_backend_id(ledger_->AllocateId());
+  record.set_created_ns(now);
+  record.set_updated_ns(now);
+  SetIdentity(&record);
+  CopyLabels(labels, &record);
+
+  Ledger::Batch intent;
+  intent.Put(record);
+  if (absl::Status s = ledger_->Write(intent); !s.ok()) return s;
+  CRASH_POINT("prepare.after_intent");
+
+  if (absl::Status s = backend_->Create(record.backend_id(),
+                                        record.parent_backend_id(), kind);
+      !s.ok()) {
+    if (absl::Status u = RollBackIntent(record, s); !u.ok()) {
+      spdlog::error("prepare {}: cannot roll back the intent yet: {}", key,
+                    u.ToString());
+    }
+    return BackendError(
+        s, absl::StrCat("create storage for snapshot ", Quote(key)));
+  }
+  CRASH_POINT("prepare.after_backend");
+
+  record.set_state(store::v1::LIVE);
+  Ledger::Batch done;
+  done.Put(record);
+  done.Note(MakeEvent(kind == SnapshotKind::kView ? HistoryOp::kView : HistoryOp::kPrepare, record,
+                      absl::StrCat("backend object ", record.backend_id())));
+  if (absl::Status s = ledger_->Write(done); !s.ok()) {
+    // The intent stays and is rolled back once the ledger heals: the caller
+    // sees a failure, which is what the roll-back makes true.
+    pending_intents_.Note(key);
+    return s;
+  }
+  CRASH_POINT("prepare.after_complete");
+  return backend_->MountsOfNew(record.backend_id(), record.parent_backend_id(),
+                               kind);
+}
+
+absl::StatusOr<std::vector<Mount>> Coordinator::Mounts(const std::string& key) {
+  absl::StatusOr<Record> record = GetVisible(key);
+  if (!record.ok()) return record.status();
+  if (record->kind() == store::v1::COMMITTED) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("requested snapshot ", Quote(key), " not active or view"));
+  }
+  if (record->state() == store::v1::MISSING) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", Quote(key), " has lost its backend storage"));
+  }
+  return backend_->Mounts(record->backend_id(), record->parent_backend_id(),
+                          ToSnapshotKind(record->kind()));
+}
+
+absl::Status Coordinator::Commit(const std::string& name,
+                                 const std::string& key, const Labels& labels) {
+  if (name.empty() || key.empty()) {
+    return absl::InvalidArgumentError(
+        "commit needs both a name and the key of an active snapshot");
+  }
+  if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
+  if (IsReservedKey(name)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("snapshot name ", Quote(name),
+                     " is reserved: names beginning with \"snapledger.\" name "
+                     "snapledger's own records"));
+  }
+
+  ResolvePendingIntents();
+  KeyLocks::Guard guard = locks_.Lock({key, name});
+  absl::ReaderMutexLock gate(&cleanup_gate_);
+
+  // containerd checks the target name first.
+  absl::StatusOr<Record> target = ledger_->Get(name);
+  if (target.ok()) {
+    return absl::AlreadyExistsError(
+        absl::StrCat("committed snapshot ", Quote(name), ": already exists"));
+  }
+  if (!absl::IsNotFound(target.status())) return target.status();
+
+  absl::StatusOr<Record> active = GetVisible(key);
+  if (!active.ok()) {
+    if (absl::IsNotFound(active.status())) {
+      return absl::NotFoundError(absl::StrCat("failed to get active snapshot ",
+                                              Quote(key), ": not found"));
+    }
+    return active.status();
+  }
+  if (active->kind() != store::v1::ACTIVE ||
+      active->state() != store::v1::LIVE) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("snapshot ", Quote(key), " is not active"));
+  }
+
+  Record intent_record = *active;
+  intent_record.set_state(store::v1::COMMITTING);
+  intent_record.set_prior_state(store::v1::LIVE);
+  intent_record.set_commit_name(name);
+  Ledger::Batch intent;
+  intent.Put(intent_record);
+  if (absl::Status s = ledger_->Write(intent); !s.ok()) return s;
+  CRASH_POINT("commit.after_intent");
+
+  absl::StatusOr<Usage> usage = backend_->Commit(active->backend_id());
+  if (!usage.ok()) {
+    if (absl::Status u = RollBackIntent(intent_record, usage.status());
+        !u.ok()) {
+      spdlog::error("commit {}: cannot roll back the intent yet: {}", key,
+                    u.ToString());
+    }
+    return BackendError(usage.status(),
+                        absl::StrCat("commit snapshot ", Quote(key)));
+  }
+  CRASH_POINT("commit.after_backend");
+
+  const int64_t now = NowNanos();
+  Record committed = *active;
+  committed.set_key(name);
+  committed.set_kind(store::v1::COMMITTED);
+  committed.set_state(store::v1::LIVE);
+  committed.set_created_ns(now);
+  committed.set_updated_ns(now);
+  committed.set_size_bytes(usage->size_bytes);
+  committed.set_inodes(usage->inodes);
+  committed.clear_last_error();
+  SetIdentity(&committed);
+  CopyLabels(labels, &committed);
+  Ledger::Batch done;
+  done.Delete(*active);
+  done.Put(committed);
+  done.Note(MakeEvent(HistoryOp::kCommit, committed, absl::StrCat("from ", key)));
+  if (absl::Status s = ledger_->Write(done); !s.ok()) {
+    pending_intents_.Note(key);  // rolled back to the active snapshot later
+    return s;
+  }
+  CRASH_POINT("commit.after_complete");
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::Remove(const std::string& key) {
+  ResolvePendingIntents();
+  // The parent is known only from the record: read it, lock, and check that
+  // the key still names the same snapshot.
+  for (int tries = 0;; ++tries) {
+    absl::StatusOr<Record> seen = GetVisible(key);
+    if (!seen.ok()) return seen.status();
+    const uint64_t parent_id = seen->parent_backend_id();
+    KeyLocks::Guard guard =
+        locks_.Lock({key}, {seen->parent(), RemovedKeyOfParent(parent_id)});
+    absl::ReaderMutexLock gate(&cleanup_gate_);
+    absl::StatusOr<Record> record = GetVisible(key);
+    if (!record.ok()) return record.status();
+    if (record->backend_id() == seen->backend_id()) {
+      return RemoveLocked(*record);
+    }
+    if (tries == 8) {
+      return absl::UnavailableError(absl::StrCat(
+          "snapshot ", Quote(key), " keeps changing; try the removal again"));
+    }
+  }
+}
+
+absl::Status Coordinator::RemoveLocked(const Record& record) {
+  const std::string& key = record.key();
+  const bool defer = options_.remove_policy == RemovePolicy::kDefer;
+
+  absl::StatusOr<std::vector<std::string>> children =
+      ledger_->Children(record.backend_id(), 9);
+  if (!children.ok()) return children.status();
+  if (!children->empty()) {
+    const std::string names = queue_.DescribeChildren(*children);
+    if (!defer) {
+      return absl::FailedPreconditionError(
+          absl::StrCat("cannot remove snapshot with child: ", Quote(key),
+                       " has children [", names, "]"));
+    }
+    // Waits, without a due time, for the removal of its last child.
+    return queue_
+        .Defer(record, {.cause = absl::StrCat("waiting for children [", names,
+                                              "]")})
+        .status();
+  }
+
+  if (std::optional<std::string> holder = queue_.Holder(record)) {
+    // Under either policy the removal waits, without a due time, for the
+    // watcher to see the container go. containerd removes a snapshot from
+    // its own records before it asks us, and asks again only when another
+    // snapshot of ours goes: a plain refusal would leave this one behind.
+    const std::string cause =
+        absl::StrCat("its container ", *holder, " still exists");
+    absl::StatusOr<Record> pending =
+        queue_.Defer(record, {.cause = cause, .held_by = *holder});
+    if (!pending.ok()) return pending.status();
+    if (!defer) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "cannot remove snapshot ", Quote(key), " now: ", cause,
+          " (its removal completes once the container is gone, queued as ",
+          pending->key(), ")"));
+    }
+    return absl::OkStatus();
+  }
+
+  Record intent_record = record;
+  intent_record.set_prior_state(record.state());
+  intent_record.set_state(store::v1::REMOVING);
+  Ledger::Batch intent;
+  intent.Put(intent_record);
+  if (absl::Status s = ledger_->Write(intent); !s.ok()) return s;
+  CRASH_POINT("remove.after_intent");
+
+  absl::Status removed = backend_->Remove(record.backend_id());
+  if (absl::IsNotFound(removed)) {
+    spdlog::warn("remove {}: backend object {} was already gone", key,
+                 record.backend_id());
+    removed = absl::OkStatus();
+  }
+  if (!removed.ok()) return RemoveFailed(record, intent_record, removed);
+  CRASH_POINT("remove.after_backend");
+
+  Ledger::Batch done;
+  done.Delete(record);
+  done.Note(MakeEvent(HistoryOp::kRemove, record));
+  if (absl::Status s = ledger_->Write(done); !s.ok()) {
+    pending_intents_.Note(key);  // rolled forward later
+    return s;
+  }
+  CRASH_POINT("remove.after_complete");
+  queue_.CascadeTo(record.parent_backend_id());
+  return absl::OkStatus();
+}
+
+absl::Status Coordinator::RemoveFailed(const Record& record,
+                                       const Record& intent_record,
+                                       const absl::Status& removed) {
+  const std::string& key = record.key();
+  const bool defer = options_.remove_policy == RemovePolicy::kDefer;
+  // A time-out leaves the backend working on it: the record cannot go back
+  // to live (the object may vanish any moment), so it is queued whatever
+  // the policy.
+  if (!defer && !absl::IsDeadlineExceeded(removed)) {
+    Record rollback = record;
+    rollback.set_last_error(removed.ToString());
+    Ledger::Batch undo;
+    undo.Put(rollback);
+    undo.Note(
+        MakeEvent(HistoryOp::kRemoveRefused, record, removed.ToString()));
+    if (absl::Status u = ledger_->Write(undo); !u.ok()) {
+      spdlog::error("remove {}: cannot roll back the intent: {}", key,
+                    u.ToString());
+      pending_intents_.Note(key);
+    }
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot remove snapshot ", Quote(key), " now: ", removed.message()));
+  }
+  spdlog::warn("remove {}: cannot remove now ({}); queueing it", key,
+               removed.ToString());
+  absl::StatusOr<Record> pending = queue_.Defer(
+      intent_record,
+      {.cause = removed.ToString(),
+       .counts = true,
+       .due = queue_.Now() + RetryDelay(queue_.retry_policy(), 1)});
+  if (!pending.ok()) {
+    pending_intents_.Note(key);  // rolled forward, or queued, later
+    return pending.status();
+  }
+  if (!defer) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cannot remove snapshot ", Quote(key), " now: ", removed.message(),
+        " (its removal continues in the background, queued as ",
+        pending->key(), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Record> Coordinator::Stat(const std::string& key) {
+  return GetVisible(key);
+}
+
+absl::StatusOr<Record> Coordinator::Update(
+    const std::string& key, const Labels& labels,
+    const std::vector<std::string>& paths) {
+  if (key.empty()) {
+    return absl::InvalidArgumentError("snapshot name must not be empty");
+  }
+  ResolvePendingIntents();
+  KeyLocks::Guard guard = locks_.Lock({key});
+  absl::StatusOr<Record> record = GetVisible(key);
+  if (!record.ok()) return record.status();
+
+  Labels updated(record->labels().begin(), record->labels().end());
+  if (paths.empty()) {
+    updated = labels;
+  }
+  for (const std::string& path : paths) {
+    if (path.starts_with("labels.")) {
+      const std::string label = path.substr(7);
+      auto it = labels.find(label);
+      if (it == labels.end() || it->second.empty()) {
+        updated.erase(label);
+      } else {
+        updated[label] = it->second;
+      }
+    } else if (path == "labels") {
+      updated = labels;
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "cannot update ", Quote(path), " field on snapshot ", Quote(key)));
+    }
+  }
+  // containerd never stores a label with an empty value.
+  std::erase_if(updated, [](const auto& kv) { return kv.second.empty(); });
+  if (absl::Status s = ValidateLabels(updated); !s.ok()) return s;
+
+  CopyLabels(updated, &*record);
+  record->set_updated_ns(NowNanos());
+  Ledger::Batch batch;
+  batch.Put(*record);
+  batch.Note(MakeEvent(HistoryOp::kLabels, *record));
+  if (absl::Status s = ledger_->Write(batch); !s.ok()) return s;
+  return ledger_->Get(key);
+}
+
+absl::Status Coordinator::List(const filter::Filter& filter,
+                               absl::FunctionRef<bool(const Record&)> emit) {
+  return ledger_->ForEach([&](const Record& record) {
+    if (!IsVisible(record)) return true;
+    if (!filter.MatchesAll()) {
+      bool match = filter.Match([&](const std::vector<std::string>& path)
+                                    -> std::optional<std::string> {
+        if (path.empty()) return std::nullopt;
+        if (path[0] == "name") return record.key();
+        if (path[0] == "parent") return record.parent();
+        if (path[0] == "kind") {
+          switch (record.kind()) {
+            case store::v1::ACTIVE:
+              return "active";
+            case store::v1::VIEW:
+              return "view";
+            case store::v1::COMMITTED:
+              return "committed";
+            default:
+              return std::nullopt;
+          }
+        }
+        if (path[0] == "labels") {
+          // As containerd: the label key is the rest of the path joined
+          // with '.', so labels."a.b" and labels.a.b name the same label.
+          std::vector<std::string> rest(path.begin() + 1, path.end());
+          auto it = record.labels().find(absl::StrJoin(rest, "."));
+          if (it == record.labels().end()) return std::nullopt;
+          return it->second;
+        }
+        return std::nullopt;
+      });
+      if (!match) return true;
+    }
+    return emit(record);
+  });
+}
+
+absl::StatusOr<Usage> Coordinator::GetUsage(const std::string& key) {
+  absl::StatusOr<Record> record = GetVisible(key);
+  if (!record.ok()) return record.status();
+  switch (record->kind()) {
+    case store::v1::ACTIVE: {
+      if (record->state() == store::v1::MISSING) return Usage{};
+      absl::StatusOr<Usage> usage = backend_->DiskUsage(record->backend_id());
+      if (!usage.ok()) {
+        return BackendError(usage.status(),
+                            absl::StrCat("usage of snapshot ", Quote(key)));
+      }
+      return usage;
+    }
+    case store::v1::COMMITTED:
+      return Usage{record->size_bytes(), record->inodes()};
+    default:
+      return Usage{};
+  }
+}
+
+absl::Status Coordinator::Cleanup() {
+  // containerd calls Cleanup after every GC pass. Waiting here for in-flight
+  // copies would make every new mutation queue behind the waiting sweep, so
+  // a busy moment skips it: temporaries only wait for the next Cleanup (or
+  // the next start).
+  absl::Status s;
+  if (cleanup_gate_.WriterTryLock()) {
+    s = backend_->Cleanup();
+    cleanup_gate_.WriterUnlock();
+  } else {
+    spdlog::debug("cleanup: mutations in flight; sweep skipped this time");
+  }
+  // containerd calls Cleanup right after its garbage collector's removals:
+  // the moment to run what is due, within a budget (containerd holds its
+  // metadata lock meanwhile).
+  const int ran = queue_.RunDue(SIZE_MAX, options_.cleanup_budget);
+  if (ran > 0) spdlog::debug("cleanup: {} queued removals attempted", ran);
+  return s;
+}
+
+}  // namespace snapledger

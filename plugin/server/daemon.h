@@ -1,0 +1,38 @@
+// snapledgerd as an object: opens the ledger and the backend under the root,
+// runs recovery, and serves the Snapshots API on a unix socket. main() wraps
+// it with flags and signals; tests start it in-process.
+//
+// The socket file appears only once the server is ready to serve (after
+// recovery), with mode 0660. Start() refuses to take over a socket another
+// live process serves on, and replaces a stale one.
+#pragma once
+
+#include <memory>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "plugin/server/config.h"
+#include "plugin/recovery/recovery.h"
+
+namespace snapledger {
+
+class Daemon {
+ public:
+  [[nodiscard]] static absl::StatusOr<std::unique_ptr<Daemon>> Start(
+      const Config& config);
+  ~Daemon();
+
+  // Stops accepting calls, lets in-flight calls finish for up to `grace`
+  // (then cancels them), removes the socket and closes the ledger.
+  // Idempotent.
+  void Shutdown(absl::Duration grace);
+
+  const RecoveryReport& recovery() const;
+
+ private:
+  struct State;
+  explicit Daemon(std::unique_ptr<State> state);
+  std::unique_ptr<State> state_;
+};
+
+}  // namespace snapledger

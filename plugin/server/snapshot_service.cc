@@ -1,0 +1,207 @@
+#include "plugin/server/snapshot_service.h"
+
+#include <chrono>
+#include <string>
+#include <utility>
+
+#include "plugin/rpc/status.h"
+#include "spdlog/spdlog.h"
+
+namespace snapledger {
+namespace {
+
+Labels FromProto(const google::protobuf::Map<std::string, std::string>& m) {
+  return Labels(m.begin(), m.end());
+}
+
+void SetTimestamp(int64_t nanos, google::protobuf::Timestamp* ts) {
+  ts->set_seconds(nanos / 1000000000);
+  ts->set_nanos(static_cast<int32_t>(nanos % 1000000000));
+}
+
+void FillMounts(
+    const std::vector<Mount>& mounts,
+    google::protobuf::RepeatedPtrField<containerd::types::Mount>* out) {
+  for (const Mount& m : mounts) {
+    containerd::types::Mount* pm = out->Add();
+    pm->set_type(m.type);
+    pm->set_source(m.source);
+    for (const std::string& o : m.options) pm->add_options(o);
+  }
+}
+
+// Logs one call at debug level (at warn level when it failed with an error
+// containerd does not expect in normal operation) and converts its status.
+class CallLog {
+ public:
+  CallLog(const char* op, const std::string& key)
+      : op_(op), key_(key), start_(std::chrono::steady_clock::now()) {}
+  grpc::Status Done(const absl::Status& status) {
+    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
+                        std::chrono::steady_clock::now() - start_)
+                        .count();
+    switch (status.code()) {
+      case absl::StatusCode::kOk:
+      case absl::StatusCode::kNotFound:
+      case absl::StatusCode::kAlreadyExists:
+      case absl::StatusCode::kFailedPrecondition:
+      case absl::StatusCode::kInvalidArgument:
+        spdlog::debug("{} {:?} -> {} ({} us)", op_, key_, status.ToString(),
+                      us);
+        break;
+      default:
+        spdlog::warn("{} {:?} -> {} ({} us)", op_, key_, status.ToString(), us);
+    }
+    return ToGrpcStatus(status);
+  }
+
+ private:
+  const char* op_;
+  const std::string& key_;
+  std::chrono::steady_clock::time_point start_;
+};
+
+}  // namespace
+
+void ToInfo(const Record& record, snapshots_v1::Info* info) {
+  info->set_name(record.key());
+  info->set_parent(record.parent());
+  switch (record.kind()) {
+    case store::v1::VIEW:
+      info->set_kind(snapshots_v1::VIEW);
+      break;
+    case store::v1::ACTIVE:
+      info->set_kind(snapshots_v1::ACTIVE);
+      break;
+    case store::v1::COMMITTED:
+      info->set_kind(snapshots_v1::COMMITTED);
+      break;
+    default:
+      info->set_kind(snapshots_v1::UNKNOWN);
+  }
+  SetTimestamp(record.created_ns(), info->mutable_created_at());
+  SetTimestamp(record.updated_ns(), info->mutable_updated_at());
+  info->mutable_labels()->insert(record.labels().begin(),
+                                 record.labels().end());
+}
+
+SnapshotService::SnapshotService(Coordinator* coordinator)
+    : coordinator_(coordinator) {}
+
+grpc::Status SnapshotService::Prepare(
+    grpc::ServerContext*, const snapshots_v1::PrepareSnapshotRequest* req,
+    snapshots_v1::PrepareSnapshotResponse* resp) {
+  CallLog log("Prepare", req->key());
+  auto mounts = coordinator_->Prepare(req->key(), req->parent(),
+                                      FromProto(req->labels()));
+  if (mounts.ok()) FillMounts(*mounts, resp->mutable_mounts());
+  return log.Done(mounts.status());
+}
+
+grpc::Status SnapshotService::View(grpc::ServerContext*,
+                                   const snapshots_v1::ViewSnapshotRequest* req,
+                                   snapshots_v1::ViewSnapshotResponse* resp) {
+  CallLog log("View", req->key());
+  auto mounts =
+      coordinator_->View(req->key(), req->parent(), FromProto(req->labels()));
+  if (mounts.ok()) FillMounts(*mounts, resp->mutable_mounts());
+  return log.Done(mounts.status());
+}
+
+grpc::Status SnapshotService::Mounts(grpc::ServerContext*,
+                                     const snapshots_v1::MountsRequest* req,
+                                     snapshots_v1::MountsResponse* resp) {
+  CallLog log("Mounts", req->key());
+  auto mounts = coordinator_->Mounts(req->key());
+  if (mounts.ok()) FillMounts(*mounts, resp->mutable_mounts());
+  return log.Done(mounts.status());
+}
+
+grpc::Status SnapshotService::Commit(
+    grpc::ServerContext*, const snapshots_v1::CommitSnapshotRequest* req,
+    google::protobuf::Empty*) {
+  CallLog log("Commit", req->key());
+  return log.Done(
+      coordinator_->Commit(req->name(), req->key(), FromProto(req->labels())));
+}
+
+grpc::Status SnapshotService::Remove(
+    grpc::ServerContext*, const snapshots_v1::RemoveSnapshotRequest* req,
+    google::protobuf::Empty*) {
+  CallLog log("Remove", req->key());
+  return log.Done(coordinator_->Remove(req->key()));
+}
+
+grpc::Status SnapshotService::Stat(grpc::ServerContext*,
+                                   const snapshots_v1::StatSnapshotRequest* req,
+                                   snapshots_v1::StatSnapshotResponse* resp) {
+  CallLog log("Stat", req->key());
+  auto record = coordinator_->Stat(req->key());
+  if (record.ok()) ToInfo(*record, resp->mutable_info());
+  return log.Done(record.status());
+}
+
+grpc::Status SnapshotService::Update(
+    grpc::ServerContext*, const snapshots_v1::UpdateSnapshotRequest* req,
+    snapshots_v1::UpdateSnapshotResponse* resp) {
+  CallLog log("Update", req->info().name());
+  std::vector<std::string> paths(req->update_mask().paths().begin(),
+                                 req->update_mask().paths().end());
+  auto record = coordinator_->Update(req->info().name(),
+                                     FromProto(req->info().labels()), paths);
+  if (record.ok()) ToInfo(*record, resp->mutable_info());
+  return log.Done(record.status());
+}
+
+grpc::Status SnapshotService::List(
+    grpc::ServerContext* ctx, const snapshots_v1::ListSnapshotsRequest* req,
+    grpc::ServerWriter<snapshots_v1::ListSnapshotsResponse>* writer) {
+  static const std::string kNoKey;
+  CallLog log("List", kNoKey);
+  std::vector<std::string> exprs(req->filters().begin(), req->filters().end());
+  auto filter = filter::Filter::ParseAll(exprs);
+  if (!filter.ok()) return log.Done(filter.status());
+
+  snapshots_v1::ListSnapshotsResponse batch;
+  bool stream_broken = false;
+  absl::Status s = coordinator_->List(*filter, [&](const Record& record) {
+    ToInfo(record, batch.add_info());
+    if (batch.info_size() >= kListBatchSize) {
+      if (ctx->IsCancelled() || !writer->Write(batch)) {
+        stream_broken = true;
+        return false;
+      }
+      batch.Clear();
+    }
+    return true;
+  });
+  if (s.ok() && stream_broken) {
+    s = absl::CancelledError("client went away while listing");
+  }
+  if (s.ok() && batch.info_size() > 0 && !writer->Write(batch)) {
+    s = absl::CancelledError("client went away while listing");
+  }
+  return log.Done(s);
+}
+
+grpc::Status SnapshotService::Usage(grpc::ServerContext*,
+                                    const snapshots_v1::UsageRequest* req,
+                                    snapshots_v1::UsageResponse* resp) {
+  CallLog log("Usage", req->key());
+  auto usage = coordinator_->GetUsage(req->key());
+  if (usage.ok()) {
+    resp->set_size(usage->size_bytes);
+    resp->set_inodes(usage->inodes);
+  }
+  return log.Done(usage.status());
+}
+
+grpc::Status SnapshotService::Cleanup(grpc::ServerContext*,
+                                      const snapshots_v1::CleanupRequest*,
+                                      google::protobuf::Empty*) {
+  static const std::string kNoKey;
+  CallLog log("Cleanup", kNoKey);
+  return log.Done(coordinator_->Cleanup());
+}
+
+}  // namespace snapledger
