@@ -5,8 +5,13 @@
 #include <atomic>
 #include <filesystem>
 #include <future>
+#include <map>
+#include <set>
+#include <string>
 #include <thread>
+#include <vector>
 
+#include "absl/synchronization/mutex.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/testing/ledger_fixture.h"
@@ -352,44 +357,76 @@ TEST_F(CoordinatorTest, ListFiltersVisibleRecords) {
   EXPECT_THAT(seen, ElementsAre("k"));
 }
 
-// Many clients prepare on, commit on, and remove the same parents at once:
-// every call ends in one clean outcome, and afterwards no record points at a
-// missing parent and the backend holds exactly the recorded objects.
+// Many clients prepare on, commit on, and remove the same parents at once.
+// Every call ends in one clean outcome, and the outcomes add up to what the
+// ledger and the backend hold afterwards: an acknowledged removal removed
+// the record and its object, a refused one removed nothing, no record points
+// at a missing parent, and the backend holds exactly the recorded objects.
 TEST_F(CoordinatorTest, ConcurrentUseOfSharedParentsStaysConsistent) {
   Layer("p0", "");
   Layer("p1", "");
-  std::atomic<int> ok_removes{0}, refused{0};
+  // Per parent name: what the clients were told.
+  struct Outcomes {
+    std::atomic<int> removed{0};         // Remove(parent) OK
+    std::atomic<int> refused{0};         // ... FailedPrecondition (children)
+    std::atomic<int> missing{0};         // ... NotFound (removed already)
+    std::atomic<int> prepared_again{0};  // Prepare(parent + "-a") OK
+    std::atomic<int> recreated{0};       // Commit(parent, parent + "-a") OK
+  };
+  std::map<std::string, Outcomes> outcomes;
+  outcomes["p0"];
+  outcomes["p1"];
+  absl::Mutex mu;
+  // Objects of children that were acknowledged removed, and every object a
+  // parent name was seen to name (through a child prepared on it).
+  std::set<uint64_t> removed_children;
+  std::map<std::string, std::set<uint64_t>> parent_objects;
+
   std::vector<std::thread> threads;
   for (int t = 0; t < 4; ++t) {
     threads.emplace_back([&, t] {
       for (int i = 0; i < 40; ++i) {
-        std::string parent = (i % 2) ? "p1" : "p0";
-        std::string key = "t" + std::to_string(t) + "-" + std::to_string(i);
-        auto m = coord_->Prepare(key, parent, {});
-        if (m.ok()) {
+        const std::string parent = (i % 2) ? "p1" : "p0";
+        Outcomes& out = outcomes.at(parent);
+        const std::string key =
+            "t" + std::to_string(t) + "-" + std::to_string(i);
+        if (coord_->Prepare(key, parent, {}).ok()) {
+          // Only this thread uses `key`: its record is stable until removed.
+          absl::StatusOr<Record> child = ledger_->Get(key);
+          EXPECT_TRUE(child.ok()) << key << ": " << child.status();
           (void)coord_->Mounts(key);
-          EXPECT_TRUE(coord_->Remove(key).ok());
+          const absl::Status removed = coord_->Remove(key);
+          EXPECT_TRUE(removed.ok()) << key << ": " << removed;
+          if (child.ok() && removed.ok()) {
+            absl::MutexLock l(&mu);
+            removed_children.insert(child->backend_id());
+            parent_objects[parent].insert(child->parent_backend_id());
+          }
         }
-        absl::Status s = coord_->Remove(parent);
+        const absl::Status s = coord_->Remove(parent);
         if (s.ok()) {
-          ++ok_removes;
-          (void)coord_->Prepare(parent + "-a", "", {});
-          (void)coord_->Commit(parent, parent + "-a", {});
+          ++out.removed;
+          if (coord_->Prepare(parent + "-a", "", {}).ok()) ++out.prepared_again;
+          if (coord_->Commit(parent, parent + "-a", {}).ok()) ++out.recreated;
+        } else if (s.code() == absl::StatusCode::kFailedPrecondition) {
+          ++out.refused;
+        } else if (s.code() == absl::StatusCode::kNotFound) {
+          ++out.missing;
         } else {
-          EXPECT_TRUE(s.code() == absl::StatusCode::kFailedPrecondition ||
-                      s.code() == absl::StatusCode::kNotFound)
-              << s;
-          ++refused;
+          ADD_FAILURE() << "Remove(" << parent << "): " << s;
         }
       }
     });
   }
   for (auto& th : threads) th.join();
   ExpectNoIntents();
+
+  std::map<std::string, Record> by_key;
   std::set<uint64_t> recorded;
   ASSERT_TRUE(
       ledger_
           ->ForEach([&](const Record& r) {
+            by_key[r.key()] = r;
             recorded.insert(r.backend_id());
             if (!r.parent().empty()) {
               // The very object it was made on, not a namesake
@@ -404,8 +441,39 @@ TEST_F(CoordinatorTest, ConcurrentUseOfSharedParentsStaysConsistent) {
   std::set<uint64_t> stored;
   for (const auto& [id, o] : backend_.objects()) stored.insert(id);
   EXPECT_EQ(recorded, stored);
-  // Every one of the 4 x 40 parent removals ended in one clean outcome.
-  EXPECT_EQ(ok_removes.load() + refused.load(), 160);
+
+  absl::MutexLock l(&mu);
+  // Every child acknowledged removed is gone from both.
+  for (const auto& [key, r] : by_key) {
+    EXPECT_FALSE(key.starts_with("t")) << "removed child " << key << " remains";
+  }
+  for (uint64_t id : removed_children) {
+    EXPECT_FALSE(stored.contains(id))
+        << "object " << id << " of a removed child";
+  }
+  for (const auto& [parent, out] : outcomes) {
+    SCOPED_TRACE(parent);
+    // The name exists at the end iff every acknowledged removal was followed
+    // by a re-creation: a refused (or NotFound) Remove that removed anyway,
+    // or an OK one that did not, breaks this count.
+    auto final_parent = by_key.find(parent);
+    const bool exists = final_parent != by_key.end();
+    EXPECT_EQ(out.removed - out.recreated, exists ? 0 : 1)
+        << "removed " << out.removed << ", re-created " << out.recreated
+        << ", refused " << out.refused << ", already gone " << out.missing;
+    if (exists) {
+      EXPECT_EQ(final_parent->second.kind(), store::v1::COMMITTED);
+    }
+    // Each "-a" made is consumed by a commit, or is still there.
+    EXPECT_EQ(out.prepared_again - out.recreated,
+              by_key.contains(parent + "-a") ? 1 : 0);
+    // Of all the objects the name has named, only the current one is left.
+    for (uint64_t id : parent_objects[parent]) {
+      if (exists && id == final_parent->second.backend_id()) continue;
+      EXPECT_FALSE(stored.contains(id))
+          << "object " << id << " of a removed " << parent << " remains";
+    }
+  }
 }
 
 }  // namespace
