@@ -125,6 +125,8 @@ class Coordinator {
 
   // The removal queue (start, stop, retry, stats, hold release).
   RemovalQueue& removal_queue() { return queue_; }
+  // Number of calls blocked on a key lock (for tests and stats).
+  size_t LockWaiters() const { return locks_.Waiting(); }
 
   // Repairs for an operator's `reconcile --apply`, each re-checked under the
   // key's lock so that nothing changed since the finding is touched:

@@ -3,11 +3,13 @@
 // use. The queue runs on a fake clock here; RunDueRemovals() stands in for
 // the worker thread.
 #include <atomic>
+#include <functional>
 #include <random>
 #include <set>
 #include <thread>
 
 #include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/backend/native/native_backend.h"
@@ -23,6 +25,17 @@ namespace {
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
+
+// Polls `done` until it holds or a generous deadline passes; returns its
+// last value. Bounds a wait for something that must happen.
+bool Eventually(const std::function<bool()>& done) {
+  const absl::Time deadline = absl::Now() + absl::Seconds(60);
+  while (!done()) {
+    if (absl::Now() > deadline) return false;
+    absl::SleepFor(absl::Milliseconds(1));
+  }
+  return true;
+}
 
 const absl::Status kBusy =
     absl::FailedPreconditionError("object is in use: mounted at /x (busy)");
@@ -504,7 +517,10 @@ TEST_F(RemovalTest, RemoveWaitsForAPrepareOnTheSameParent) {
       remove_status = coord_->Remove(base);
       removed = true;
     });
-    absl::SleepFor(absl::Milliseconds(50));
+    // Blocked, not merely slow: it waits for the parent's key lock, which
+    // the prepare holds (shared) until its Create returns.
+    EXPECT_TRUE(Eventually([&] { return coord_->LockWaiters() == 1; }))
+        << "Remove never waited for the key lock";
     EXPECT_FALSE(removed.load()) << "Remove ran beside a prepare on it";
     release.Notify();
     prepare.join();
