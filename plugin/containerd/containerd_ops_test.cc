@@ -26,7 +26,9 @@ namespace {
 namespace types_v1 = ::containerd::v1::types;
 
 using ::snapledger::testing::FakeContainerd;
+using ::testing::Each;
 using ::testing::ElementsAre;
+using ::testing::Eq;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
 using ::testing::StartsWith;
@@ -218,14 +220,23 @@ TEST_F(ContainerdOpsTest, DeleteTaskWithoutATaskIsOk) {
 TEST_F(ContainerdOpsTest, DeleteTaskWhoseTaskVanishesWhileWaiting) {
   fake_->PutTask("default", "c", types_v1::CREATED, 42);
   fake_->set_kill_stops_task(false);
-  std::thread remover([&] {
-    absl::SleepFor(absl::Milliseconds(200));
-    fake_->RemoveTask("default", "c");
+  std::thread deleter([&] {
+    const absl::Status st = ops_->DeleteTask("default", "c");
+    EXPECT_TRUE(st.ok()) << st;
   });
-  const absl::Status st = ops_->DeleteTask("default", "c");
-  remover.join();
-  EXPECT_TRUE(st.ok()) << st;
-  EXPECT_THAT(CallsTo("Tasks/Delete"), IsEmpty());
+  // The look before the kill, then the wait's first poll: DeleteTask is
+  // waiting for a task that does not stop.
+  EXPECT_TRUE(fake_->AwaitCalls("Tasks/Get", 2));
+  fake_->RemoveTask("default", "c");
+  deleter.join();
+  // Killed, then polled (the waiting path) until the task was gone; never
+  // deleted.
+  const std::vector<std::string> calls = CallsTo("Tasks/");
+  ASSERT_GE(calls.size(), 3u);
+  EXPECT_EQ(calls[0], "Tasks/Get default/c");
+  EXPECT_EQ(calls[1], "Tasks/Kill default/c signal=9 all=true");
+  EXPECT_THAT(std::vector<std::string>(calls.begin() + 2, calls.end()),
+              Each(Eq("Tasks/Get default/c")));
 }
 
 TEST_F(ContainerdOpsTest, DeleteTaskToleratesKillOfAnAlreadyStoppedProcess) {
@@ -237,15 +248,24 @@ TEST_F(ContainerdOpsTest, DeleteTaskToleratesKillOfAnAlreadyStoppedProcess) {
     fake_->ClearCalls();
     fake_->PutTask("default", "c", types_v1::CREATED, 42);
     fake_->FailCalls("Tasks/Kill", grpc::Status(code, "already finished"));
-    std::thread exiter([&] {
-      absl::SleepFor(absl::Milliseconds(200));
-      fake_->PutTask("default", "c", types_v1::STOPPED, 42, absl::Now());
+    std::thread deleter([&] {
+      const absl::Status st = ops_->DeleteTask("default", "c");
+      EXPECT_TRUE(st.ok()) << st;
     });
-    const absl::Status st = ops_->DeleteTask("default", "c");
-    exiter.join();
-    EXPECT_TRUE(st.ok()) << st;
+    // Waiting despite the failed kill: its first poll still sees the task
+    // created. The process then exits.
+    EXPECT_TRUE(fake_->AwaitCalls("Tasks/Get", 2)) << code;
+    fake_->PutTask("default", "c", types_v1::STOPPED, 42, absl::Now());
+    deleter.join();
     EXPECT_EQ(fake_->Task("default", "c"), std::nullopt) << code;
-    EXPECT_THAT(CallsTo("Tasks/Delete"), ElementsAre("Tasks/Delete default/c"));
+    // Get, the refused kill, one or more polls, then the delete.
+    const std::vector<std::string> calls = CallsTo("Tasks/");
+    ASSERT_GE(calls.size(), 4u) << code;
+    EXPECT_EQ(calls[1], "Tasks/Kill default/c signal=9 all=true") << code;
+    EXPECT_THAT(std::vector<std::string>(calls.begin() + 2, calls.end() - 1),
+                Each(Eq("Tasks/Get default/c")))
+        << code;
+    EXPECT_EQ(calls.back(), "Tasks/Delete default/c") << code;
   }
 }
 

@@ -15,14 +15,16 @@
 // the next call or accessor that looks at the task.
 //
 // Calls to Containers/Get|Delete, Tasks/Get|Kill|Delete and
-// Leases/Create|Delete are recorded in order (Calls()), and each can be made
-// to fail (FailCalls) or to hang until the caller gives up (HangCalls).
+// Leases/Create|Delete are recorded in order (Calls(); AwaitCalls() waits
+// for them), and each can be made to fail (FailCalls) or to hang until the
+// caller gives up (HangCalls).
 //
 // Thread-safety: thread-safe. Not for production use.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -249,6 +251,22 @@ class FakeContainerd {
   void ClearCalls() {
     absl::MutexLock l(&mu_);
     calls_.clear();
+  }
+  // Waits until `method` ("Tasks/Get", ...) has been called at least `n`
+  // times since the last ClearCalls(); false if that takes over `timeout`.
+  // A call counts once recorded, before it is answered: lets a test act
+  // while the code under test is known to be at that call (or past it).
+  bool AwaitCalls(const std::string& method, int n,
+                  absl::Duration timeout = absl::Seconds(30)) const {
+    absl::MutexLock l(&mu_);
+    const std::string prefix = method + " ";
+    const auto enough = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return std::count_if(calls_.begin(), calls_.end(),
+                           [&](const std::string& c) {
+                             return c.starts_with(prefix);
+                           }) >= n;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&enough), timeout);
   }
   // Garbage collections run by Leases/Delete with `sync`.
   int sync_gc_runs() const { return sync_gc_runs_; }
