@@ -48,6 +48,18 @@ bool CreatedAfterRemoval(const Ownership& view, const std::string& ns,
 
 }  // namespace
 
+std::string_view ReaperWord(ReaperAction action) {
+  switch (action) {
+    case ReaperAction::kNone:
+      return "";
+    case ReaperAction::kReap:
+      return "reap";
+    case ReaperAction::kDryRun:
+      return "dry-run";
+  }
+  return "";
+}
+
 std::optional<ProxyKey> RecordIdentity(const Record& record) {
   if (!record.namespace_().empty() && !record.containerd_key().empty()) {
     return ProxyKey{record.namespace_(), record.containerd_key()};
@@ -180,118 +192,161 @@ void OwnerTracker::RunOnce() {
   std::shared_ptr<const Ownership> view = View();
   const absl::Time now = options_.clock();
 
-  std::vector<Record> records;
-  absl::Status scan = ledger_->ForEach([&](const Record& r) {
-    if (HasTrackedOwner(r)) records.push_back(r);
-    return true;
-  });
-  if (!scan.ok()) {
+  TrackedRecords tracked;
+  if (absl::Status scan = ReadTrackedRecords(&tracked); !scan.ok()) {
     spdlog::warn("owners: cannot read the ledger: {}", scan.ToString());
     return;
   }
-  std::map<uint64_t, const Record*> by_id;
-  // (ns, containerd key) -> the record a container with that snapshot key
-  // refers to: the visible one if there is one (a removed snapshot's key can
-  // be used again at once), else the queued removal.
-  std::map<Ownership::NsName, const Record*> by_name;
-  for (const Record& r : records) {
-    by_id[r.backend_id()] = &r;
+  if (view->connected) {
+    RecordOwners(*view, tracked);
+    ReleaseHeldRemovals(*view, tracked.records);
+  }
+  std::vector<DeadFinding> dead = FindDead(*view, tracked, now);
+  LogDeadChanges(*view, dead, now);
+  std::vector<Ownership::NsName> reaped;
+  if (view->connected && options_.reaper.enabled && !options_.reaper.dry_run &&
+      ops_ != nullptr) {
+    reaped = Reap(*view, &dead);
+  }
+  Publish(*view, std::move(dead), reaped.size());
+}
+
+absl::Status OwnerTracker::ReadTrackedRecords(TrackedRecords* out) const {
+  absl::Status scan = ledger_->ForEach([&](const Record& r) {
+    if (HasTrackedOwner(r)) out->records.push_back(r);
+    return true;
+  });
+  if (!scan.ok()) return scan;
+  // Indexed only now: the maps point into `records`, which no longer grows.
+  for (const Record& r : out->records) {
+    out->by_id[r.backend_id()] = &r;
     std::optional<ProxyKey> id = RecordIdentity(r);
     if (!id.has_value()) continue;
-    const Record*& slot = by_name[{id->ns, id->key}];
-    if (slot == nullptr || (IsQueuedRemoval(*slot) && !IsQueuedRemoval(r))) slot = &r;
-  }
-
-  if (view->connected) {
-    // Ownership into the ledger.
-    for (const Record& r : records) {
-      std::optional<ProxyKey> id = RecordIdentity(r);
-      if (!id.has_value()) continue;
-      std::string owner;
-      std::vector<std::string> leases;
-      if (by_name[{id->ns, id->key}] == &r) {
-        if (const SnapshotHolders* h = view->Holders(id->ns, id->key)) {
-          owner = absl::StrJoin(h->containers, ",");
-          leases = h->leases;
-        }
-      }
-      if (r.owner() == owner && std::equal(r.leases().begin(), r.leases().end(),
-                                           leases.begin(), leases.end())) {
-        continue;
-      }
-      if (absl::StatusOr<bool> changed =
-              coordinator_->SetOwnership(r.key(), owner, leases);
-          !changed.ok() && !absl::IsNotFound(changed.status())) {
-        spdlog::warn("owners: cannot record the owner of {}: {}", ClientKey(r),
-                     changed.status().ToString());
-      }
-    }
-    // Removals held back for containers that are gone.
-    for (const Record& r : records) {
-      if (r.state() != store::v1::REMOVE_PENDING || r.held_by().empty()) {
-        continue;
-      }
-      std::optional<Ownership::NsName> held = SplitHolder(r.held_by());
-      if (!held.has_value() ||
-          view->Container(held->first, held->second) == nullptr ||
-          CreatedAfterRemoval(*view, held->first, held->second, r)) {
-        coordinator_->removal_queue().ReleaseHold(r.backend_id());
-      }
+    const Record*& slot = out->by_name[{id->ns, id->key}];
+    if (slot == nullptr || (IsQueuedRemoval(*slot) && !IsQueuedRemoval(r))) {
+      slot = &r;
     }
   }
+  return absl::OkStatus();
+}
 
-  // Dead containers.
-  std::vector<adminpb::DeadContainer> dead;
-  for (const auto& [name, c] : view->containers) {
+void OwnerTracker::RecordOwners(const Ownership& view,
+                                const TrackedRecords& tracked) {
+  for (const Record& r : tracked.records) {
+    std::optional<ProxyKey> id = RecordIdentity(r);
+    if (!id.has_value()) continue;
+    std::string owner;
+    std::vector<std::string> leases;
+    auto named = tracked.by_name.find({id->ns, id->key});
+    if (named != tracked.by_name.end() && named->second == &r) {
+      if (const SnapshotHolders* h = view.Holders(id->ns, id->key)) {
+        owner = absl::StrJoin(h->containers, ",");
+        leases = h->leases;
+      }
+    }
+    if (r.owner() == owner && std::equal(r.leases().begin(), r.leases().end(),
+                                         leases.begin(), leases.end())) {
+      continue;
+    }
+    if (absl::StatusOr<bool> changed =
+            coordinator_->SetOwnership(r.key(), owner, leases);
+        !changed.ok() && !absl::IsNotFound(changed.status())) {
+      spdlog::warn("owners: cannot record the owner of {}: {}", ClientKey(r),
+                   changed.status().ToString());
+    }
+  }
+}
+
+void OwnerTracker::ReleaseHeldRemovals(const Ownership& view,
+                                       const std::vector<Record>& records) {
+  for (const Record& r : records) {
+    if (r.state() != store::v1::REMOVE_PENDING || r.held_by().empty()) {
+      continue;
+    }
+    std::optional<Ownership::NsName> held = SplitHolder(r.held_by());
+    if (!held.has_value() ||
+        view.Container(held->first, held->second) == nullptr ||
+        CreatedAfterRemoval(view, held->first, held->second, r)) {
+      coordinator_->removal_queue().ReleaseHold(r.backend_id());
+    }
+  }
+}
+
+ReaperAction OwnerTracker::ReaperActionFor(const std::string& id) const {
+  if (!options_.reaper.enabled || !Matches(id)) return ReaperAction::kNone;
+  return options_.reaper.dry_run ? ReaperAction::kDryRun : ReaperAction::kReap;
+}
+
+std::vector<OwnerTracker::DeadFinding> OwnerTracker::FindDead(
+    const Ownership& view, const TrackedRecords& tracked,
+    absl::Time now) const {
+  std::vector<DeadFinding> dead;
+  for (const auto& [name, c] : view.containers) {
     if (TaskIsLive(c.task) || c.idle_since == absl::InfiniteFuture() ||
         now - c.idle_since < options_.dead_after) {
       continue;
     }
-    auto rootfs = by_name.find({c.ns, c.snapshot_key});
-    if (rootfs == by_name.end() || rootfs->second == nullptr) continue;
-    adminpb::DeadContainer d;
+    auto rootfs = tracked.by_name.find({c.ns, c.snapshot_key});
+    if (rootfs == tracked.by_name.end() || rootfs->second == nullptr) continue;
+    DeadFinding found;
+    found.action = ReaperActionFor(c.id);
+    adminpb::DeadContainer& d = found.report;
     d.set_namespace_(c.ns);
     d.set_id(c.id);
     d.set_image(c.image);
     d.set_task(TaskWord(c.task));
     d.set_idle_since_ns(absl::ToUnixNanos(c.idle_since));
     d.set_snapshot(rootfs->second->key());
+    // The rootfs and its ancestors, each once (a loop in bad records ends).
     int64_t bytes = 0;
     std::set<uint64_t> seen;
     for (const Record* r = rootfs->second;
          r != nullptr && seen.insert(r->backend_id()).second;) {
       d.add_pinned(r->key());
       if (r->kind() == store::v1::COMMITTED) bytes += r->size_bytes();
-      auto parent = by_id.find(r->parent_backend_id());
-      r = r->parent_backend_id() != 0 && parent != by_id.end() ? parent->second
-                                                               : nullptr;
+      auto parent = tracked.by_id.find(r->parent_backend_id());
+      r = r->parent_backend_id() != 0 && parent != tracked.by_id.end()
+              ? parent->second
+              : nullptr;
     }
     d.set_pinned_bytes(bytes);
-    if (options_.reaper.enabled && Matches(c.id)) {
-      d.set_reaper(options_.reaper.dry_run ? "dry-run" : "reap");
-    }
-    dead.push_back(std::move(d));
+    d.set_reaper(std::string(ReaperWord(found.action)));
+    dead.push_back(std::move(found));
   }
+  return dead;
+}
 
-  // Log each dead container once (again if it comes back after reviving).
+void OwnerTracker::LogDeadChanges(const Ownership& view,
+                                  const std::vector<DeadFinding>& dead,
+                                  absl::Time now) {
+  // Each dead container once (again if it comes back after reviving).
   std::map<Ownership::NsName, absl::Time> still_dead;
-  for (const adminpb::DeadContainer& d : dead) {
+  for (const DeadFinding& found : dead) {
+    const adminpb::DeadContainer& d = found.report;
     Ownership::NsName name{d.namespace_(), d.id()};
     const absl::Time since = absl::FromUnixNanos(d.idle_since_ns());
     still_dead[name] = since;
     if (logged_dead_.contains(name)) continue;
+    std::string_view reaper_note;
+    switch (found.action) {
+      case ReaperAction::kReap:
+        reaper_note = "; the reaper will delete it";
+        break;
+      case ReaperAction::kDryRun:
+        reaper_note = "; the reaper would delete it (dry run)";
+        break;
+      case ReaperAction::kNone:
+        break;
+    }
     spdlog::warn(
         "dead container {}/{} (task {}, idle {}): pins {} snapshots ({} "
         "bytes committed): {}{}",
         d.namespace_(), d.id(), d.task(), Idle(now - since), d.pinned_size(),
-        d.pinned_bytes(), absl::StrJoin(d.pinned(), " <- "),
-        d.reaper() == "reap"      ? "; the reaper will delete it"
-        : d.reaper() == "dry-run" ? "; the reaper would delete it (dry run)"
-                                  : "");
+        d.pinned_bytes(), absl::StrJoin(d.pinned(), " <- "), reaper_note);
   }
   for (const auto& [name, since] : logged_dead_) {
     if (still_dead.contains(name)) continue;
-    const ContainerInfo* c = view->Container(name.first, name.second);
+    const ContainerInfo* c = view.Container(name.first, name.second);
     spdlog::info("container {}/{} is no longer dead ({})", name.first,
                  name.second,
                  c == nullptr ? "deleted" : "its task is live again");
@@ -299,32 +354,31 @@ void OwnerTracker::RunOnce() {
   logged_dead_ = std::move(still_dead);
   std::erase_if(reap_failures_,
                 [&](const auto& f) { return !logged_dead_.contains(f.first); });
+}
 
-  std::vector<Ownership::NsName> reaped;
-  if (view->connected && options_.reaper.enabled && !options_.reaper.dry_run &&
-      ops_ != nullptr) {
-    reaped = Reap(*view, &dead);
-  }
-
+void OwnerTracker::Publish(const Ownership& view, std::vector<DeadFinding> dead,
+                           size_t reaped) {
+  std::vector<adminpb::DeadContainer> reports;
+  reports.reserve(dead.size());
+  for (DeadFinding& found : dead) reports.push_back(std::move(found.report));
   {
     absl::MutexLock lock(&mu_);
-    dead_ = std::move(dead);
-    reaped_total_ += reaped.size();
+    dead_ = std::move(reports);
+    reaped_total_ += reaped;
   }
-  if (!first_pass_done_ && view->last_sync != absl::InfinitePast()) {
+  if (!first_pass_done_ && view.last_sync != absl::InfinitePast()) {
     first_pass_done_ = true;
     if (options_.after_first_pass) options_.after_first_pass();
   }
 }
 
 std::vector<Ownership::NsName> OwnerTracker::Reap(
-    const Ownership& view, std::vector<adminpb::DeadContainer>* dead) {
+    const Ownership& view, std::vector<DeadFinding>* dead) {
   std::vector<Ownership::NsName> reaped;
   std::set<std::string> namespaces;
   const absl::Time now = options_.clock();
   for (auto it = dead->begin(); it != dead->end();) {
-    const adminpb::DeadContainer& d = *it;
-    if (d.reaper() != "reap") {
+    if (it->action != ReaperAction::kReap) {
       ++it;
       continue;
     }
@@ -332,63 +386,11 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
       absl::MutexLock lock(&mu_);
       if (stopping_) break;  // the rest waits for the next start
     }
-    const Ownership::NsName key{d.namespace_(), d.id()};
-    if (auto f = reap_failures_.find(key);
-        f != reap_failures_.end() && now < f->second.next_try) {
+    if (!ReapOne(view, it->report, now)) {
       ++it;
       continue;
     }
-    const std::string name = absl::StrCat(d.namespace_(), "/", d.id());
-    // Failures are retried with back-off, and logged once per new cause.
-    auto failed = [&](const std::string& what, const absl::Status& cause) {
-      ReapFailure& f = reap_failures_[key];
-      const std::string text = cause.ToString();
-      if (text != f.last_error) {
-        spdlog::warn("reaper: {}: {}: {} (retrying with back-off)", name, what,
-                     text);
-      }
-      f.last_error = text;
-      f.delay = std::clamp(f.delay * 2, absl::Seconds(10), absl::Minutes(5));
-      f.next_try = now + f.delay;
-    };
-    // The view may be an event behind: ask once more before deleting.
-    absl::StatusOr<TaskStatus> task = ops_->GetTask(d.namespace_(), d.id());
-    if (!task.ok()) {
-      failed("cannot read its task", task.status());
-      ++it;
-      continue;
-    }
-    if (TaskIsLive(*task)) {
-      spdlog::info("reaper: {}: its task is {} again; left alone", name,
-                   TaskStatusName(*task));
-      ++it;
-      continue;
-    }
-    absl::Status s = ops_->DeleteTask(d.namespace_(), d.id());
-    if (s.ok()) s = ops_->DeleteContainer(d.namespace_(), d.id());
-    if (!s.ok()) {
-      failed("cannot delete the dead container", s);
-      ++it;
-      continue;
-    }
-    reap_failures_.erase(key);
-    const ContainerInfo* c = view.Container(d.namespace_(), d.id());
-    const std::string detail = absl::StrCat(
-        "container ", name, " deleted by the reaper (task ", d.task(),
-        c != nullptr
-            ? absl::StrCat(", idle since ", absl::FormatTime(c->idle_since))
-            : std::string(),
-        ")");
-    if (absl::Status n =
-            coordinator_->NoteEvent(d.snapshot(), HistoryOp::kReaped, detail);
-        !n.ok()) {
-      spdlog::warn("reaper: {}: cannot note it in the history: {}", name,
-                   n.ToString());
-    }
-    spdlog::info(
-        "reaper: deleted dead container {} (task {}); it pinned {} "
-        "snapshots: {}",
-        name, d.task(), d.pinned_size(), absl::StrJoin(d.pinned(), " <- "));
+    const adminpb::DeadContainer& d = it->report;
     namespaces.insert(d.namespace_());
     reaped.push_back({d.namespace_(), d.id()});
     logged_dead_.erase({d.namespace_(), d.id()});
@@ -406,6 +408,59 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
   }
   if (!reaped.empty() && options_.request_relist) options_.request_relist();
   return reaped;
+}
+
+bool OwnerTracker::ReapOne(const Ownership& view,
+                           const adminpb::DeadContainer& d, absl::Time now) {
+  const Ownership::NsName key{d.namespace_(), d.id()};
+  if (auto f = reap_failures_.find(key);
+      f != reap_failures_.end() && now < f->second.next_try) {
+    return false;
+  }
+  const std::string name = absl::StrCat(d.namespace_(), "/", d.id());
+  // Failures are retried with back-off, and logged once per new cause.
+  auto failed = [&](const std::string& what, const absl::Status& cause) {
+    ReapFailure& f = reap_failures_[key];
+    const std::string text = cause.ToString();
+    if (text != f.last_error) {
+      spdlog::warn("reaper: {}: {}: {} (retrying with back-off)", name, what,
+                   text);
+    }
+    f.last_error = text;
+    f.delay = std::clamp(f.delay * 2, absl::Seconds(10), absl::Minutes(5));
+    f.next_try = now + f.delay;
+    return false;
+  };
+  // The view may be an event behind: ask once more before deleting.
+  absl::StatusOr<TaskStatus> task = ops_->GetTask(d.namespace_(), d.id());
+  if (!task.ok()) return failed("cannot read its task", task.status());
+  if (TaskIsLive(*task)) {
+    spdlog::info("reaper: {}: its task is {} again; left alone", name,
+                 TaskStatusName(*task));
+    return false;
+  }
+  absl::Status s = ops_->DeleteTask(d.namespace_(), d.id());
+  if (s.ok()) s = ops_->DeleteContainer(d.namespace_(), d.id());
+  if (!s.ok()) return failed("cannot delete the dead container", s);
+  reap_failures_.erase(key);
+  const ContainerInfo* c = view.Container(d.namespace_(), d.id());
+  const std::string detail = absl::StrCat(
+      "container ", name, " deleted by the reaper (task ", d.task(),
+      c != nullptr
+          ? absl::StrCat(", idle since ", absl::FormatTime(c->idle_since))
+          : std::string(),
+      ")");
+  if (absl::Status n =
+          coordinator_->NoteEvent(d.snapshot(), HistoryOp::kReaped, detail);
+      !n.ok()) {
+    spdlog::warn("reaper: {}: cannot note it in the history: {}", name,
+                 n.ToString());
+  }
+  spdlog::info(
+      "reaper: deleted dead container {} (task {}); it pinned {} "
+      "snapshots: {}",
+      name, d.task(), d.pinned_size(), absl::StrJoin(d.pinned(), " <- "));
+  return true;
 }
 
 std::vector<adminpb::DeadContainer> OwnerTracker::DeadContainers() const {

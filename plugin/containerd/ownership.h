@@ -32,6 +32,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -39,8 +40,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "plugin/containerd/containerd_ops.h"
-#include "plugin/core/coordinator.h"
 #include "plugin/containerd/watcher.h"
+#include "plugin/core/coordinator.h"
 #include "snapledger/admin/v1/admin.pb.h"
 #include "store/ledger.h"
 
@@ -54,6 +55,12 @@ struct ReaperOptions {
   std::vector<std::string> match;
   bool dry_run = false;
 };
+
+// What the reaper does with a dead container. On the wire (admin.proto's
+// DeadContainer.reaper) it stays a word: see ReaperWord.
+enum class ReaperAction { kNone, kReap, kDryRun };
+// "", "reap", "dry-run": the one place the action becomes the proto's string.
+std::string_view ReaperWord(ReaperAction action);
 
 struct OwnerTrackerOptions {
   // No live task for this long: dead.
@@ -112,10 +119,58 @@ class OwnerTracker {
 
  private:
   std::shared_ptr<const Ownership> View() const;
-  // The reaper's part of a pass: deletes (or, dry, reports) the matching
-  // dead containers; returns the keys (ns, id) it deleted.
-  std::vector<Ownership::NsName> Reap(
-      const Ownership& view, std::vector<adminpb::DeadContainer>* dead);
+
+  // A dead container found by a pass, and what the reaper does with it.
+  struct DeadFinding {
+    adminpb::DeadContainer report;
+    ReaperAction action = ReaperAction::kNone;
+  };
+  // The ledger records with a tracked owner, indexed for one pass. The maps
+  // point into `records`; not copyable, so that they cannot dangle.
+  struct TrackedRecords {
+    TrackedRecords() = default;
+    TrackedRecords(const TrackedRecords&) = delete;
+    TrackedRecords& operator=(const TrackedRecords&) = delete;
+
+    std::vector<Record> records;
+    std::map<uint64_t, const Record*> by_id;
+    // (ns, containerd key) -> the record a container with that snapshot key
+    // refers to: the visible one if there is one (a removed snapshot's key
+    // can be used again at once), else the queued removal.
+    std::map<Ownership::NsName, const Record*> by_name;
+  };
+
+  // The jobs of a pass (RunOnce), in the order it runs them.
+  [[nodiscard]] absl::Status ReadTrackedRecords(TrackedRecords* out) const;
+  // Connected view only: the view's owners and leases into the ledger.
+  void RecordOwners(const Ownership& view, const TrackedRecords& tracked);
+  // Connected view only: releases removals held back for containers that
+  // are gone (or were created again after the removal was asked for).
+  void ReleaseHeldRemovals(const Ownership& view,
+                           const std::vector<Record>& records);
+  // Containers with no live task for dead_after that pin a tracked record,
+  // with the chain of snapshots each pins.
+  std::vector<DeadFinding> FindDead(const Ownership& view,
+                                    const TrackedRecords& tracked,
+                                    absl::Time now) const;
+  // Logs containers that became dead, and those that no longer are.
+  void LogDeadChanges(const Ownership& view,
+                      const std::vector<DeadFinding>& dead, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
+  // The reaper's part of a pass: deletes the dead containers it is to reap
+  // (taking them out of `dead`); returns the keys (ns, id) it deleted.
+  std::vector<Ownership::NsName> Reap(const Ownership& view,
+                                      std::vector<DeadFinding>* dead)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
+  // Deletes one dead container unless it is backing off, runs again, or
+  // containerd refuses; returns whether it was deleted.
+  bool ReapOne(const Ownership& view, const adminpb::DeadContainer& d,
+               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
+  // Makes the pass's findings visible (DeadContainers, reaped_total) and
+  // runs after_first_pass after the first pass with a full listing.
+  void Publish(const Ownership& view, std::vector<DeadFinding> dead,
+               size_t reaped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
+  ReaperAction ReaperActionFor(const std::string& id) const;
   bool Matches(const std::string& id) const;
 
   Ledger* const ledger_;
