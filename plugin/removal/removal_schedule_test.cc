@@ -180,6 +180,8 @@ TEST(RemovalScheduleTest, DestroyedWhileNonEmpty) {
   // Under ASan this also checks that every node is freed.
   auto schedule = std::make_unique<RemovalSchedule>();
   for (uint64_t id = 0; id < 1000; ++id) schedule->Schedule(id, At(id % 7));
+  ASSERT_EQ(schedule->size(), 1000u);
+  ASSERT_EQ(schedule->NextDue(), At(0));
   schedule.reset();
 }
 
