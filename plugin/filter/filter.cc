@@ -332,6 +332,114 @@ int HexValue(char c) {
   return v < 16 ? v : -1;
 }
 
+// The byte a one-letter escape (\n, \t, ...) stands for; nullopt for any
+// other letter.
+std::optional<char> SimpleEscape(char escape) {
+  switch (escape) {
+    case 'a':
+      return '\a';
+    case 'b':
+      return '\b';
+    case 'f':
+      return '\f';
+    case 'n':
+      return '\n';
+    case 'r':
+      return '\r';
+    case 't':
+      return '\t';
+    case 'v':
+      return '\v';
+    case '\\':
+      return '\\';
+    default:
+      return std::nullopt;
+  }
+}
+
+// Decodes \xHH, \uHHHH or \UHHHHHHHH (`escape` is 'x', 'u' or 'U'; `body`
+// starts at the digits and is advanced past them) onto `out`. False when
+// malformed.
+bool AppendHexEscape(char escape, std::string_view* body, std::string* out) {
+  const size_t digits = escape == 'x' ? 2 : escape == 'u' ? 4 : 8;
+  if (body->size() < digits) return false;
+  uint32_t bits = 0;
+  for (size_t i = 0; i < digits; ++i) {
+    const int v = HexValue((*body)[i]);
+    if (v < 0) return false;
+    bits = (bits << 4) | static_cast<uint32_t>(v);
+  }
+  body->remove_prefix(digits);
+  if (escape == 'x') {
+    out->push_back(static_cast<char>(bits));  // a byte, maybe not UTF-8
+    return true;
+  }
+  // containerd accumulates into a signed 32-bit rune: \U80000000 and
+  // up wrap negative, pass the range check, and land as their low
+  // byte. Surrogates pass too and are encoded as U+FFFD.
+  const auto rune = static_cast<int32_t>(bits);
+  if (rune > kMaxRune) return false;
+  if (rune < 0) {
+    out->push_back(static_cast<char>(bits & 0xFF));
+  } else {
+    AppendRune(rune, out);
+  }
+  return true;
+}
+
+// Decodes \OOO (`first` is the first octal digit; `body` starts at the
+// other two and is advanced past them) onto `out`. False when malformed or
+// over 255.
+bool AppendOctalEscape(char first, std::string_view* body, std::string* out) {
+  if (body->size() < 2) return false;
+  int value = first - '0';
+  for (int i = 0; i < 2; ++i) {
+    const int v = (*body)[i] - '0';
+    if (v < 0 || v > 7) return false;
+    value = (value << 3) | v;
+  }
+  body->remove_prefix(2);
+  if (value > 255) return false;
+  out->push_back(static_cast<char>(value));
+  return true;
+}
+
+// Decodes the escape `escape` (the character after a backslash; `body`
+// starts after it and is advanced past what it uses) onto `out`, in a
+// literal quoted by `quote`. False when Go would refuse it.
+bool AppendEscape(char escape, char quote, std::string_view* body,
+                  std::string* out) {
+  if (std::optional<char> c = SimpleEscape(escape); c.has_value()) {
+    out->push_back(*c);
+    return true;
+  }
+  switch (escape) {
+    case 'x':
+    case 'u':
+    case 'U':
+      return AppendHexEscape(escape, body, out);
+    case '0':
+    case '1':
+    case '2':
+    case '3':
+    case '4':
+    case '5':
+    case '6':
+    case '7':
+      return AppendOctalEscape(escape, body, out);
+    case '"':
+    case '/':
+    case '|':
+    case '\'':
+      // A quote character escapes only itself.
+      if (escape != quote) return false;
+      out->push_back(escape);
+      return true;
+    default:
+      return false;
+  }
+}
+
 // Decodes a literal the scanner accepted as quoted, quotes included, with
 // Go's escapes; '/' and '|' quote like '"', each escaping only itself.
 // nullopt when Go's strconv-style unquoting would fail.
@@ -359,89 +467,7 @@ std::optional<std::string> UnquoteLiteral(std::string_view literal) {
     if (body.size() < 2) return std::nullopt;
     const char escape = body[1];
     body.remove_prefix(2);
-    switch (escape) {
-      case 'a':
-        out.push_back('\a');
-        break;
-      case 'b':
-        out.push_back('\b');
-        break;
-      case 'f':
-        out.push_back('\f');
-        break;
-      case 'n':
-        out.push_back('\n');
-        break;
-      case 'r':
-        out.push_back('\r');
-        break;
-      case 't':
-        out.push_back('\t');
-        break;
-      case 'v':
-        out.push_back('\v');
-        break;
-      case '\\':
-        out.push_back('\\');
-        break;
-      case 'x':
-      case 'u':
-      case 'U': {
-        const size_t digits = escape == 'x' ? 2 : escape == 'u' ? 4 : 8;
-        if (body.size() < digits) return std::nullopt;
-        uint32_t bits = 0;
-        for (size_t i = 0; i < digits; ++i) {
-          const int v = HexValue(body[i]);
-          if (v < 0) return std::nullopt;
-          bits = (bits << 4) | static_cast<uint32_t>(v);
-        }
-        body.remove_prefix(digits);
-        if (escape == 'x') {
-          out.push_back(static_cast<char>(bits));  // a byte, maybe not UTF-8
-          break;
-        }
-        // containerd accumulates into a signed 32-bit rune: \U80000000 and
-        // up wrap negative, pass the range check, and land as their low
-        // byte. Surrogates pass too and are encoded as U+FFFD.
-        const auto rune = static_cast<int32_t>(bits);
-        if (rune > kMaxRune) return std::nullopt;
-        if (rune < 0) {
-          out.push_back(static_cast<char>(bits & 0xFF));
-        } else {
-          AppendRune(rune, &out);
-        }
-        break;
-      }
-      case '0':
-      case '1':
-      case '2':
-      case '3':
-      case '4':
-      case '5':
-      case '6':
-      case '7': {
-        if (body.size() < 2) return std::nullopt;
-        int value = escape - '0';
-        for (int i = 0; i < 2; ++i) {
-          const int v = body[i] - '0';
-          if (v < 0 || v > 7) return std::nullopt;
-          value = (value << 3) | v;
-        }
-        body.remove_prefix(2);
-        if (value > 255) return std::nullopt;
-        out.push_back(static_cast<char>(value));
-        break;
-      }
-      case '"':
-      case '/':
-      case '|':
-      case '\'':
-        if (escape != quote) return std::nullopt;
-        out.push_back(escape);
-        break;
-      default:
-        return std::nullopt;
-    }
+    if (!AppendEscape(escape, quote, &body, &out)) return std::nullopt;
   }
   return out;
 }
