@@ -23,6 +23,7 @@ constexpr std::string_view kRecordPrefix = "s/";
 constexpr std::string_view kChildPrefix = "c/";
 constexpr std::string_view kSeqKey = "m/seq";
 constexpr std::string_view kNextIdKey = "m/next_id";
+constexpr std::string_view kSettingPrefix = "m/setting/";
 
 std::string RecordKey(std::string_view key) {
   std::string out(kRecordPrefix);
@@ -246,6 +247,30 @@ absl::StatusOr<Record> Ledger::Get(std::string_view key) const {
         "ledger record for ", std::string(key), " cannot be parsed"));
   }
   return record;
+}
+
+absl::StatusOr<std::string> Ledger::GetSetting(std::string_view name) const {
+  std::string value;
+  rocksdb::Status s =
+      db_->Get({}, absl::StrCat(std::string(kSettingPrefix), std::string(name)), &value);
+  if (s.IsNotFound()) {
+    return absl::NotFoundError(
+        absl::StrCat("ledger setting ", std::string(name), " is not set"));
+  }
+  if (!s.ok()) return FromRocks(s, "read of a ledger setting");
+  return value;
+}
+
+absl::Status Ledger::PutSetting(std::string_view name, std::string_view value) {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError("the ledger is open read-only");
+  }
+  rocksdb::WriteOptions wo;
+  wo.sync = true;
+  rocksdb::Status s =
+      db_->Put(wo, absl::StrCat(std::string(kSettingPrefix), std::string(name)),
+               rocksdb::Slice(value.data(), value.size()));
+  return s.ok() ? absl::OkStatus() : FromRocks(s, "write of a ledger setting");
 }
 
 absl::Status Ledger::ForEach(absl::FunctionRef<bool(const Record&)> fn) const {

@@ -127,6 +127,14 @@ class Ledger {
   // Whether the last write failed and the ledger is refusing writes.
   bool degraded() const { return degraded_.load(); }
 
+  // A setting of the ledger itself, such as "backend" (the backend the root
+  // was created with). NotFound if it was never set.
+  [[nodiscard]] absl::StatusOr<std::string> GetSetting(
+      std::string_view name) const;
+  // Stores a setting durably (a synced write of its own, outside any batch).
+  // FailedPrecondition on a read-only ledger.
+  [[nodiscard]] absl::Status PutSetting(std::string_view name,
+                                        std::string_view value);
   // The sequence number of the latest write.
   uint64_t LastSequence() const { return last_seq_.load(); }
 
@@ -135,12 +143,12 @@ class Ledger {
  private:
   Ledger(Options options, std::unique_ptr<rocksdb::DB> db,
          std::shared_ptr<rocksdb::Cache> cache);
-  absl::Status LoadCounters();
+  [[nodiscard]] absl::Status LoadCounters();
 
   const Options options_;
   std::shared_ptr<rocksdb::Cache> cache_;
   std::unique_ptr<rocksdb::DB> db_;
-  absl::Status TryResume();
+  [[nodiscard]] absl::Status TryResume();
 
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> next_id_{1};

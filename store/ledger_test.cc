@@ -289,6 +289,27 @@ TEST_F(LedgerTest, ReadOnlyOpenWorksBesideAWriter) {
   EXPECT_TRUE((*reader)->Get("a").ok());
 }
 
+TEST_F(LedgerTest, SettingsSurviveAReopenAndAreNotRecords) {
+  EXPECT_EQ(ledger_->GetSetting("backend").status().code(),
+            absl::StatusCode::kNotFound);
+  ASSERT_TRUE(ledger_->PutSetting("backend", "overlayfs").ok());
+  Reopen();
+  absl::StatusOr<std::string> backend = ledger_->GetSetting("backend");
+  ASSERT_TRUE(backend.ok()) << backend.status();
+  EXPECT_EQ(*backend, "overlayfs");
+  int records = 0;
+  ASSERT_TRUE(ledger_->ForEach([&](const Record&) {
+                        ++records;
+                        return true;
+                      })
+                  .ok());
+  EXPECT_EQ(records, 0);
+  Reopen(/*read_only=*/true);
+  EXPECT_EQ(ledger_->PutSetting("backend", "native").code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(*ledger_->GetSetting("backend"), "overlayfs");
+}
+
 TEST_F(LedgerTest, OpenOfUnusablePathIsUnavailable) {
   ledger_.reset();
   Ledger::Options options;

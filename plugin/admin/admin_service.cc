@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
-#include "plugin/backend/native/native_backend.h"
+#include "plugin/backend/factory/backend_factory.h"
 #include "plugin/text/human_units.h"
 #include "plugin/record/keys.h"
 #include "plugin/record/states.h"
@@ -557,7 +557,17 @@ absl::StatusOr<std::unique_ptr<OfflineAdmin>> OfflineAdmin::Open(
   auto ledger = Ledger::Open(options);
   if (!ledger.ok()) return ledger.status();
   admin->ledger_ = *std::move(ledger);
-  auto backend = NewNativeBackend(root, NativeBackendOptions{});
+  // The backend the root was created with (roots from before it was
+  // recorded are native); read-only use: no start-up mount check.
+  BackendSettings settings;
+  absl::StatusOr<std::string> recorded = admin->ledger_->GetSetting("backend");
+  if (recorded.ok()) {
+    settings.name = *recorded;
+  } else if (!absl::IsNotFound(recorded.status())) {
+    return recorded.status();
+  }
+  settings.skip_support_check = true;
+  auto backend = OpenBackend(root, settings);
   if (!backend.ok()) return backend.status();
   admin->backend_ = *std::move(backend);
   AdminSources sources;

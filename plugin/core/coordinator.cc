@@ -423,8 +423,6 @@ absl::Status Coordinator::RemoveFailed(const Record& record,
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot remove snapshot ", Quote(key), " now: ", removed.message()));
   }
-  spdlog::warn("remove {}: cannot remove now ({}); queueing it", key,
-               removed.ToString());
   absl::StatusOr<Record> pending = queue_.Defer(
       intent_record,
       {.cause = removed.ToString(),

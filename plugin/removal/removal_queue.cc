@@ -29,8 +29,13 @@ absl::StatusOr<Record> RemovalQueue::Defer(const Record& record,
   Record pending = DeferRemoval(record, deferral, options_.clock(), &batch);
   if (absl::Status s = deps_.ledger->Write(batch); !s.ok()) return s;
   CRASH_POINT("remove.after_defer");
-  spdlog::info("remove {}: deferred as {} ({})", ClientKey(pending),
-               pending.key(), deferral.cause);
+  if (deferral.counts) {  // a failed attempt
+    spdlog::warn("remove {}: cannot remove now ({}); queued as {}",
+                 ClientKey(pending), deferral.cause, pending.key());
+  } else {
+    spdlog::info("remove {}: deferred as {} ({})", ClientKey(pending),
+                 pending.key(), deferral.cause);
+  }
   Reschedule(pending);
   return pending;
 }

@@ -92,7 +92,8 @@ class RemovalQueue {
   std::optional<std::string> Holder(const Record& record) const;
 
   // Defers the removal of `record` (whose key locks the caller holds): one
-  // ledger write of the pending record (see DeferRemoval), then scheduled.
+  // ledger write of the pending record (see DeferRemoval), then scheduled,
+  // and logged (a warning for a failed attempt).
   // Non-OK: the ledger refused the write, and nothing changed.
   [[nodiscard]] absl::StatusOr<Record> Defer(const Record& record,
                                              const Deferral& deferral);

@@ -1,7 +1,11 @@
 #include "plugin/server/config.h"
 
 #include <filesystem>
+#include <functional>
+#include <map>
+#include <optional>
 #include <set>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "toml++/toml.h"
@@ -22,6 +26,225 @@ absl::StatusOr<std::string> GetString(const std::string& path,
   return Bad(path, node, absl::StrCat("`", key, "` must be a string"));
 }
 
+// "`<what>` is not a duration (e.g. "<example>"): <text>"
+absl::Status ParseDurationOr(const std::string& path, const toml::node& node,
+                             const std::string& what, const std::string& text,
+                             const char* example, absl::Duration* out) {
+  if (absl::ParseDuration(text, out)) return absl::OkStatus();
+  return Bad(path, node,
+             absl::StrCat("`", what, "` is not a duration (e.g. \"", example,
+                          "\"): ", text));
+}
+
+absl::StatusOr<bool> GetBool(const std::string& path, const toml::node& node,
+                             const std::string& what) {
+  if (auto v = node.value<bool>()) return *v;
+  return Bad(path, node, absl::StrCat("`", what, "` must be true or false"));
+}
+
+absl::StatusOr<std::vector<std::string>> GetStrings(const std::string& path,
+                                                    const toml::node& node,
+                                                    const std::string& what) {
+  const toml::array* array = node.as_array();
+  if (array == nullptr) {
+    return Bad(path, node,
+               absl::StrCat("`", what, "` must be an array of strings"));
+  }
+  std::vector<std::string> out;
+  for (const toml::node& item : *array) {
+    absl::StatusOr<std::string> v = GetString(path, item, what);
+    if (!v.ok()) return v.status();
+    out.push_back(*std::move(v));
+  }
+  return out;
+}
+
+// Calls `setting(key, node)` for each key of table `name`; `name` must be a
+// table.
+absl::Status ForEachSetting(
+    const std::string& path, const std::string& name, const toml::node& node,
+    const std::function<absl::Status(const std::string&, const toml::node&)>&
+        setting) {
+  const toml::table* table = node.as_table();
+  if (table == nullptr) {
+    return Bad(path, node, absl::StrCat("`", name, "` must be a table"));
+  }
+  for (auto&& [k, n] : *table) {
+    if (absl::Status s = setting(std::string(k.str()), n); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Unknown(const std::string& path, const toml::node& node,
+                     const std::string& table, const std::string& key) {
+  return Bad(path, node,
+             absl::StrCat("unknown setting `",
+                          table.empty() ? key : absl::StrCat(table, ".", key),
+                          "`"));
+}
+
+// The top-level string settings. NotFound: `key` is not one of them.
+absl::Status LoadTopLevel(const std::string& path, const std::string& key,
+                          const toml::node& node, Config* c) {
+  std::string* text = key == "root"                     ? &c->root
+                      : key == "address"                ? &c->address
+                      : key == "admin_address"          ? &c->admin_address
+                      : key == "backend"                ? &c->backend
+                      : key == "log_level"              ? &c->log_level
+                      : key == "containerd_address"     ? &c->containerd_address
+                      : key == "containerd_snapshotter" ? &c->containerd_snapshotter
+                                                        : nullptr;
+  absl::Duration* duration = key == "shutdown_timeout" ? &c->shutdown_timeout
+                             : key == "reconcile_interval"
+                                 ? &c->reconcile_interval
+                             : key == "backend_timeout" ? &c->backend_timeout
+                                                        : nullptr;
+  if (text == nullptr && duration == nullptr && key != "remove_policy") {
+    return absl::NotFoundError(key);
+  }
+  absl::StatusOr<std::string> v = GetString(path, node, key);
+  if (!v.ok()) return v.status();
+  if (text != nullptr) *text = *v;
+  if (duration != nullptr) {
+    return ParseDurationOr(path, node, key, *v, "30s", duration);
+  }
+  if (key == "remove_policy") {
+    std::optional<RemovePolicy> policy = ParseRemovePolicy(*v);
+    if (!policy.has_value()) {
+      return Bad(path, node,
+                 absl::StrCat("remove_policy must be \"refuse\" or \"defer\", "
+                              "not \"",
+                              *v, "\""));
+    }
+    c->remove_policy = *policy;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status LoadLedger(const std::string& path, const toml::node& node,
+                        Config* c) {
+  return ForEachSetting(
+      path, "ledger", node, [&](const std::string& key, const toml::node& n) {
+        if (key != "durability") return Unknown(path, n, "ledger", key);
+        absl::StatusOr<std::string> v = GetString(path, n, "ledger.durability");
+        if (!v.ok()) return v.status();
+        if (*v != "sync" && *v != "async") {
+          return Bad(path, n,
+                     absl::StrCat("`ledger.durability` must be \"sync\" or "
+                                  "\"async\", not \"",
+                                  *v, "\""));
+        }
+        c->ledger_sync = (*v == "sync");
+        return absl::OkStatus();
+      });
+}
+
+absl::Status LoadNative(const std::string& path, const toml::node& node,
+                        Config* c) {
+  return ForEachSetting(
+      path, "native", node, [&](const std::string& key, const toml::node& n) {
+        if (key != "sync") return Unknown(path, n, "native", key);
+        absl::StatusOr<bool> v = GetBool(path, n, "native.sync");
+        if (!v.ok()) return v.status();
+        c->native_sync = *v;
+        return absl::OkStatus();
+      });
+}
+
+absl::Status LoadOverlay(const std::string& path, const toml::node& node,
+                         Config* c) {
+  return ForEachSetting(
+      path, "overlayfs", node,
+      [&](const std::string& key, const toml::node& n) -> absl::Status {
+        if (key == "sync") {
+          absl::StatusOr<bool> v = GetBool(path, n, "overlayfs.sync");
+          if (!v.ok()) return v.status();
+          c->overlay_sync = *v;
+          return absl::OkStatus();
+        }
+        if (key == "mount_options") {
+          absl::StatusOr<std::vector<std::string>> v =
+              GetStrings(path, n, "overlayfs.mount_options");
+          if (!v.ok()) return v.status();
+          c->overlay_mount_options = *std::move(v);
+          return absl::OkStatus();
+        }
+        return Unknown(path, n, "overlayfs", key);
+      });
+}
+
+absl::Status LoadRemoveQueue(const std::string& path, const toml::node& node,
+                             Config* c) {
+  RetryPolicy& retry = c->remove_retry;
+  return ForEachSetting(
+      path, "remove_queue", node,
+      [&](const std::string& key, const toml::node& n) -> absl::Status {
+        const std::string name = absl::StrCat("remove_queue.", key);
+        if (key == "initial_backoff" || key == "max_backoff") {
+          absl::StatusOr<std::string> v = GetString(path, n, name);
+          if (!v.ok()) return v.status();
+          return ParseDurationOr(path, n, name, *v, "30s",
+                                 key == "initial_backoff"
+                                     ? &retry.initial_backoff
+                                     : &retry.max_backoff);
+        }
+        if (key == "jitter") {
+          auto v = n.value<double>();
+          if (!v) return Bad(path, n, "`remove_queue.jitter` must be a number");
+          retry.jitter = *v;
+          return absl::OkStatus();
+        }
+        if (key == "max_attempts") {
+          auto v = n.value<int64_t>();
+          if (!v || *v < 1 || *v > 1000000) {
+            return Bad(path, n,
+                       "`remove_queue.max_attempts` must be an integer from 1 "
+                       "to 1000000");
+          }
+          retry.max_attempts = static_cast<int>(*v);
+          return absl::OkStatus();
+        }
+        return Unknown(path, n, "remove_queue", key);
+      });
+}
+
+absl::Status LoadContainers(const std::string& path, const toml::node& node,
+                            Config* c) {
+  return ForEachSetting(
+      path, "containers", node,
+      [&](const std::string& key, const toml::node& n) {
+        if (key != "dead_after") return Unknown(path, n, "containers", key);
+        absl::StatusOr<std::string> v =
+            GetString(path, n, "containers.dead_after");
+        if (!v.ok()) return v.status();
+        return ParseDurationOr(path, n, "containers.dead_after", *v, "10m",
+                               &c->dead_after);
+      });
+}
+
+absl::Status LoadReaper(const std::string& path, const toml::node& node,
+                        Config* c) {
+  return ForEachSetting(
+      path, "reaper", node,
+      [&](const std::string& key, const toml::node& n) -> absl::Status {
+        if (key == "enabled" || key == "dry_run") {
+          absl::StatusOr<bool> v =
+              GetBool(path, n, absl::StrCat("reaper.", key));
+          if (!v.ok()) return v.status();
+          (key == "enabled" ? c->reaper_enabled : c->reap_dry_run) = *v;
+          return absl::OkStatus();
+        }
+        if (key == "match") {
+          absl::StatusOr<std::vector<std::string>> v =
+              GetStrings(path, n, "reaper.match");
+          if (!v.ok()) return v.status();
+          c->reap_match = *std::move(v);
+          return absl::OkStatus();
+        }
+        return Unknown(path, n, "reaper", key);
+      });
+}
+
 }  // namespace
 
 absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
@@ -38,169 +261,27 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
         path, ":", e.source().begin.line, ":", e.source().begin.column, ": ",
         std::string(e.description())));
   }
-
+  using TableLoader = absl::Status (*)(const std::string&, const toml::node&,
+                                       Config*);
+  const std::map<std::string, TableLoader> tables = {
+      {"ledger", &LoadLedger},         {"native", &LoadNative},
+      {"overlayfs", &LoadOverlay},     {"remove_queue", &LoadRemoveQueue},
+      {"containers", &LoadContainers}, {"reaper", &LoadReaper},
+  };
   for (auto&& [k, node] : table) {
     const std::string key(k.str());
-    if (key == "root" || key == "address" || key == "admin_address" ||
-        key == "backend" || key == "log_level" || key == "shutdown_timeout" ||
-        key == "reconcile_interval" || key == "remove_policy" ||
-        key == "backend_timeout" || key == "containerd_address" ||
-        key == "containerd_snapshotter") {
-      absl::StatusOr<std::string> v = GetString(path, node, key);
-      if (!v.ok()) return v.status();
-      if (key == "root") base.root = *v;
-      if (key == "address") base.address = *v;
-      if (key == "admin_address") base.admin_address = *v;
-      if (key == "backend") base.backend = *v;
-      if (key == "log_level") base.log_level = *v;
-      if (key == "remove_policy") {
-        std::optional<RemovePolicy> policy = ParseRemovePolicy(*v);
-        if (!policy.has_value()) {
-          return Bad(path, node,
-                     absl::StrCat("remove_policy must be \"refuse\" or "
-                                  "\"defer\", not \"",
-                                  *v, "\""));
-        }
-        base.remove_policy = *policy;
-      }
-      if (key == "containerd_address") base.containerd_address = *v;
-      if (key == "containerd_snapshotter") base.containerd_snapshotter = *v;
-      absl::Duration* duration =
-          key == "shutdown_timeout"     ? &base.shutdown_timeout
-          : key == "reconcile_interval" ? &base.reconcile_interval
-          : key == "backend_timeout"    ? &base.backend_timeout
-                                        : nullptr;
-      if (duration != nullptr && !absl::ParseDuration(*v, duration)) {
-        return Bad(
-            path, node,
-            absl::StrCat("`", key, "` is not a duration (e.g. \"30s\"): ", *v));
-      }
-    } else if (key == "ledger") {
-      const toml::table* ledger = node.as_table();
-      if (ledger == nullptr) return Bad(path, node, "`ledger` must be a table");
-      for (auto&& [lk, lnode] : *ledger) {
-        const std::string lkey(lk.str());
-        if (lkey != "durability") {
-          return Bad(path, lnode,
-                     absl::StrCat("unknown setting `ledger.", lkey, "`"));
-        }
-        absl::StatusOr<std::string> v = GetString(path, lnode, lkey);
-        if (!v.ok()) return v.status();
-        if (*v != "sync" && *v != "async") {
-          return Bad(path, lnode,
-                     absl::StrCat("`ledger.durability` must be \"sync\" or "
-                                  "\"async\", not \"",
-                                  *v, "\""));
-        }
-        base.ledger_sync = (*v == "sync");
-      }
-    } else if (key == "native") {
-      const toml::table* native = node.as_table();
-      if (native == nullptr) return Bad(path, node, "`native` must be a table");
-      for (auto&& [nk, nnode] : *native) {
-        const std::string nkey(nk.str());
-        if (nkey != "sync") {
-          return Bad(path, nnode,
-                     absl::StrCat("unknown setting `native.", nkey, "`"));
-        }
-        auto v = nnode.value<bool>();
-        if (!v) return Bad(path, nnode, "`native.sync` must be true or false");
-        base.native_sync = *v;
-      }
-    } else if (key == "remove_queue") {
-      const toml::table* queue = node.as_table();
-      if (queue == nullptr) {
-        return Bad(path, node, "`remove_queue` must be a table");
-      }
-      RetryPolicy& retry = base.remove_retry;
-      for (auto&& [qk, qnode] : *queue) {
-        const std::string qkey(qk.str());
-        const std::string name = absl::StrCat("remove_queue.", qkey);
-        if (qkey == "initial_backoff" || qkey == "max_backoff") {
-          absl::StatusOr<std::string> v = GetString(path, qnode, name);
-          if (!v.ok()) return v.status();
-          absl::Duration* d = qkey == "initial_backoff" ? &retry.initial_backoff
-                                                        : &retry.max_backoff;
-          if (!absl::ParseDuration(*v, d)) {
-            return Bad(
-                path, qnode,
-                absl::StrCat("`", name,
-                             "` is not a duration (e.g. \"30s\"): ", *v));
-          }
-        } else if (qkey == "jitter") {
-          auto v = qnode.value<double>();
-          if (!v)
-            return Bad(path, qnode, "`remove_queue.jitter` must be a number");
-          retry.jitter = *v;
-        } else if (qkey == "max_attempts") {
-          auto v = qnode.value<int64_t>();
-          if (!v || *v < 1 || *v > 1000000) {
-            return Bad(path, qnode,
-                       "`remove_queue.max_attempts` must be an integer from 1 "
-                       "to 1000000");
-          }
-          retry.max_attempts = static_cast<int>(*v);
-        } else {
-          return Bad(path, qnode, absl::StrCat("unknown setting `", name, "`"));
-        }
-      }
-    } else if (key == "containers") {
-      const toml::table* containers = node.as_table();
-      if (containers == nullptr) {
-        return Bad(path, node, "`containers` must be a table");
-      }
-      for (auto&& [ck, cnode] : *containers) {
-        const std::string ckey(ck.str());
-        if (ckey != "dead_after") {
-          return Bad(path, cnode,
-                     absl::StrCat("unknown setting `containers.", ckey, "`"));
-        }
-        absl::StatusOr<std::string> v =
-            GetString(path, cnode, "containers.dead_after");
-        if (!v.ok()) return v.status();
-        if (!absl::ParseDuration(*v, &base.dead_after)) {
-          return Bad(path, cnode,
-                     absl::StrCat("`containers.dead_after` is not a duration "
-                                  "(e.g. \"10m\"): ",
-                                  *v));
-        }
-      }
-    } else if (key == "reaper") {
-      const toml::table* reaper = node.as_table();
-      if (reaper == nullptr) return Bad(path, node, "`reaper` must be a table");
-      for (auto&& [rk, rnode] : *reaper) {
-        const std::string rkey(rk.str());
-        if (rkey == "enabled" || rkey == "dry_run") {
-          auto v = rnode.value<bool>();
-          if (!v) {
-            return Bad(
-                path, rnode,
-                absl::StrCat("`reaper.", rkey, "` must be true or false"));
-          }
-          (rkey == "enabled" ? base.reaper_enabled : base.reap_dry_run) = *v;
-        } else if (rkey == "match") {
-          const toml::array* globs = rnode.as_array();
-          if (globs == nullptr) {
-            return Bad(path, rnode,
-                       "`reaper.match` must be an array of strings");
-          }
-          base.reap_match.clear();
-          for (const toml::node& g : *globs) {
-            absl::StatusOr<std::string> v = GetString(path, g, "reaper.match");
-            if (!v.ok()) return v.status();
-            base.reap_match.push_back(*v);
-          }
-        } else {
-          return Bad(path, rnode,
-                     absl::StrCat("unknown setting `reaper.", rkey, "`"));
-        }
-      }
+    absl::Status s;
+    if (auto loader = tables.find(key); loader != tables.end()) {
+      s = loader->second(path, node, &base);
     } else {
-      return Bad(path, node, absl::StrCat("unknown setting `", key, "`"));
+      s = LoadTopLevel(path, key, node, &base);
+      if (absl::IsNotFound(s)) s = Unknown(path, node, "", key);
     }
+    if (!s.ok()) return s;
   }
   return base;
 }
+
 
 absl::Status ValidateConfig(const Config& config) {
   if (config.root.empty() || config.root[0] != '/') {
@@ -231,9 +312,10 @@ absl::Status ValidateConfig(const Config& config) {
         "unless admin_address is set): ",
         config.address));
   }
-  if (config.backend != "native") {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "unknown backend \"", config.backend, "\" (available: native)"));
+  if (config.backend != "native" && config.backend != "overlayfs") {
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown backend \"", config.backend,
+                     "\" (available: overlayfs, native)"));
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info",
                                                 "warn",  "error", "off"};

@@ -1,27 +1,32 @@
 // snapledgerd's configuration: defaults, overridden by a TOML file
 // (`--config`), overridden by command-line flags.
 //
+// Every setting, with its default (config_test loads this very text):
+//
 //   root = "/var/lib/snapledger"          # ledger/ and snapshots/ live here
 //   address = "/run/snapledger/snapledger.sock"
 //   admin_address = ""                    # default: beside address
-//   backend = "native"
+//   backend = "native"                    # native | overlayfs
 //   log_level = "info"                    # trace|debug|info|warn|error
 //   shutdown_timeout = "30s"              # drain time for in-flight calls
 //   reconcile_interval = "10m"            # backend vs ledger check; "0s": off
 //   remove_policy = "refuse"              # refuse | defer (docs/removal.md)
 //   backend_timeout = "60s"               # bound on every backend call
+//   containerd_address = ""               # containerd's socket: owners,
+//                                         # dead containers (docs/owners.md)
+//   containerd_snapshotter = "snapledger" # our name in [proxy_plugins]
 //   [ledger]
 //   durability = "sync"                   # sync | async (see docs)
 //   [native]
 //   sync = false                          # flush snapshot data (see docs)
+//   [overlayfs]
+//   sync = false                          # flush layers (as [native])
+//   mount_options = []                    # appended to overlay mounts
 //   [remove_queue]                        # retries of deferred removals
 //   initial_backoff = "1s"
 //   max_backoff = "5m"
 //   jitter = 0.2                          # delays scaled by [1-jitter, 1]
 //   max_attempts = 10                     # then the removal is `stuck`
-//   containerd_address = ""               # containerd's socket: owners,
-//                                         # dead containers (docs/owners.md)
-//   containerd_snapshotter = "snapledger" # our name in [proxy_plugins]
 //   [containers]
 //   dead_after = "10m"                    # no live task this long: dead
 //   [reaper]                              # deletes dead containers (opt-in)
@@ -44,13 +49,13 @@ struct Config {
   std::string root = "/var/lib/snapledger";
   std::string address = "/run/snapledger/snapledger.sock";
   // The admin API's socket (mode 0600); empty: DefaultAdminAddress(address)
-  // (plugin/admin_service.h).
+  // (plugin/admin/admin_service.h).
   std::string admin_address;
   std::string backend = "native";
   std::string log_level = "info";
   absl::Duration shutdown_timeout = absl::Seconds(30);
   // How often to compare the backend with the ledger while serving (report
-  // only; plugin/reconciler.h). Zero disables it.
+  // only; plugin/recovery/reconciler.h). Zero disables it.
   absl::Duration reconcile_interval = absl::Minutes(10);
   // true: fsync the ledger before every RPC returns ("sync");
   // false: let the OS write it back ("async").
@@ -60,6 +65,10 @@ struct Config {
   // default, like containerd's own native snapshotter: the ledger is flushed
   // either way, and an object a power loss takes is reported MISSING.
   bool native_sync = false;
+  // Overlayfs backend: flush layers like native_sync; options appended to
+  // every overlay mount (containerd 1.7's `mount_options`, e.g. "volatile").
+  bool overlay_sync = false;
+  std::vector<std::string> overlay_mount_options;
   // What Remove does when it cannot remove now (children remain, the
   // snapshot is mounted, the backend fails): "refuse" answers
   // FailedPrecondition; "defer" answers OK and queues the removal.

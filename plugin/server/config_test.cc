@@ -11,6 +11,7 @@
 namespace snapledger {
 namespace {
 
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 
 class ConfigTest : public ::testing::Test {
@@ -240,6 +241,62 @@ TEST_F(ConfigTest, ShippedConfigLoadsAndIsValid) {
   EXPECT_EQ(c->containerd_address, "");
   EXPECT_FALSE(c->reaper_enabled);
   EXPECT_EQ(c->dead_after, absl::Minutes(10));
+}
+
+// config.h's header comment lists every setting with its default: it must
+// be a file the loader accepts, and say the defaults truly.
+TEST_F(ConfigTest, HeaderExampleLoadsAndStatesTheDefaults) {
+  std::ifstream header(SNAPLEDGER_SOURCE_DIR "/plugin/server/config.h");
+  std::string line, toml;
+  bool in_example = false;
+  while (std::getline(header, line)) {
+    if (line.starts_with("// Every setting")) {
+      in_example = true;
+      continue;
+    }
+    if (!in_example) continue;
+    if (!line.starts_with("//")) break;
+    toml += line.substr(std::min<size_t>(line.size(), 3)) + "\n";
+  }
+  ASSERT_THAT(toml, HasSubstr("[reaper]"));
+  auto c = LoadConfigFile(Write(toml), Config{});
+  ASSERT_TRUE(c.ok()) << c.status() << "\n" << toml;
+  const Config defaults;
+  EXPECT_EQ(c->root, defaults.root);
+  EXPECT_EQ(c->address, defaults.address);
+  EXPECT_EQ(c->backend, defaults.backend);
+  EXPECT_EQ(c->remove_policy, defaults.remove_policy);
+  EXPECT_EQ(c->backend_timeout, defaults.backend_timeout);
+  EXPECT_EQ(c->ledger_sync, defaults.ledger_sync);
+  EXPECT_EQ(c->native_sync, defaults.native_sync);
+  EXPECT_EQ(c->overlay_sync, defaults.overlay_sync);
+  EXPECT_EQ(c->overlay_mount_options, defaults.overlay_mount_options);
+  EXPECT_EQ(c->remove_retry.max_attempts, defaults.remove_retry.max_attempts);
+  EXPECT_EQ(c->containerd_address, defaults.containerd_address);
+  EXPECT_EQ(c->containerd_snapshotter, defaults.containerd_snapshotter);
+  EXPECT_EQ(c->dead_after, defaults.dead_after);
+  EXPECT_EQ(c->reaper_enabled, defaults.reaper_enabled);
+  EXPECT_EQ(c->reap_dry_run, defaults.reap_dry_run);
+}
+
+TEST_F(ConfigTest, OverlayfsSettings) {
+  auto c = LoadConfigFile(Write(R"(
+backend = "overlayfs"
+[overlayfs]
+sync = true
+mount_options = ["volatile"]
+)"),
+                          Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->backend, "overlayfs");
+  EXPECT_TRUE(c->overlay_sync);
+  EXPECT_THAT(c->overlay_mount_options, ElementsAre("volatile"));
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+  auto bad = LoadConfigFile(Write("[overlayfs]\nmount_options = \"x\"\n"),
+                            Config{});
+  ASSERT_FALSE(bad.ok());
+  EXPECT_THAT(std::string(bad.status().message()),
+              HasSubstr("`overlayfs.mount_options` must be an array"));
 }
 
 }  // namespace

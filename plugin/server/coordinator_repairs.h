@@ -19,13 +19,13 @@ class CoordinatorRepairs final : public LiveRepairs {
   explicit CoordinatorRepairs(Coordinator* coordinator)
       : coordinator_(coordinator) {}
 
-  absl::Status RetryRemoval(uint64_t backend_id) override {
+  [[nodiscard]] absl::Status RetryRemoval(uint64_t backend_id) override {
     return coordinator_->removal_queue().Retry(backend_id);
   }
-  absl::StatusOr<bool> AdoptObject(uint64_t id) override {
+  [[nodiscard]] absl::StatusOr<bool> AdoptObject(uint64_t id) override {
     return coordinator_->AdoptObject(id);
   }
-  absl::StatusOr<bool> MarkMissing(const std::string& key,
+  [[nodiscard]] absl::StatusOr<bool> MarkMissing(const std::string& key,
                                    uint64_t seq) override {
     return coordinator_->MarkMissing(key, seq);
   }

@@ -14,7 +14,7 @@
 #include "absl/strings/str_join.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "plugin/admin/admin_service.h"
-#include "plugin/backend/native/native_backend.h"
+#include "plugin/backend/factory/backend_factory.h"
 #include "plugin/backend/timed/timed_backend.h"
 #include "plugin/containerd/containerd_ops.h"
 #include "plugin/core/coordinator.h"
@@ -70,14 +70,77 @@ absl::Status PrepareSocketPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+// Serves `service` on unix socket `path`, created with `umask` in force so
+// that no client ever sees it with wider permissions.
+absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
+    const std::string& path, mode_t umask, grpc::Service* service) {
+  if (absl::Status s = PrepareSocketPath(path); !s.ok()) return s;
+  grpc::ServerBuilder builder;
+  int bound = 0;
+  builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials(),
+                           &bound);
+  builder.RegisterService(service);
+  const mode_t old_umask = ::umask(umask);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  ::umask(old_umask);
+  if (server == nullptr || bound == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve on unix socket ", path));
+  }
+  return server;
+}
+
+BackendSettings BackendSettingsOf(const Config& config) {
+  BackendSettings settings;
+  settings.name = config.backend;
+  settings.sync =
+      config.backend == "overlayfs" ? config.overlay_sync : config.native_sync;
+  settings.overlay_mount_options = config.overlay_mount_options;
+  return settings;
+}
+
 }  // namespace
+
+absl::Status CheckBackendIdentity(Ledger& ledger, const Config& config) {
+  absl::StatusOr<std::string> recorded = ledger.GetSetting(kBackendSetting);
+  if (recorded.ok()) {
+    if (*recorded == config.backend) return absl::OkStatus();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "root ", config.root, " holds snapshots of backend \"", *recorded,
+        "\" and cannot be served with backend \"", config.backend,
+        "\": set backend = \"", *recorded,
+        "\" (or --backend), or use a new root for ", config.backend));
+  }
+  if (!absl::IsNotFound(recorded.status())) return recorded.status();
+  // Roots made before the backend was recorded held only native objects.
+  bool has_records = false;
+  if (absl::Status s = ledger.ForEach([&](const Record&) {
+        has_records = true;
+        return false;
+      });
+      !s.ok()) {
+    return s;
+  }
+  std::error_code ec;
+  const bool has_objects =
+      !std::filesystem::is_empty(config.root + "/snapshots", ec) && !ec;
+  if ((has_records || has_objects) && config.backend != "native") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "root ", config.root, " holds snapshots of backend \"native\" "
+        "(made before the backend was recorded) and cannot be served with "
+        "backend \"", config.backend, "\": set backend = \"native\", or use a "
+        "new root for ", config.backend));
+  }
+  return ledger.PutSetting(kBackendSetting, config.backend);
+}
 
 struct Daemon::State {
   Config config;
   std::unique_ptr<Ledger> ledger;
   std::unique_ptr<TimedBackend> backend;
   std::unique_ptr<Coordinator> coordinator;
-  // With containerd_address only (else null): see plugin/ownership.h.
+  // With containerd_address only (else null): see
+  // plugin/containerd/ownership.h.
   std::unique_ptr<ContainerdOps> containerd_ops;
   std::unique_ptr<OwnerTracker> owners;
   std::unique_ptr<Watcher> watcher;
@@ -91,6 +154,15 @@ struct Daemon::State {
   std::unique_ptr<grpc::Server> admin_server;
   RecoveryReport recovery;
   bool stopped = false;
+
+  // The steps of Daemon::Start, in order.
+  absl::Status OpenStorage();
+  absl::Status Recover();
+  absl::Status StartCoordinator();
+  void MakeOwnerTracker();
+  absl::Status ServeSnapshots();
+  absl::Status ServeAdmin();
+  absl::Status StartWatcher();
 
   // A start that fails half-way leaves threads running that reach across
   // members (the removal worker asks the owner tracker, the watcher feeds
@@ -112,7 +184,22 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   if (absl::Status s = ValidateConfig(config); !s.ok()) return s;
   auto state = std::make_unique<State>();
   state->config = config;
+  // In this order: nothing is served before recovery, no removal runs
+  // unguarded by the owner tracker, and the socket appears last.
+  for (absl::Status (State::*step)() :
+       {&State::OpenStorage, &State::Recover, &State::StartCoordinator,
+        &State::ServeSnapshots, &State::ServeAdmin, &State::StartWatcher}) {
+    if (absl::Status s = (state.get()->*step)(); !s.ok()) return s;
+  }
+  spdlog::info(
+      "snapledgerd serving on {} (admin {}; root {}, backend {}{}, ledger {})",
+      config.address, state->admin_address, config.root, config.backend,
+      BackendSettingsOf(config).sync ? "" : " without data flushes",
+      config.ledger_sync ? "sync" : "async");
+  return std::unique_ptr<Daemon>(new Daemon(std::move(state)));
+}
 
+absl::Status Daemon::State::OpenStorage() {
   std::error_code ec;
   std::filesystem::create_directories(config.root, ec);
   if (ec) {
@@ -124,192 +211,180 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   Ledger::Options ledger_options;
   ledger_options.path = config.root + "/ledger";
   ledger_options.sync = config.ledger_sync;
-  auto ledger = Ledger::Open(ledger_options);
-  if (!ledger.ok()) return ledger.status();
-  state->ledger = *std::move(ledger);
+  auto opened = Ledger::Open(ledger_options);
+  if (!opened.ok()) return opened.status();
+  ledger = *std::move(opened);
 
-  auto backend =
-      NewNativeBackend(config.root, NativeBackendOptions{config.native_sync});
-  if (!backend.ok()) return backend.status();
+  if (absl::Status s = CheckBackendIdentity(*ledger, config); !s.ok()) {
+    return s;
+  }
+  auto inner = OpenBackend(config.root, BackendSettingsOf(config));
+  if (!inner.ok()) return inner.status();
   // Every backend call is bounded in time, recovery's included.
-  state->backend =
-      NewTimedBackend(std::shared_ptr<Backend>(*std::move(backend)),
-                      TimedBackendOptions{config.backend_timeout});
+  backend = NewTimedBackend(std::shared_ptr<Backend>(*std::move(inner)),
+                            TimedBackendOptions{config.backend_timeout});
+  return absl::OkStatus();
+}
 
-  const auto recovery_start = std::chrono::steady_clock::now();
-  auto report = ResolveIntents(*state->ledger, *state->backend);
+absl::Status Daemon::State::Recover() {
+  const auto start = std::chrono::steady_clock::now();
+  auto report = ResolveIntents(*ledger, *backend);
   if (!report.ok()) {
     return absl::Status(
         report.status().code(),
         absl::StrCat("recovery failed: ", report.status().message()));
   }
-  state->recovery = *std::move(report);
+  recovery = *std::move(report);
   spdlog::info(
       "recovery: {} intents resolved ({} prepares rolled back, {} commits "
       "rolled back, {} removes completed, {} removals queued), {} missing, {} "
       "adopted, in {} ms",
-      state->recovery.intents_resolved(), state->recovery.prepares_rolled_back,
-      state->recovery.commits_rolled_back, state->recovery.removes_completed,
-      state->recovery.removals_queued, state->recovery.missing.size(),
-      state->recovery.adopted.size(),
+      recovery.intents_resolved(), recovery.prepares_rolled_back,
+      recovery.commits_rolled_back, recovery.removes_completed,
+      recovery.removals_queued, recovery.missing.size(),
+      recovery.adopted.size(),
       std::chrono::duration_cast<std::chrono::milliseconds>(
-          std::chrono::steady_clock::now() - recovery_start)
+          std::chrono::steady_clock::now() - start)
           .count());
+  return absl::OkStatus();
+}
 
-  CoordinatorOptions coordinator_options;
-  coordinator_options.remove_policy = config.remove_policy;
-  coordinator_options.queue.retry = config.remove_retry;
-  State* st = state.get();
+absl::Status Daemon::State::StartCoordinator() {
+  CoordinatorOptions options;
+  options.remove_policy = config.remove_policy;
+  options.queue.retry = config.remove_retry;
   if (!config.containerd_address.empty()) {
-    // Set below, before the removal queue starts: no removal runs unguarded.
-    coordinator_options.queue.holder =
-        [st](const Record& record) -> std::optional<std::string> {
-      return st->owners != nullptr ? st->owners->Holder(record) : std::nullopt;
+    // `owners` is set below, before the removal queue starts: no removal
+    // runs unguarded.
+    options.queue.holder =
+        [this](const Record& record) -> std::optional<std::string> {
+      return owners != nullptr ? owners->Holder(record) : std::nullopt;
     };
   }
-  state->coordinator = std::make_unique<Coordinator>(
-      state->ledger.get(), state->backend.get(), coordinator_options);
-  if (!config.containerd_address.empty()) {
-    GrpcContainerdOpsOptions ops_options;
-    ops_options.address = config.containerd_address;
-    state->containerd_ops = MakeGrpcContainerdOps(ops_options);
-    OwnerTrackerOptions owner_options;
-    owner_options.dead_after = config.dead_after;
-    owner_options.reaper.enabled = config.reaper_enabled;
-    owner_options.reaper.match = config.reap_match;
-    owner_options.reaper.dry_run = config.reap_dry_run;
-    owner_options.containerd_address = config.containerd_address;
-    // Containers first (the reaper's start-up pass), snapshots second.
-    owner_options.after_first_pass = [st] {
-      if (st->reconciler == nullptr) return;
-      absl::StatusOr<ReconcileReport> report = st->reconciler->RunOnce();
-      if (!report.ok()) {
-        spdlog::warn("start-up reconciliation failed: {}",
-                     report.status().ToString());
-      }
-    };
-    owner_options.request_relist = [st] {
-      if (st->watcher != nullptr) st->watcher->RequestRelist();
-    };
-    state->owners = std::make_unique<OwnerTracker>(
-        state->ledger.get(), state->coordinator.get(),
-        state->containerd_ops.get(), std::move(owner_options));
-  }
-  if (absl::Status s = state->coordinator->removal_queue().Start(); !s.ok()) {
-    return s;
-  }
-  if (absl::StatusOr<RemovalQueueStats> queue =
-          state->coordinator->removal_queue().Stats();
-      queue.ok()) {
+  coordinator =
+      std::make_unique<Coordinator>(ledger.get(), backend.get(), options);
+  if (!config.containerd_address.empty()) MakeOwnerTracker();
+  RemovalQueue& queue = coordinator->removal_queue();
+  if (absl::Status s = queue.Start(); !s.ok()) return s;
+  if (absl::StatusOr<RemovalQueueStats> stats = queue.Stats(); stats.ok()) {
     spdlog::info(
         "removal queue: {} pending ({} waiting for children), {} stuck; "
         "policy {}",
-        queue->scheduled + queue->waiting_for_children,
-        queue->waiting_for_children, queue->stuck,
+        stats->scheduled + stats->waiting_for_children,
+        stats->waiting_for_children, stats->stuck,
         RemovePolicyName(config.remove_policy));
   }
-  state->service = std::make_unique<SnapshotService>(state->coordinator.get());
+  return absl::OkStatus();
+}
 
-  if (absl::Status s = PrepareSocketPath(config.address); !s.ok()) return s;
+void Daemon::State::MakeOwnerTracker() {
+  GrpcContainerdOpsOptions ops_options;
+  ops_options.address = config.containerd_address;
+  containerd_ops = MakeGrpcContainerdOps(ops_options);
+  OwnerTrackerOptions options;
+  options.dead_after = config.dead_after;
+  options.reaper.enabled = config.reaper_enabled;
+  options.reaper.match = config.reap_match;
+  options.reaper.dry_run = config.reap_dry_run;
+  options.containerd_address = config.containerd_address;
+  // Containers first (the reaper's start-up pass), snapshots second.
+  options.after_first_pass = [this] {
+    if (reconciler == nullptr) return;
+    absl::StatusOr<ReconcileReport> report = reconciler->RunOnce();
+    if (!report.ok()) {
+      spdlog::warn("start-up reconciliation failed: {}",
+                   report.status().ToString());
+    }
+  };
+  options.request_relist = [this] {
+    if (watcher != nullptr) watcher->RequestRelist();
+  };
+  owners = std::make_unique<OwnerTracker>(ledger.get(), coordinator.get(),
+                                          containerd_ops.get(),
+                                          std::move(options));
+}
+
+absl::Status Daemon::State::ServeSnapshots() {
+  service = std::make_unique<SnapshotService>(coordinator.get());
   grpc::EnableDefaultHealthCheckService(true);
-  grpc::ServerBuilder builder;
-  int bound = 0;
-  builder.AddListeningPort("unix:" + config.address,
-                           grpc::InsecureServerCredentials(), &bound);
-  builder.RegisterService(state->service.get());
-  // The socket is created by BuildAndStart: a umask makes it 0660 from its
-  // first moment, so no client ever sees it with wider permissions.
-  const mode_t old_umask = ::umask(0117);
-  state->server = builder.BuildAndStart();
-  ::umask(old_umask);
-  if (state->server == nullptr || bound == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve on unix socket ", config.address));
-  }
-  state->reconciler =
-      std::make_unique<Reconciler>(state->ledger.get(), state->backend.get());
-  state->reconciler->Start(config.reconcile_interval);
+  // 0660: containerd (root) and a group an operator may grant.
+  absl::StatusOr<std::unique_ptr<grpc::Server>> started =
+      ServeOnUnixSocket(config.address, 0117, service.get());
+  if (!started.ok()) return started.status();
+  server = *std::move(started);
+  reconciler = std::make_unique<Reconciler>(ledger.get(), backend.get());
+  return reconciler->Start(config.reconcile_interval);
+}
 
-  // The admin API, on its own socket, for root only.
-  state->admin_address = config.admin_address.empty()
-                             ? DefaultAdminAddress(config.address)
-                             : config.admin_address;
+absl::Status Daemon::State::ServeAdmin() {
+  admin_address = config.admin_address.empty()
+                      ? DefaultAdminAddress(config.address)
+                      : config.admin_address;
   AdminSources sources;
-  sources.ledger = state->ledger.get();
-  sources.backend = state->backend.get();
-  state->repairs = std::make_unique<CoordinatorRepairs>(state->coordinator.get());
-  sources.repairs = state->repairs.get();
-  sources.reconciler = state->reconciler.get();
-  TimedBackend* timed = state->backend.get();
+  sources.ledger = ledger.get();
+  sources.backend = backend.get();
+  repairs = std::make_unique<CoordinatorRepairs>(coordinator.get());
+  sources.repairs = repairs.get();
+  sources.reconciler = reconciler.get();
+  TimedBackend* timed = backend.get();
   sources.abandoned_calls = [timed] { return timed->abandoned(); };
   sources.remove_policy = std::string(RemovePolicyName(config.remove_policy));
-  if (state->owners != nullptr) {
-    OwnerTracker* owners = state->owners.get();
+  if (owners != nullptr) {
     // The watcher's own view for the time of the last listing: the tracker
     // hears of a view only when its content changes.
-    auto with_last_sync = [st](adminpb::WatcherStatus status) {
-      if (st->watcher != nullptr) {
-        const absl::Time synced = st->watcher->Current()->last_sync;
+    auto with_last_sync = [this](adminpb::WatcherStatus status) {
+      if (watcher != nullptr) {
+        const absl::Time synced = watcher->Current()->last_sync;
         if (synced != absl::InfinitePast()) {
           status.set_last_sync_ns(absl::ToUnixNanos(synced));
         }
       }
       return status;
     };
-    sources.dead = [owners,
+    OwnerTracker* tracker = owners.get();
+    sources.dead = [tracker,
                     with_last_sync]() -> absl::StatusOr<adminpb::DeadResponse> {
-      adminpb::DeadResponse response = owners->Dead();
+      adminpb::DeadResponse response = tracker->Dead();
       *response.mutable_watcher() = with_last_sync(response.watcher());
       return response;
     };
-    sources.watcher_status = [owners, with_last_sync] {
-      return with_last_sync(owners->Status());
+    sources.watcher_status = [tracker, with_last_sync] {
+      return with_last_sync(tracker->Status());
     };
   }
-  state->admin_core = std::make_unique<AdminCore>(std::move(sources));
-  state->admin_service =
-      std::make_unique<AdminService>(state->admin_core.get());
-  if (absl::Status s = PrepareSocketPath(state->admin_address); !s.ok()) {
-    return s;
+  admin_core = std::make_unique<AdminCore>(std::move(sources));
+  admin_service = std::make_unique<AdminService>(admin_core.get());
+  // 0600: the admin API is for root only.
+  absl::StatusOr<std::unique_ptr<grpc::Server>> started =
+      ServeOnUnixSocket(admin_address, 0177, admin_service.get());
+  if (!started.ok()) {
+    return absl::Status(started.status().code(),
+                        absl::StrCat("admin API: ", started.status().message()));
   }
-  grpc::ServerBuilder admin_builder;
-  int admin_bound = 0;
-  admin_builder.AddListeningPort("unix:" + state->admin_address,
-                                 grpc::InsecureServerCredentials(),
-                                 &admin_bound);
-  admin_builder.RegisterService(state->admin_service.get());
-  const mode_t admin_umask = ::umask(0177);
-  state->admin_server = admin_builder.BuildAndStart();
-  ::umask(admin_umask);
-  if (state->admin_server == nullptr || admin_bound == 0) {
-    return absl::UnavailableError(absl::StrCat(
-        "cannot serve the admin API on unix socket ", state->admin_address));
-  }
-  if (state->owners != nullptr) {
-    WatcherOptions watcher_options;
-    watcher_options.address = config.containerd_address;
-    watcher_options.snapshotter = config.containerd_snapshotter;
-    OwnerTracker* owners = state->owners.get();
-    watcher_options.on_change = [owners](std::shared_ptr<const Ownership> v) {
-      owners->OnView(std::move(v));
-    };
-    state->watcher = std::make_unique<Watcher>(std::move(watcher_options));
-    state->watcher->Start();
-    state->owners->Start();
-    spdlog::info(
-        "watching containerd at {} for owners (dead after {}; reaper {})",
-        config.containerd_address, absl::FormatDuration(config.dead_after),
-        !config.reaper_enabled
-            ? std::string("off")
-            : absl::StrCat(config.reap_dry_run ? "dry run" : "on", " for ",
-                           absl::StrJoin(config.reap_match, ", ")));
-  }
+  admin_server = *std::move(started);
+  return absl::OkStatus();
+}
+
+absl::Status Daemon::State::StartWatcher() {
+  if (owners == nullptr) return absl::OkStatus();
+  WatcherOptions options;
+  options.address = config.containerd_address;
+  options.snapshotter = config.containerd_snapshotter;
+  OwnerTracker* tracker = owners.get();
+  options.on_change = [tracker](std::shared_ptr<const Ownership> v) {
+    tracker->OnView(std::move(v));
+  };
+  watcher = std::make_unique<Watcher>(std::move(options));
+  if (absl::Status s = watcher->Start(); !s.ok()) return s;
+  if (absl::Status s = owners->Start(); !s.ok()) return s;
   spdlog::info(
-      "snapledgerd serving on {} (admin {}; root {}, backend {}{}, ledger {})",
-      config.address, state->admin_address, config.root, config.backend,
-      config.native_sync ? "" : " without data flushes",
-      config.ledger_sync ? "sync" : "async");
-  return std::unique_ptr<Daemon>(new Daemon(std::move(state)));
+      "watching containerd at {} for owners (dead after {}; reaper {})",
+      config.containerd_address, absl::FormatDuration(config.dead_after),
+      !config.reaper_enabled
+          ? std::string("off")
+          : absl::StrCat(config.reap_dry_run ? "dry run" : "on", " for ",
+                         absl::StrJoin(config.reap_match, ", ")));
+  return absl::OkStatus();
 }
 
 void Daemon::Shutdown(absl::Duration grace) {

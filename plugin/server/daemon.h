@@ -13,8 +13,19 @@
 #include "absl/time/time.h"
 #include "plugin/server/config.h"
 #include "plugin/recovery/recovery.h"
+#include "store/ledger.h"
 
 namespace snapledger {
+
+// The ledger setting naming the backend a root was created with.
+inline constexpr char kBackendSetting[] = "backend";
+
+// A root keeps the backend it was created with: OK (recording the backend
+// on first use) when `config.backend` is the root's; FailedPrecondition
+// naming both, and what to do, when it is not. A root from before the
+// backend was recorded, with records or objects, is native.
+[[nodiscard]] absl::Status CheckBackendIdentity(Ledger& ledger,
+                                                const Config& config);
 
 class Daemon {
  public:

@@ -78,8 +78,12 @@ int main(int argc, char** argv) {
                  "snapshots whose container exists, report dead containers "
                  "(default: off; owners unknown)");
   app.add_option("--backend", backend,
-                 "Snapshotter that holds the data (default native)")
-      ->check(CLI::IsMember({"native"}));
+                 "Storage that holds the data: overlayfs (what containerd "
+                 "uses on Linux; needs a filesystem with d_type that can "
+                 "host overlay mounts) or native (plain copies; any "
+                 "filesystem). Default native; a root keeps the backend it "
+                 "was created with")
+      ->check(CLI::IsMember({"native", "overlayfs"}));
   app.add_option("--log-level", log_level,
                  "trace, debug, info, warn, error or off (default info)")
       ->check(

@@ -414,6 +414,53 @@ TEST_F(SnapshotServiceTest, StateSurvivesRestart) {
   ASSERT_TRUE(Commit("top", "k").ok());
 }
 
+TEST_F(SnapshotServiceTest, ARootKeepsTheBackendItWasCreatedWith) {
+  ASSERT_TRUE(Prepare("default/1/a", "").ok());
+  stub_.reset();
+  daemon_->Shutdown(absl::Seconds(5));
+  daemon_.reset();
+
+  Config overlay = config_;
+  overlay.backend = "overlayfs";
+  auto refused = Daemon::Start(overlay);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("holds snapshots of backend \"native\" and cannot be "
+                        "served with backend \"overlayfs\": set backend = "
+                        "\"native\""));
+
+  StartDaemon();  // the root's own backend still serves it
+  v1::PrepareSnapshotResponse resp;
+  EXPECT_EQ(Prepare("default/1/a", "", &resp).error_code(),
+            grpc::StatusCode::ALREADY_EXISTS);
+}
+
+TEST_F(SnapshotServiceTest, OverlayfsRootServesAndRefusesNative) {
+  stub_.reset();
+  daemon_.reset();
+  config_.root = dir_ + "/overlay-root";
+  config_.backend = "overlayfs";
+  StartDaemon();
+  v1::PrepareSnapshotResponse resp;
+  ASSERT_TRUE(Prepare("default/1/base", "", &resp).ok());
+  ASSERT_EQ(resp.mounts_size(), 1);
+  EXPECT_EQ(resp.mounts(0).type(), "bind");
+  EXPECT_EQ(resp.mounts(0).source(),
+            std::filesystem::canonical(config_.root).string() +
+                "/snapshots/1/fs");
+  stub_.reset();
+  daemon_->Shutdown(absl::Seconds(5));
+  daemon_.reset();
+
+  Config native = config_;
+  native.backend = "native";
+  auto refused = Daemon::Start(native);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_THAT(std::string(refused.status().message()),
+              HasSubstr("holds snapshots of backend \"overlayfs\""));
+}
+
 TEST_F(SnapshotServiceTest, KeysThatLookLikePathsNeverBecomePaths) {
   ASSERT_TRUE(Prepare("../../etc/evil key", "").ok());
   ASSERT_TRUE(Prepare("/abs/olute", "").ok());
