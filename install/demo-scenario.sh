@@ -15,7 +15,9 @@ source "$HERE/../tests/integration/lib.sh"
 USAGE="usage: demo-scenario.sh SNAPLEDGERD SNAPLEDGER_CLI"
 SNAPLEDGERD=$(readlink -f "${1:?$USAGE}")
 SNAPLEDGER_CLI=$(readlink -f "${2:?$USAGE}")
-export SNAPLEDGERD SNAPLEDGER_CLI IT_NS=${IT_NS:-demo} IT_SUMMARY=0
+# The demo runs the production backend: overlayfs, as install/config.toml.
+export SNAPLEDGERD SNAPLEDGER_CLI IT_NS=${IT_NS:-demo} IT_SUMMARY=0 \
+  IT_BACKEND=${IT_BACKEND:-overlayfs}
 it_enter_private_namespace "$@"
 it_setup
 
@@ -24,6 +26,7 @@ IMG=docker.io/snapledger/busybox:demo
 
 echo "== starting snapledgerd and a private containerd that knows it as 'snapledger'"
 cat >"$IT_TMP/snapledger.toml" <<EOF
+backend = "$IT_BACKEND"
 remove_policy = "defer"
 containerd_address = "$IT_TMP/containerd/containerd.sock"
 [containers]

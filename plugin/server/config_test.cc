@@ -241,6 +241,8 @@ TEST_F(ConfigTest, ShippedConfigLoadsAndIsValid) {
   EXPECT_EQ(c->containerd_address, "");
   EXPECT_FALSE(c->reaper_enabled);
   EXPECT_EQ(c->dead_after, absl::Minutes(10));
+  // The shipped default is the production backend.
+  EXPECT_EQ(c->backend, "overlayfs");
 }
 
 // config.h's header comment lists every setting with its default: it must
