@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <set>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -88,43 +89,44 @@ std::shared_ptr<const Ownership> OwnerTracker::View() const {
   return view_;
 }
 
-void OwnerTracker::Start() {
-  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
-  if (thread_.joinable()) return;
+absl::Status OwnerTracker::Start() {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  if (thread_.joinable()) return absl::OkStatus();
   {
     absl::MutexLock lock(&mu_);
     stopping_ = false;
   }
-  thread_ = std::thread([this] {
-    uint64_t seen = 0;
-    for (;;) {
-      {
-        absl::MutexLock lock(&mu_);
-        struct Wake {
-          OwnerTracker* self;
-          uint64_t seen;
-        } wake{this, seen};
-        mu_.AwaitWithTimeout(absl::Condition(
-                                 +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                                   return w->self->stopping_ ||
-                                          w->self->view_changes_ != w->seen;
-                                 },
-                                 &wake),
-                             options_.tick);
-        if (stopping_) return;
-        seen = view_changes_;
-      }
-      RunOnce();
-      // Bursts of events (a build starts and ends in a handful) share a pass.
+  try {
+    thread_ = std::thread([this] { Loop(); });
+  } catch (const std::system_error& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot start the owner tracker's thread: ", e.what()));
+  }
+  return absl::OkStatus();
+}
+
+void OwnerTracker::Loop() {
+  uint64_t seen = 0;
+  for (;;) {
+    {
       absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_), kMinPassInterval);
+      const auto woken = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return stopping_ || view_changes_ != seen;
+      };
+      mu_.AwaitWithTimeout(absl::Condition(&woken), options_.tick);
       if (stopping_) return;
+      seen = view_changes_;
     }
-  });
+    RunOnce();
+    // Bursts of events (a build starts and ends in a handful) share a pass.
+    absl::MutexLock lock(&mu_);
+    mu_.AwaitWithTimeout(absl::Condition(&stopping_), kMinPassInterval);
+    if (stopping_) return;
+  }
 }
 
 void OwnerTracker::Stop() {
-  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
+  absl::MutexLock lifecycle(&lifecycle_mu_);
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;
@@ -353,7 +355,9 @@ void OwnerTracker::LogDeadChanges(const Ownership& view,
   }
   logged_dead_ = std::move(still_dead);
   std::erase_if(reap_failures_,
-                [&](const auto& f) { return !logged_dead_.contains(f.first); });
+                [&](const auto& f) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_) {
+                  return !logged_dead_.contains(f.first);
+                });
 }
 
 void OwnerTracker::Publish(const Ownership& view, std::vector<DeadFinding> dead,
@@ -419,18 +423,20 @@ bool OwnerTracker::ReapOne(const Ownership& view,
   }
   const std::string name = absl::StrCat(d.namespace_(), "/", d.id());
   // Failures are retried with back-off, and logged once per new cause.
-  auto failed = [&](const std::string& what, const absl::Status& cause) {
-    ReapFailure& f = reap_failures_[key];
-    const std::string text = cause.ToString();
-    if (text != f.last_error) {
-      spdlog::warn("reaper: {}: {}: {} (retrying with back-off)", name, what,
-                   text);
-    }
-    f.last_error = text;
-    f.delay = std::clamp(f.delay * 2, absl::Seconds(10), absl::Minutes(5));
-    f.next_try = now + f.delay;
-    return false;
-  };
+  auto failed =
+      [&](const std::string& what,
+          const absl::Status& cause) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_) {
+        ReapFailure& f = reap_failures_[key];
+        const std::string text = cause.ToString();
+        if (text != f.last_error) {
+          spdlog::warn("reaper: {}: {}: {} (retrying with back-off)", name,
+                       what, text);
+        }
+        f.last_error = text;
+        f.delay = std::clamp(f.delay * 2, absl::Seconds(10), absl::Minutes(5));
+        f.next_try = now + f.delay;
+        return false;
+      };
   // The view may be an event behind: ask once more before deleting.
   absl::StatusOr<TaskStatus> task = ops_->GetTask(d.namespace_(), d.id());
   if (!task.ok()) return failed("cannot read its task", task.status());

@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "plugin/containerd/containerd_ops.h"
@@ -97,8 +98,9 @@ class OwnerTracker {
   // A new view from the watcher (its on_change). Returns at once.
   void OnView(std::shared_ptr<const Ownership> view);
   // Starts / stops the tracker's thread (Stop waits for a pass in progress).
-  void Start();
-  void Stop();
+  // Start is a no-op while running; Unavailable if the thread cannot start.
+  [[nodiscard]] absl::Status Start() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
+  void Stop() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
   // One pass now, on the caller's thread (tests; the thread calls it too).
   void RunOnce();
 
@@ -118,6 +120,8 @@ class OwnerTracker {
   uint64_t reaped_total() const;
 
  private:
+  // The tracker's thread: a pass per new view (or tick) until Stop().
+  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
   std::shared_ptr<const Ownership> View() const;
 
   // A dead container found by a pass, and what the reaper does with it.
@@ -201,8 +205,9 @@ class OwnerTracker {
       ABSL_GUARDED_BY(pass_mu_);
   bool first_pass_done_ ABSL_GUARDED_BY(pass_mu_) = false;
 
-  std::mutex lifecycle_mu_;
-  std::thread thread_;
+  // Serializes Start/Stop; held across the join, so taken before `mu_`.
+  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::thread thread_ ABSL_GUARDED_BY(lifecycle_mu_);
 };
 
 }  // namespace snapledger

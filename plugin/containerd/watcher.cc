@@ -3,6 +3,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <algorithm>
+#include <system_error>
 #include <utility>
 
 #include "absl/strings/ascii.h"
@@ -178,18 +179,24 @@ Watcher::Watcher(WatcherOptions options)
 
 Watcher::~Watcher() { Stop(); }
 
-void Watcher::Start() {
-  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
-  if (worker_.joinable()) return;
+absl::Status Watcher::Start() {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  if (worker_.joinable()) return absl::OkStatus();
   {
     absl::MutexLock l(&mu_);
     stopping_ = false;
   }
-  worker_ = std::thread([this] { Run(); });
+  try {
+    worker_ = std::thread([this] { Run(); });
+  } catch (const std::system_error& e) {
+    return absl::UnavailableError(absl::StrCat(
+        "cannot start the containerd watcher's thread: ", e.what()));
+  }
+  return absl::OkStatus();
 }
 
 void Watcher::Stop() {
-  std::lock_guard<std::mutex> lifecycle(lifecycle_mu_);
+  absl::MutexLock lifecycle(&lifecycle_mu_);
   if (!worker_.joinable()) return;
   {
     absl::MutexLock l(&mu_);
@@ -303,14 +310,25 @@ absl::Status Watcher::RunSession(bool* synced) {
   for (const std::string& f : SubscriptionFilters()) req.add_filters(f);
   std::unique_ptr<grpc::ClientReader<Envelope>> reader =
       stubs.events->Subscribe(&stream_ctx, req);
-  std::thread reader_thread([this, r = reader.get()] {
-    for (;;) {
-      Envelope env;
-      if (!r->Read(&env)) break;
-      PushEvent(std::move(env));
-    }
-    MarkStreamEnded();
-  });
+  std::thread reader_thread;
+  try {
+    reader_thread = std::thread([this, r = reader.get()] {
+      for (;;) {
+        Envelope env;
+        if (!r->Read(&env)) break;
+        PushEvent(std::move(env));
+      }
+      MarkStreamEnded();
+    });
+  } catch (const std::system_error& e) {
+    // A failed session like any other: Run() backs off and tries again.
+    stream_ctx.TryCancel();
+    (void)reader->Finish();  // cancelled by us: its status says nothing new
+    absl::MutexLock l(&mu_);
+    stream_ctx_ = nullptr;
+    return absl::UnavailableError(absl::StrCat(
+        "cannot start the watcher's event reader thread: ", e.what()));
+  }
 
   const absl::Status followed = FollowSession(stubs, synced);
 
@@ -448,8 +466,8 @@ absl::Status Watcher::FullSync(Stubs& stubs) {
     namespaces_v1::ListNamespacesResponse resp;
     absl::Status s =
         FromGrpcStatus(stubs.namespaces->List(
-                     ctx, namespaces_v1::ListNamespacesRequest(), &resp),
-                 "list namespaces");
+                           ctx, namespaces_v1::ListNamespacesRequest(), &resp),
+                       "list namespaces");
     for (const auto& n : resp.namespaces()) names.push_back(n.name());
     return s;
   });
@@ -480,10 +498,10 @@ absl::Status Watcher::FullSync(Stubs& stubs) {
     if (!list_stream_ok_) {
       st = Call(ns, [&](grpc::ClientContext* ctx) {
         containers_v1::ListContainersResponse resp;
-        absl::Status s =
-            FromGrpcStatus(stubs.containers->List(
-                         ctx, containers_v1::ListContainersRequest(), &resp),
-                     "list containers");
+        absl::Status s = FromGrpcStatus(
+            stubs.containers->List(ctx, containers_v1::ListContainersRequest(),
+                                   &resp),
+            "list containers");
         for (const auto& c : resp.containers()) keep(c);
         return s;
       });
@@ -495,9 +513,9 @@ absl::Status Watcher::FullSync(Stubs& stubs) {
     std::map<std::string, types_v1::Process> tasks;
     st = Call(ns, [&](grpc::ClientContext* ctx) {
       tasks_v1::ListTasksResponse resp;
-      absl::Status s =
-          FromGrpcStatus(stubs.tasks->List(ctx, tasks_v1::ListTasksRequest(), &resp),
-                   "list tasks");
+      absl::Status s = FromGrpcStatus(
+          stubs.tasks->List(ctx, tasks_v1::ListTasksRequest(), &resp),
+          "list tasks");
       for (const auto& p : resp.tasks()) {
         tasks[p.id().empty() ? p.container_id() : p.id()] = p;
       }
@@ -540,7 +558,7 @@ absl::Status Watcher::RelistLeases(Stubs& stubs, const std::string& ns) {
     leases_v1::ListResponse resp;
     absl::Status s =
         FromGrpcStatus(stubs.leases->List(ctx, leases_v1::ListRequest(), &resp),
-                 "list leases");
+                       "list leases");
     listed.assign(resp.leases().begin(), resp.leases().end());
     return s;
   });
@@ -553,8 +571,8 @@ absl::Status Watcher::RelistLeases(Stubs& stubs, const std::string& ns) {
       leases_v1::ListResourcesRequest req;
       req.set_id(lease.id());
       leases_v1::ListResourcesResponse resp;
-      absl::Status s = FromGrpcStatus(stubs.leases->ListResources(ctx, req, &resp),
-                                "list lease resources");
+      absl::Status s = FromGrpcStatus(
+          stubs.leases->ListResources(ctx, req, &resp), "list lease resources");
       for (const auto& r : resp.resources()) {
         if (r.type() == lease_resource_type_)
           info.snapshot_keys.push_back(r.id());
@@ -692,7 +710,8 @@ absl::Status Watcher::RefreshContainer(Stubs& stubs, const std::string& ns,
   absl::Status st = Call(ns, [&](grpc::ClientContext* ctx) {
     containers_v1::GetContainerRequest req;
     req.set_id(id);
-    return FromGrpcStatus(stubs.containers->Get(ctx, req, &got), "get container");
+    return FromGrpcStatus(stubs.containers->Get(ctx, req, &got),
+                          "get container");
   });
   if (st.code() == absl::StatusCode::kNotFound ||
       (st.ok() && got.container().snapshotter() != options_.snapshotter)) {
@@ -706,7 +725,8 @@ absl::Status Watcher::RefreshContainer(Stubs& stubs, const std::string& ns,
     tasks_v1::GetRequest req;
     req.set_container_id(id);
     tasks_v1::GetResponse resp;
-    absl::Status s = FromGrpcStatus(stubs.tasks->Get(ctx, req, &resp), "get task");
+    absl::Status s =
+        FromGrpcStatus(stubs.tasks->Get(ctx, req, &resp), "get task");
     if (s.ok()) task = resp.process();
     return s;
   });

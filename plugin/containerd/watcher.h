@@ -42,7 +42,6 @@
 #include <functional>
 #include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -64,7 +63,6 @@ class ClientContext;
 }  // namespace grpc
 
 namespace snapledger {
-
 
 // A container's task as containerd reports it (containerd.v1.types.Status),
 // plus kNone: the container has no task.
@@ -185,12 +183,13 @@ class Watcher {
   Watcher& operator=(const Watcher&) = delete;
 
   // Starts the watcher's thread; returns at once. No-op while running; after
-  // Stop() it starts again, keeping the last view.
-  void Start();
+  // Stop() it starts again, keeping the last view. Unavailable if the thread
+  // cannot start (the watcher is then stopped).
+  [[nodiscard]] absl::Status Start() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
   // Cancels the event stream and any call in flight, joins the watcher's
   // threads and publishes the view as disconnected. Prompt: it never waits
   // for a deadline. No-op when not running.
-  void Stop();
+  void Stop() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
 
   // The latest view; never null (before the first listing: empty, not
   // connected, version 0).
@@ -216,9 +215,9 @@ class Watcher {
   void Run();
   // One connection: subscribe, list, follow events. Returns why it ended;
   // sets `*synced` once the first full listing succeeded.
-  absl::Status RunSession(bool* synced);
+  [[nodiscard]] absl::Status RunSession(bool* synced);
   // RunSession's part after subscribing.
-  absl::Status FollowSession(Stubs& stubs, bool* synced);
+  [[nodiscard]] absl::Status FollowSession(Stubs& stubs, bool* synced);
   // Called by a session's event-stream reader thread.
   void PushEvent(Envelope env);
   void MarkStreamEnded();
@@ -251,8 +250,9 @@ class Watcher {
   const WatcherOptions options_;
   const std::string lease_resource_type_;  // "snapshots/<snapshotter>"
 
-  std::mutex lifecycle_mu_;  // serializes Start/Stop
-  std::thread worker_;
+  // Serializes Start/Stop; held across the join, so taken before `mu_`.
+  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::thread worker_ ABSL_GUARDED_BY(lifecycle_mu_);
 
   mutable absl::Mutex mu_;
   std::shared_ptr<const Ownership> current_ ABSL_GUARDED_BY(mu_);

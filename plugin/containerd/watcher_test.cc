@@ -76,7 +76,7 @@ class WatcherTest : public ::testing::Test {
 
   void StartWatcher(WatcherOptions o) {
     watcher_ = std::make_unique<Watcher>(std::move(o));
-    watcher_->Start();
+    ASSERT_TRUE(watcher_->Start().ok());
   }
 
   // Connected, listed, and subscribed on the fake's side (the fake registers
@@ -175,7 +175,7 @@ TEST_F(WatcherTest, InitialListingKeepsOurContainersTasksAndLeases) {
   const absl::Time before = absl::Now();
   watcher_ = std::make_unique<Watcher>(std::move(o));
   self = watcher_.get();
-  watcher_->Start();
+  ASSERT_TRUE(watcher_->Start().ok());
   WaitConnected();
   const absl::Time after = absl::Now();
 
@@ -527,7 +527,7 @@ TEST_F(WatcherTest, StopIsPromptWhileTheStreamIsIdle) {
   o.rpc_timeout = absl::Minutes(10);
   StartWatcher(o);
   WaitConnected();
-  watcher_->Start();  // idempotent
+  ASSERT_TRUE(watcher_->Start().ok());  // idempotent
   const absl::Time t0 = absl::Now();
   watcher_->Stop();
   // Generous: a cancelled stream ends in milliseconds; a missed cancel
@@ -538,7 +538,7 @@ TEST_F(WatcherTest, StopIsPromptWhileTheStreamIsIdle) {
   EXPECT_TRUE(Eventually([&] { return fake_->active_subscribers() == 0; }));
 
   // Started again, it lists and follows again.
-  watcher_->Start();
+  ASSERT_TRUE(watcher_->Start().ok());
   WaitConnected();
 }
 

@@ -1,6 +1,7 @@
 #include "plugin/recovery/reconciler.h"
 
 #include <map>
+#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -74,12 +75,26 @@ absl::StatusOr<ReconcileReport> Reconciler::RunOnce() {
   return report;
 }
 
-void Reconciler::Start(absl::Duration interval) {
-  if (interval <= absl::ZeroDuration() || thread_.joinable()) return;
-  thread_ = std::thread([this, interval] { Loop(interval); });
+absl::Status Reconciler::Start(absl::Duration interval) {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
+  if (interval <= absl::ZeroDuration() || thread_.joinable()) {
+    return absl::OkStatus();
+  }
+  {
+    absl::MutexLock lock(&mu_);
+    stopping_ = false;  // after a Stop(), starts again
+  }
+  try {
+    thread_ = std::thread([this, interval] { Loop(interval); });
+  } catch (const std::system_error& e) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot start the reconciler's thread: ", e.what()));
+  }
+  return absl::OkStatus();
 }
 
 void Reconciler::Stop() {
+  absl::MutexLock lifecycle(&lifecycle_mu_);
   {
     absl::MutexLock lock(&mu_);
     stopping_ = true;

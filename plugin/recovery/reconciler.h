@@ -33,6 +33,7 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
@@ -66,22 +67,27 @@ class Reconciler {
   // One comparison, as described above.
   [[nodiscard]] absl::StatusOr<ReconcileReport> RunOnce();
 
-  // Runs RunOnce every `interval` on a background thread until Stop().
-  void Start(absl::Duration interval);
-  void Stop();
+  // Runs RunOnce every `interval` on a background thread until Stop(). A
+  // no-op while running or for a non-positive interval; Unavailable if the
+  // thread cannot start.
+  [[nodiscard]] absl::Status Start(absl::Duration interval)
+      ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
+  void Stop() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
 
   // The latest periodic report, if a pass has completed.
   std::optional<ReconcileReport> Latest() const;
 
  private:
-  void Loop(absl::Duration interval);
+  void Loop(absl::Duration interval) ABSL_LOCKS_EXCLUDED(mu_);
 
   Ledger* const ledger_;
   Backend* const backend_;
+  // Serializes Start/Stop; held across the join, so taken before `mu_`.
+  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::thread thread_ ABSL_GUARDED_BY(lifecycle_mu_);
   mutable absl::Mutex mu_;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<ReconcileReport> latest_ ABSL_GUARDED_BY(mu_);
-  std::thread thread_;
 };
 
 }  // namespace snapledger

@@ -117,7 +117,7 @@ TEST_F(ReconcilerTest, ObjectsRemovedDuringThePassAreNotOrphans) {
 TEST_F(ReconcilerTest, PeriodicPassesKeepTheLatestReport) {
   Put("lost", 1);
   EXPECT_FALSE(reconciler_->Latest().has_value());
-  reconciler_->Start(absl::Milliseconds(20));
+  ASSERT_TRUE(reconciler_->Start(absl::Milliseconds(20)).ok());
   for (int i = 0; i < 200 && !reconciler_->Latest(); ++i) {
     absl::SleepFor(absl::Milliseconds(10));
   }
