@@ -62,6 +62,7 @@
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "plugin/backend/native/native_backend.h"
+#include "plugin/backend/overlayfs/overlay_backend.h"
 #include "spdlog/spdlog.h"
 #include "store/ledger.h"
 
@@ -232,6 +233,25 @@ class Journal {
 
 // ------------------------------------------------------------------ client --
 
+// The directory holding a snapshot's own tree, from the first mount Mounts
+// returned: a bind mount's source (the native backend; the overlayfs backend
+// for a snapshot without a parent), or an overlay mount's upperdir (the
+// overlayfs backend: the active snapshot's own layer, which a write through
+// the mount lands in). False for an overlay without upperdir (a view).
+bool OwnTree(const containerd::types::Mount& m, std::string* dir) {
+  if (m.type() != "overlay") {
+    *dir = m.source();
+    return true;
+  }
+  for (const std::string& o : m.options()) {
+    if (o.starts_with("upperdir=")) {
+      *dir = o.substr(std::strlen("upperdir="));
+      return true;
+    }
+  }
+  return false;
+}
+
 class Client {
  public:
   explicit Client(const std::string& address)
@@ -250,7 +270,7 @@ class Client {
     snapshots_v1::PrepareSnapshotResponse resp;
     grpc::Status s = stub_->Prepare(&ctx, req, &resp);
     if (s.ok() && source != nullptr && resp.mounts_size() > 0) {
-      *source = resp.mounts(0).source();
+      OwnTree(resp.mounts(0), source);
     }
     return s;
   }
@@ -323,7 +343,11 @@ class Client {
       if (resp.mounts_size() == 0) {
         return grpc::Status(grpc::StatusCode::INTERNAL, "no mounts returned");
       }
-      *source = resp.mounts(0).source();
+      if (!OwnTree(resp.mounts(0), source)) {
+        return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                            "the mount has no tree of its own to write into "
+                            "(an overlay without upperdir)");
+      }
     }
     return s;
   }
@@ -896,10 +920,13 @@ struct Pending {
 
 class Checker {
  public:
-  Checker(std::string root, std::string journal_path, bool resolve)
+  // backend: "native" or "overlayfs", the backend the daemon ran with.
+  Checker(std::string root, std::string journal_path, bool resolve,
+          std::string backend)
       : root_(std::move(root)),
         journal_path_(std::move(journal_path)),
-        resolve_(resolve) {}
+        resolve_(resolve),
+        overlay_(backend == "overlayfs") {}
 
   int Run() {
     if (!ReplayJournal()) return Finish();
@@ -1007,9 +1034,14 @@ class Checker {
   }
 
   bool LoadBackend() {
-    auto backend = snapledger::NewNativeBackend(root_);
+    // Opened only to List(): no support check (it would mount), no sync.
+    auto backend =
+        overlay_ ? snapledger::NewOverlayBackend(
+                       root_, {.sync = false, .skip_support_check = true})
+                 : snapledger::NewNativeBackend(root_);
     if (!backend.ok()) {
-      Violation(absl::StrCat("cannot open the native backend: ",
+      Violation(absl::StrCat("cannot open the ",
+                             overlay_ ? "overlayfs" : "native", " backend: ",
                              backend.status().ToString()));
       return false;
     }
@@ -1119,15 +1151,24 @@ class Checker {
                                    r.parent(), " is object ",
                                    p->second.backend_id()));
           }
-          // A copied tree holds everything its parent's holds.
+          // native: a copied tree holds everything its parent's holds.
+          // overlayfs: nothing is copied, the parent is stacked under the
+          // object at mount time: its own layer holds none of the parent's
+          // files (each f-<opid> is written once, into one snapshot).
           if (r.kind() != snapledger::store::v1::VIEW &&
               objects_.contains(r.backend_id()) &&
               objects_.contains(p->second.backend_id())) {
             std::set<std::string> mine = TreeFiles(r.backend_id());
             for (const std::string& f : TreeFiles(p->second.backend_id())) {
-              if (!mine.contains(f)) {
+              if (!overlay_ && !mine.contains(f)) {
                 Violation(absl::StrCat("record ", key, ": tree lacks ", f,
                                        " of its parent ", r.parent()));
+                break;
+              }
+              if (overlay_ && mine.contains(f)) {
+                Violation(absl::StrCat("record ", key, ": its own layer holds ",
+                                       f, " of its parent ", r.parent(),
+                                       " (copied, not stacked)"));
                 break;
               }
             }
@@ -1291,6 +1332,7 @@ class Checker {
   const std::string root_;
   const std::string journal_path_;
   const bool resolve_;
+  const bool overlay_;
   int violations_ = 0;
   int64_t replayed_ = 0;
   int64_t acknowledged_ = 0;
@@ -1357,6 +1399,9 @@ int main(int argc, char** argv) {
   check_cmd->add_option("--journal", journal, "journal file")->required();
   check_cmd->add_flag("--no-resolve", no_resolve,
                       "do not append resolutions of uncertain operations");
+  std::string backend = "native";
+  check_cmd->add_option("--backend", backend, "the daemon's backend")
+      ->check(CLI::IsMember({"native", "overlayfs"}));
 
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
@@ -1379,7 +1424,7 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*check_cmd) {
-    return crash::Checker(root, journal, !no_resolve).Run();
+    return crash::Checker(root, journal, !no_resolve, backend).Run();
   }
   return 2;
 }

@@ -99,7 +99,7 @@ if [[ $CR_RC != 0 ]]; then
   cr_fail "discovery: daemon did not stop cleanly (exit $CR_RC)"
   discover_ok=0
 fi
-if ! out=$("$CR_CLIENT" check --root "$D/root" --journal "$D/journal" 2>&1); then
+if ! out=$(cr_check "$D/root" "$D/journal" 2>&1); then
   cr_fail "discovery: check of the unarmed run failed" "$out"
   discover_ok=0
 fi
@@ -185,7 +185,7 @@ for point in "${POINTS[@]}"; do
         "$(tail -n 10 "$rec_log")"
       continue
     fi
-    check_out=$("$CR_CLIENT" check --root "$R" --journal "$J" 2>&1)
+    check_out=$(cr_check "$R" "$J" 2>&1)
     check_rc=$?
     opid=$(sed -n 's/.*opid=\([^ ]*\).*/\1/p' <<<"$step_out")
     outcome=none
@@ -226,7 +226,7 @@ for point in "${POINTS[@]}"; do
     fi
     cr_daemon_stop
     if ((post_ok)) && [[ $CR_RC == 0 ]]; then
-      out=$("$CR_CLIENT" check --root "$R" --journal "$J" 2>&1) || post_ok=0
+      out=$(cr_check "$R" "$J" 2>&1) || post_ok=0
     else
       post_ok=0
     fi

@@ -18,6 +18,13 @@ CR_CLIENT_PID=   # a background crash_client's pid, if any
 CR_STARTS=0
 CR_LOG=          # log of the latest daemon start
 CR_LOG_LEVEL=${CR_LOG_LEVEL:-debug}
+# snapledgerd's --backend (and crash_client check's): native (default) or
+# overlayfs, from IT_BACKEND as in the integration suites.
+CR_BACKEND=${IT_BACKEND:-native}
+case $CR_BACKEND in
+  native | overlayfs) ;;
+  *) echo "IT_BACKEND must be native or overlayfs, not '$CR_BACKEND'" >&2; exit 2 ;;
+esac
 CR_START_US=     # latest start: from exec to serving, in microseconds
 CR_RECOVERY_MS=  # latest start: recovery time the daemon reported
 CR_INTENTS=      # latest start: intents recovery resolved
@@ -36,6 +43,14 @@ cr_fail() {
 }
 
 cr_now_us() { local t=${EPOCHREALTIME/./}; echo $((10#$t)); }
+
+# cr_check ROOT JOURNAL [ARGS...] : crash_client check of ROOT with the
+# backend under test.
+cr_check() {
+  local root=$1 journal=$2
+  shift 2
+  "$CR_CLIENT" check --root "$root" --journal "$journal" --backend "$CR_BACKEND" "$@"
+}
 
 # cr_setup : make $CR_TMP and install the traps.
 cr_setup() {
@@ -78,7 +93,7 @@ cr_daemon_start() {
   local t0 deadline=$((SECONDS + 60))
   : >"$CR_LOG"
   t0=$(cr_now_us)
-  env "$@" "$CR_DAEMON" --root "$root" --address "$sock" --backend native \
+  env "$@" "$CR_DAEMON" --root "$root" --address "$sock" --backend "$CR_BACKEND" \
     --log-level "$CR_LOG_LEVEL" >"$CR_LOG" 2>&1 &
   CR_PID=$!
   until [[ -S $sock ]] && grep -q 'serving on' "$CR_LOG"; do

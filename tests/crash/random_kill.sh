@@ -122,7 +122,7 @@ while ((round < ROUNDS)); do
   if ((kill_in_recovery)); then
     # A crash during start-up or recovery: recovery must be idempotent.
     CR_LOG=$CR_TMP/logs/daemon.recovery-kill.$round.log
-    env "$CR_DAEMON" --root "$ROOT" --address "$SOCK" --backend native \
+    env "$CR_DAEMON" --root "$ROOT" --address "$SOCK" --backend "$CR_BACKEND" \
       --log-level "$CR_LOG_LEVEL" >"$CR_LOG" 2>&1 &
     CR_PID=$!
     sleep "$(printf '0.%03d' "$recovery_kill_ms")"
@@ -146,7 +146,7 @@ while ((round < ROUNDS)); do
     fi
   fi
 
-  check_out=$("$CR_CLIENT" check --root "$ROOT" --journal "$JOURNAL" 2>&1)
+  check_out=$(cr_check "$ROOT" "$JOURNAL" 2>&1)
   check_rc=$?
   v=$(grep -c '^violation' <<<"$check_out")
   violations=$((violations + v))

@@ -18,6 +18,8 @@
 #                    still stopped and mounts still removed)
 #   IT_VERBOSE=1     echo every ctr command
 #   IT_TIMEOUT=SECS  bound for a single ctr command (default 60)
+#   IT_BACKEND=NAME  snapledgerd's --backend: native (default) or overlayfs;
+#                    the CTest suites run once with each
 
 # shellcheck disable=SC2317  # functions here are called indirectly (traps, it_run)
 IT_PASSED=0
@@ -26,6 +28,12 @@ IT_SKIPPED=0
 IT_TMP=${IT_TMP:-}   # set by the outer shell in it_enter_private_namespace
 IT_NS=${IT_NS:-}     # containerd namespace; default derived from $IT_TMP (unique)
 IT_TIMEOUT=${IT_TIMEOUT:-60}
+IT_BACKEND=${IT_BACKEND:-native}
+case $IT_BACKEND in
+  native | overlayfs) ;;
+  *) echo "IT_BACKEND must be native or overlayfs, not '$IT_BACKEND'" >&2; exit 2 ;;
+esac
+export IT_BACKEND
 IT_CTRD_PID=
 IT_CTRD_SOCK=
 IT_CTRD_ROOT=
@@ -341,7 +349,7 @@ snapledgerd_start() {
   mkdir -p "$IT_SL_ROOT"
   IT_SL_STARTS=$((${IT_SL_STARTS:-0} + 1))
   echo "=== snapledger-it: start $IT_SL_STARTS ===" >>"$IT_SL_LOG"
-  "$bin" --root "$IT_SL_ROOT" --address "$IT_SL_SOCK" --backend native \
+  "$bin" --root "$IT_SL_ROOT" --address "$IT_SL_SOCK" --backend "$IT_BACKEND" \
     --log-level debug "$@" >>"$IT_SL_LOG" 2>&1 &
   IT_SL_PID=$!
   local deadline=$((SECONDS + 30))
@@ -392,22 +400,65 @@ snapledgerd_stop() {
 # ("<namespace>/<seq>/<key>"). Only read-only subcommands are meaningful.
 sld() { timeout -k 5 "$IT_TIMEOUT" ctr -a "$IT_SL_SOCK" -n "$IT_NS" "$@"; }
 
-# sl_bind_source KEY : the source of the one bind mount snapledgerd returns
-# for KEY (its raw key), i.e. the snapshot's tree in the native backend.
-sl_bind_source() {
-  local out _m _t type src _rest
+# sl_mounts KEY : what snapledgerd's Mounts returns for KEY (its raw key), as
+# `ctr snapshots mounts` prints it: one "mount -t TYPE SOURCE TARGET -o OPTS"
+# line per mount (TARGET a placeholder).
+sl_mounts() {
+  local out
   out=$(sld snapshots --snapshotter snapledger mounts "$IT_TMP/unused" "$1") ||
     { echo "mounts $1 failed: $out" >&2; return 1; }
-  read -r _m _t type src _rest <<<"$out"
-  [[ $type == bind && -d $src ]] || { echo "unexpected mounts output: $out" >&2; return 1; }
-  echo "$src"
+  [[ $(grep -c . <<<"$out") -eq 1 ]] ||
+    { echo "expected exactly one mount for $1, got: $out" >&2; return 1; }
+  echo "$out"
 }
-# sl_hold_mount KEY DIR : bind-mount KEY's tree at DIR, as a container's
-# rootfs is (the native backend then refuses to remove it: busy).
+# sl_mount_option OPTS NAME : the value of NAME=... in a comma-separated list.
+sl_mount_option() {
+  local o
+  local -a opts
+  IFS=, read -r -a opts <<<"$1"
+  for o in "${opts[@]}"; do
+    [[ $o == "$2="* ]] && { echo "${o#"$2="}"; return 0; }
+  done
+  return 1
+}
+# sl_bind_source KEY : the directory holding KEY's own tree (its raw key),
+# what a write through its mount lands in. native: the source of the one bind
+# mount snapledgerd returns. overlayfs: the same for a snapshot without a
+# parent (a bind mount of its fs/), else the upperdir of the overlay mount (an
+# active snapshot's own layer); a view of a parent has no tree of its own
+# (it is a read-only bind of the parent's or an overlay without upperdir):
+# an error.
+sl_bind_source() {
+  local out _m _t type src _target _o opts dir
+  out=$(sl_mounts "$1") || return 1
+  read -r _m _t type src _target _o opts <<<"$out"
+  case $IT_BACKEND/$type in
+    */bind) dir=$src ;;
+    overlayfs/overlay)
+      dir=$(sl_mount_option "$opts" upperdir) ||
+        { echo "overlay mount without upperdir (a view?): $out" >&2; return 1; }
+      ;;
+    *) echo "unexpected mount type for the $IT_BACKEND backend: $out" >&2; return 1 ;;
+  esac
+  [[ -d $dir ]] || { echo "not a directory: $dir (mounts: $out)" >&2; return 1; }
+  echo "$dir"
+}
+# sl_hold_mount KEY DIR : mount KEY (its raw key) at DIR as a container's
+# rootfs is mounted, so that the backend refuses to remove it (busy). native:
+# a bind mount of its tree. overlayfs: the mount Mounts returns, performed as
+# returned (a bind of its fs/ without a parent, else an overlay whose
+# upperdir is its fs/ and whose lowerdirs are its ancestors').
 sl_hold_mount() {
-  local src
-  src=$(sl_bind_source "$1") || return 1
-  mkdir -p "$2" && mount -n --bind "$src" "$2"
+  local out _m _t type src _target _o opts
+  mkdir -p "$2" || return 1
+  if [[ $IT_BACKEND == native ]]; then
+    src=$(sl_bind_source "$1") || return 1
+    mount -n --bind "$src" "$2"
+    return
+  fi
+  out=$(sl_mounts "$1") || return 1
+  read -r _m _t type src _target _o opts <<<"$out"
+  mount -n -t "$type" -o "$opts" "$src" "$2"
 }
 
 # ---------------------------------------------------------------- cleanup ---
