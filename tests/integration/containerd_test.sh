@@ -127,6 +127,80 @@ assert_eq "container writes a file and reads it and the image back" \
 it_run snap_keys
 assert_eq "--rm containers leave no snapshot behind" "$CHAIN" "$IT_OUT"
 
+# ------------------------------------------------------ a 3-layer image ---
+# Three committed snapshots in a chain; a container on it sees the layers
+# stacked in order (a file replaced by layer 3, one added by layer 2 and
+# deleted by layer 3's whiteout). On overlayfs its rootfs is an overlay with
+# the three layers as lowerdirs.
+echo "== a 3-layer image"
+IMG3=docker.io/snapledger/busybox:3layers
+if "$HERE/make_image.sh" "$IT_TMP/image3.tar" "$IMG3" 3 2>/dev/null; then
+  m3=$(tar -xOf "$IT_TMP/image3.tar" index.json | jq -r '.manifests[0].digest')
+  c3=$(tar -xOf "$IT_TMP/image3.tar" "blobs/sha256/${m3#sha256:}" | jq -r .config.digest)
+  mapfile -t DIFF3 < <(tar -xOf "$IT_TMP/image3.tar" "blobs/sha256/${c3#sha256:}" | jq -r '.rootfs.diff_ids[]')
+  # chain ids: C1 = D1, Ck = sha256(C(k-1) + " " + Dk)
+  C3=("${DIFF3[0]}")
+  for ((k = 1; k < ${#DIFF3[@]}; k++)); do
+    C3+=("sha256:$(printf '%s %s' "${C3[k - 1]}" "${DIFF3[k]}" | sha256sum | cut -d' ' -f1)")
+  done
+  assert_eq "the 3-layer image has 3 layers, the first one the test image's" \
+    "3 $CHAIN" "${#DIFF3[@]} ${C3[0]}"
+  assert_cmd_ok "import the 3-layer image" \
+    ctrd images import --snapshotter "$SN" "$IT_TMP/image3.tar"
+  it_run snap_rows
+  assert_eq "its layers are 3 committed snapshots in a chain" \
+    "$(printf '%s\n' "${C3[0]} - Committed" "${C3[1]} ${C3[0]} Committed" \
+        "${C3[2]} ${C3[1]} Committed" | sort)" "$IT_OUT"
+  assert_cmd_ok "run a container on the 3-layer image (ctr run -d t-three)" \
+    ctrd run -d --snapshotter "$SN" "$IMG3" t-three sleep 600
+  it_run ctrd tasks exec --exec-id e1 t-three sh -c \
+    'cat /etc/snapledger-image /etc/layer-2 /etc/layer-3 /etc/snapledger-image.d/from-2;
+     if test -e /etc/doomed; then echo doomed-present; else echo doomed-gone; fi;
+     echo w3 >/root/w3 && cat /root/w3 && ls /bin/busybox'
+  assert_eq "the container sees the 3 layers stacked in order (replaced, added, whited out) and writes" \
+    $'snapledger-test-image, layer 3\nlayer 2\nlayer 3\nfrom layer 2\ndoomed-gone\nw3\n/bin/busybox' "$IT_OUT"
+  if [[ $SN == snapledger && $IT_BACKEND == overlayfs ]]; then
+    it_run ctrs mounts "$IT_TMP/mnt3" t-three
+    m3out=$IT_OUT
+    assert_match "overlayfs: the container's rootfs is an overlay mount" \
+      "^mount -t overlay overlay $IT_TMP/mnt3 -o " "$m3out"
+    lower=$(sl_mount_option "${m3out##* -o }" lowerdir)
+    upper=$(sl_mount_option "${m3out##* -o }" upperdir)
+    IFS=: read -r -a lowers <<<"$lower"
+    assert_eq "overlayfs: its lowerdirs are 3 backend layers (nearest first), its upperdir a 4th" \
+      "3 ok" "${#lowers[@]} $(
+        ok=ok
+        for d in "${lowers[@]}" "$upper"; do [[ $d =~ ^$BACKEND_DIR/[0-9]+/fs$ ]] || ok="bad: $d"; done
+        [[ $(printf '%s\n' "${lowers[@]}" "$upper" | sort -u | grep -c .) == 4 ]] || ok="not distinct"
+        echo "$ok")"
+    assert_eq "overlayfs: the lowerdirs hold layer 3, 2, 1 in that order" \
+      "yes yes yes" "$(
+        [[ -f ${lowers[0]}/etc/layer-3 && ! -e ${lowers[0]}/bin ]] && echo -n yes || echo -n no
+        [[ -f ${lowers[1]}/etc/layer-2 && ! -e ${lowers[1]}/etc/layer-3 ]] && echo -n ' yes' || echo -n ' no'
+        [[ -f ${lowers[2]}/bin/busybox && ! -e ${lowers[2]}/etc/layer-2 ]] && echo ' yes' || echo ' no')"
+    assert_eq "overlayfs: layer 3's whiteout is unpacked as an overlay whiteout (char device 0:0)" \
+      "character special file 0:0" "$(stat -c '%F %t:%T' "${lowers[0]}/etc/doomed" 2>&1)"
+    assert_eq "overlayfs: the container's write is in its upperdir only" \
+      "w3 absent" "$(cat "$upper/root/w3" 2>&1) $(
+        [[ -e ${lowers[0]}/root/w3 || -e ${lowers[1]}/root/w3 || -e ${lowers[2]}/root/w3 ]] &&
+          echo present || echo absent)"
+  fi
+  assert_cmd_ok "kill t-three" ctrd tasks kill -s KILL t-three
+  t3_stopped() { ctrd tasks ls | awk '$1 == "t-three" && $3 == "STOPPED" {f = 1} END {exit !f}'; }
+  wait_for 20 "t-three stopped" t3_stopped
+  assert_cmd_ok "delete t-three's task" ctrd tasks rm t-three
+  assert_cmd_ok "delete t-three (and its snapshot)" ctrd containers rm t-three
+  assert_cmd_ok "remove the 3-layer image (and wait for a GC pass)" ctrd images rm --sync "$IMG3"
+  only_the_layer() { [[ $(snap_keys) == "$CHAIN" ]]; }
+  if wait_for 30 "GC removed the 3-layer image's snapshots" only_the_layer; then
+    it_pass "GC removes the container's snapshot and layers 2 and 3, keeps the shared layer 1"
+  else
+    it_fail "GC removes the container's snapshot and layers 2 and 3" "$(snap_keys)"
+  fi
+else
+  it_fail "make_image.sh builds a 3-layer image"
+fi
+
 # A container that stays: its rootfs is an active snapshot keyed by its id.
 it_run ctrd run --snapshotter "$SN" "$IMG" t-keep sh -c 'echo kept > /root/kept; echo done'
 assert_eq "container without --rm runs" "done" "$IT_OUT"

@@ -1,21 +1,29 @@
 #!/usr/bin/env bash
-# make_image.sh OUT.tar [REF]
+# make_image.sh OUT.tar [REF [LAYERS]]
 #
-# Builds a tiny single-layer OCI image archive by hand (no registry, no
-# network): /bin/busybox from busybox-static plus applet symlinks and the
-# directories a container runtime expects. The result imports with
+# Builds a tiny OCI image archive by hand (no registry, no network):
+# /bin/busybox from busybox-static plus applet symlinks and the directories a
+# container runtime expects, in one layer. The result imports with
 # `ctr images import OUT.tar` and is named REF
 # (default docker.io/snapledger/busybox:test).
+# LAYERS (default 1) > 1 stacks LAYERS-1 small layers on it: layer k (2..)
+# adds /etc/layer-k holding "layer k"; layer 2 also adds /etc/doomed and
+# /etc/snapledger-image.d/from-2, and layer 3 deletes /etc/doomed again (an
+# OCI whiteout, .wh.doomed) and replaces /etc/snapledger-image with
+# "snapledger-test-image, layer 3". What a container sees of them proves the
+# layers are stacked in order.
 #
 # The output is deterministic: same busybox binary -> same digests.
 set -euo pipefail
 
-if [[ $# -lt 1 || $# -gt 2 ]]; then
-  echo "usage: $0 OUT.tar [REF]" >&2
+if [[ $# -lt 1 || $# -gt 3 ]]; then
+  echo "usage: $0 OUT.tar [REF [LAYERS]]" >&2
   exit 2
 fi
 out=$1
 ref=${2:-docker.io/snapledger/busybox:test}
+layers=${3:-1}
+[[ $layers =~ ^[1-9][0-9]?$ ]] || { echo "make_image.sh: LAYERS must be 1..99" >&2; exit 2; }
 busybox=${BUSYBOX:-/bin/busybox}
 
 if ! file_out=$(LC_ALL=C od -An -c -N4 "$busybox" 2>/dev/null) ||
@@ -71,17 +79,44 @@ put() {
   printf '%s' "$d"
 }
 
-tar "${tarflags[@]}" -C "$rootfs" -cf "$work/layer.tar" .
-layer_size=$(size "$work/layer.tar")
-layer_digest=$(put "$work/layer.tar")
+# add_layer DIR : tar DIR as the next layer; appends to the JSON lists.
+diff_ids= manifest_layers= history=
+add_layer() {
+  local size digest
+  tar "${tarflags[@]}" -C "$1" -cf "$work/layer.tar" .
+  size=$(size "$work/layer.tar")
+  digest=$(put "$work/layer.tar")
+  # Uncompressed layer: diff_id == layer digest.
+  diff_ids+=${diff_ids:+,}'"sha256:'$digest'"'
+  manifest_layers+=${manifest_layers:+,}'{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:'$digest'","size":'$size'}'
+  history+=${history:+,}'{"created":"1970-01-01T00:00:00Z","created_by":"tests/integration/make_image.sh"}'
+}
+add_layer "$rootfs"
+for ((k = 2; k <= layers; k++)); do
+  d=$work/layer-$k
+  mkdir -p "$d/etc"
+  printf 'layer %d\n' "$k" >"$d/etc/layer-$k"
+  if ((k == 2)); then
+    printf 'doomed\n' >"$d/etc/doomed"
+    mkdir -p "$d/etc/snapledger-image.d"
+    printf 'from layer 2\n' >"$d/etc/snapledger-image.d/from-2"
+  fi
+  if ((k == 3)); then
+    : >"$d/etc/.wh.doomed"
+    printf 'snapledger-test-image, layer 3\n' >"$d/etc/snapledger-image"
+  fi
+  chmod 0644 "$d"/etc/* 2>/dev/null || true
+  chmod 0755 "$d/etc" "$d"/etc/*.d 2>/dev/null || true
+  find "$d" -exec touch -h -d "$epoch" {} +
+  add_layer "$d"
+done
 
-# Uncompressed layer: diff_id == layer digest.
-printf '%s' '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":["sha256:'"$layer_digest"'"]},"history":[{"created":"1970-01-01T00:00:00Z","created_by":"tests/integration/make_image.sh"}],"created":"1970-01-01T00:00:00Z"}' \
+printf '%s' '{"architecture":"amd64","os":"linux","config":{"Env":["PATH=/bin"],"Cmd":["/bin/sh"],"WorkingDir":"/"},"rootfs":{"type":"layers","diff_ids":['"$diff_ids"']},"history":['"$history"'],"created":"1970-01-01T00:00:00Z"}' \
   >"$work/config.json"
 config_size=$(size "$work/config.json")
 config_digest=$(put "$work/config.json")
 
-printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'"$config_digest"'","size":'"$config_size"'},"layers":[{"mediaType":"application/vnd.oci.image.layer.v1.tar","digest":"sha256:'"$layer_digest"'","size":'"$layer_size"'}]}' \
+printf '%s' '{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:'"$config_digest"'","size":'"$config_size"'},"layers":['"$manifest_layers"']}' \
   >"$work/manifest.json"
 manifest_size=$(size "$work/manifest.json")
 manifest_digest=$(put "$work/manifest.json")
