@@ -2,33 +2,57 @@
 # shellcheck disable=SC2317  # helpers are called through traps / wait_for
 # compare.sh SNAPLEDGERD SNAPBENCH [ROUNDS]
 #
-# snapledger vs containerd's built-in `native` snapshotter, in one sitting.
+# snapledger vs containerd's built-in snapshotters, in one sitting: two pairs,
+# each the same snapledgerd backend against the containerd snapshotter it
+# implements — native against `native`, overlayfs against `overlayfs`.
 # Uses tests/integration/lib.sh: a private containerd 1.6 (private mount+pid
 # namespace, everything under one temp dir, stopped and deleted by lib.sh's
 # EXIT trap) with snapledgerd registered as proxy snapshotter `snapledger`.
 #
 # Configurations, each run ROUNDS times (default 3), rounds alternating the
-# order (even rounds A B C D, odd rounds D C B A) to cancel drift:
-#   ctrd-native      snapbench --containerd --snapshotter native
-#   ctrd-snapledger  snapbench --containerd --snapshotter snapledger
-#   direct-sync      snapbench straight at snapledgerd's socket (default
-#                    config: ledger durability "sync")
-#   direct-async     the same against snapledgerd --config with
-#                    [ledger] durability = "async"   (what fsync costs)
+# order (even rounds in the order below, odd rounds reversed) to cancel drift;
+# each pair's two members always run back to back:
+#   native pair (CMP_KIND native or both):
+#   ctrd-native        snapbench --containerd --snapshotter native
+#   ctrd-sl-native     snapbench --containerd --snapshotter snapledger,
+#                      snapledgerd --backend native
+#   direct-sync        snapbench straight at snapledgerd's socket (native
+#                      backend, default config: ledger durability "sync")
+#   direct-async       the same against snapledgerd --config with
+#                      [ledger] durability = "async"   (what fsync costs)
+#   overlayfs pair (CMP_KIND overlayfs or both):
+#   ctrd-overlayfs     snapbench --containerd --snapshotter overlayfs
+#   ctrd-sl-overlayfs  snapbench --containerd --snapshotter snapledger,
+#                      snapledgerd --backend overlayfs
+#   direct-ovl-sync    snapbench straight at snapledgerd --backend overlayfs
 # all with --clients 4 --chains 40 --depth 5 (CMP_ARGS overrides). Every
 # snapledger configuration gets a freshly started snapledgerd on an empty
-# root (log level warn).
+# root of its backend (log level warn).
+#
+# Per run it also counts what the daemons spend, which swings far less with
+# outside load than ops/s does: CPU time (utime+stime from /proc/PID/stat,
+# exited threads included) and context switches (`perf stat -e
+# context-switches -p PID`, which follows the threads a daemon creates and
+# ends during the run: snapledgerd's gRPC server starts and ends hundreds
+# per run, so summing /proc/PID/task/*/status would miss most of them;
+# without perf the column is "-") of containerd (ctrd-* configurations) and
+# of snapledgerd (snapledger configurations), each divided by snapbench's
+# RPC count.
 #
 # Prints the machine facts, a table (per configuration: median over rounds of
 # total ops/s, and of prepare/commit/remove p50/p99; the median share of
-# wall time some task waited for a CPU, PSI, as a disturbance gauge) and the
-# snapledger/native ratio through containerd (median of the per-round ratios;
-# each round's pair ran back to back) against the 85% target. The verdict is
-# informational: exit 0 whatever it says; 1 if snapbench failed (calls
-# failed, setup errors) or anything leaked (snapshots left in containerd,
-# snapledgerd or a backend directory).
+# wall time some task waited for a CPU, PSI, as a disturbance gauge), a table
+# of per-RPC costs (median over rounds) and, per pair, the snapledger/
+# containerd ratio through containerd (median of the per-round ratios; each
+# round's pair ran back to back) against its floor (0.85x) and goal (1.00x).
+# The verdict is informational: exit 0 whatever it says; 1 if snapbench
+# failed (calls failed, setup errors) or anything leaked (snapshots left in
+# containerd, snapledgerd or a backend directory).
 #
 # Knobs:
+#   CMP_KIND=native|overlayfs|both  which pairs run (default both)
+#   CMP_CONFIGS="cfg ..."  run exactly these configurations, in this order
+#       (names above; overrides CMP_KIND)
 #   CMP_CTRD_CONFIG=default|lib  default (default): lib.sh's containerd config
 #       with its aggressive test GC scheduler (GC after every deletion) and
 #       debug log level replaced by containerd's defaults (GC after 100
@@ -37,9 +61,11 @@
 #   CMP_ARGS="..."   snapbench workload flags (default above)
 #   CMP_SL_TOML=...  extra snapledgerd config for every snapledger run, e.g.
 #       $'[native]\nsync = false' (no backend data flushes)
-#   CMP_SAVE=DIR     copy the raw snapbench JSON (and per-run PSI) files to DIR
+#   CMP_SAVE=DIR     copy the raw snapbench JSON (and per-run PSI and cost)
+#       files to DIR
 #   IT_KEEP=1        keep the temp dir (logs, roots) — see lib.sh
-# Needs root (like the integration tests), containerd/ctr 1.6, jq.
+# Needs root (like the integration tests), containerd/ctr 1.6, jq; perf
+# (linux-perf) for the context-switch counts.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
@@ -49,6 +75,8 @@ source "$LIB"
 IT_SUMMARY=0   # read by lib.sh's it_cleanup: no "N passed" summary
 export IT_SUMMARY
 
+ALL_CONFIGS=(ctrd-native ctrd-sl-native direct-sync direct-async
+             ctrd-overlayfs ctrd-sl-overlayfs direct-ovl-sync)
 if [[ ${IT_IN_PRIVATE_NS:-} != 1 ]]; then
   if [[ $# -lt 2 || $# -gt 3 ]]; then
     echo "usage: $0 SNAPLEDGERD SNAPBENCH [ROUNDS]" >&2
@@ -61,8 +89,16 @@ if [[ ${IT_IN_PRIVATE_NS:-} != 1 ]]; then
   case ${CMP_CTRD_CONFIG:-default} in default|lib) ;; *)
     echo "CMP_CTRD_CONFIG must be default or lib" >&2; exit 2 ;;
   esac
+  case ${CMP_KIND:-both} in native|overlayfs|both) ;; *)
+    echo "CMP_KIND must be native, overlayfs or both" >&2; exit 2 ;;
+  esac
+  for c in ${CMP_CONFIGS:-}; do
+    [[ " ${ALL_CONFIGS[*]} " == *" $c "* ]] ||
+      { echo "unknown configuration in CMP_CONFIGS: $c (known: ${ALL_CONFIGS[*]})" >&2; exit 2; }
+  done
   set -- "$(readlink -f "$1")" "$(readlink -f "$2")" "${3:-3}"
   export CMP_CTRD_CONFIG=${CMP_CTRD_CONFIG:-default} CMP_ARGS=${CMP_ARGS:-} \
+    CMP_KIND=${CMP_KIND:-both} CMP_CONFIGS=${CMP_CONFIGS:-} \
     CMP_SAVE=${CMP_SAVE:+$(realpath -m "$CMP_SAVE")}
 fi
 it_enter_private_namespace "$@"
@@ -71,9 +107,19 @@ it_setup
 ROUNDS=$3
 WORKLOAD=(--clients 4 --chains 40 --depth 5)
 if [[ -n ${CMP_ARGS:-} ]]; then read -r -a WORKLOAD <<<"$CMP_ARGS"; fi
-CONFIGS=(ctrd-native ctrd-snapledger direct-sync direct-async)
+if [[ -n ${CMP_CONFIGS:-} ]]; then
+  read -r -a CONFIGS <<<"$CMP_CONFIGS"
+else
+  CONFIGS=()
+  [[ $CMP_KIND != overlayfs ]] && CONFIGS+=(ctrd-native ctrd-sl-native direct-sync direct-async)
+  [[ $CMP_KIND != native ]] && CONFIGS+=(ctrd-overlayfs ctrd-sl-overlayfs direct-ovl-sync)
+fi
+# the pairs reported: BASELINE:SNAPLEDGER
+PAIRS=(ctrd-native:ctrd-sl-native ctrd-overlayfs:ctrd-sl-overlayfs)
+FLOOR=0.85 GOAL=1.00
 TOOL_ERRORS=0
 LEAKS=0
+want() { [[ " ${CONFIGS[*]} " == *" $1 "* ]]; }
 
 # The binaries are copied first, so a rebuild during the run changes nothing.
 BIN=$IT_TMP/bin RES=$IT_TMP/results
@@ -82,23 +128,38 @@ if ! cp "$1" "$BIN/snapledgerd.real" || ! cp "$2" "$BIN/snapbench"; then
   it_die "cannot copy the binaries"
 fi
 SNAPBENCH=$BIN/snapbench
-# lib.sh's snapledgerd_start always passes --log-level debug, and the CLI
-# rejects the flag twice: this wrapper drops it and asks for warn (exec keeps
-# the pid, so lib.sh still signals and reaps the daemon itself).
+# lib.sh's snapledgerd_start always passes --log-level debug and --backend
+# native, and the CLI rejects a flag given twice: this wrapper drops
+# --log-level and asks for warn, and keeps only the last --backend (sl_fresh
+# passes its own after lib.sh's). exec keeps the pid, so lib.sh still
+# signals and reaps the daemon itself.
 cat >"$BIN/snapledgerd" <<EOF
 #!/usr/bin/env bash
-args=()
+args=() backend=native
 while ((\$#)); do
-  if [[ \$1 == --log-level ]]; then shift 2; continue; fi
+  case \$1 in
+    --log-level) shift 2; continue ;;
+    --backend) backend=\$2; shift 2; continue ;;
+  esac
   args+=("\$1"); shift
 done
-exec "$BIN/snapledgerd.real" "\${args[@]}" --log-level warn
+exec "$BIN/snapledgerd.real" "\${args[@]}" --backend "\$backend" --log-level warn
 EOF
 chmod +x "$BIN/snapledgerd"
 # CMP_SL_TOML: extra snapledgerd settings (TOML tables) for every snapledger
 # configuration, e.g. $'[native]\nsync = false'.
 printf '%s\n' "${CMP_SL_TOML:-}" >"$IT_TMP/sl.toml"
 printf '[ledger]\ndurability = "async"\n%s\n' "${CMP_SL_TOML:-}" >"$IT_TMP/async.toml"
+
+# Context switches need perf: the daemons' threads come and go.
+HAVE_PERF=0
+if command -v perf >/dev/null &&
+   perf stat -x, -e context-switches -o "$IT_TMP/perf.check" true >/dev/null 2>&1; then
+  HAVE_PERF=1
+else
+  it_log "perf unusable (install linux-perf): no context-switch counts"
+fi
+CLK_TCK=$(getconf CLK_TCK)
 
 count_objects() { # DIR : backend objects and temporaries in a snapshots dir
   local n
@@ -112,20 +173,23 @@ sl_listed() { # snapshots snapledgerd itself lists (any key, any namespace)
 ctrd_listed() { # SNAPSHOTTER : snapshots containerd lists in the bench namespace
   ctrb snapshots --snapshotter "$1" ls | awk 'NR > 1' | grep -c .
 }
-NATIVE_DIR() { echo "$IT_CTRD_ROOT/io.containerd.snapshotter.v1.native/snapshots"; }
-backend_empty() { # SNAPSHOTTER
-  local d
-  if [[ $1 == native ]]; then d=$(NATIVE_DIR); else d=$IT_SL_ROOT/snapshots; fi
-  [[ $(count_objects "$d") -eq 0 ]]
+backend_dir() { # SNAPSHOTTER : where its backend objects live
+  case $1 in
+    native|overlayfs) echo "$IT_CTRD_ROOT/io.containerd.snapshotter.v1.$1/snapshots" ;;
+    *) echo "$IT_SL_ROOT/snapshots" ;;
+  esac
 }
+backend_empty() { [[ $(count_objects "$(backend_dir "$1")") -eq 0 ]]; }
 
-# sl_fresh [ARGS...] : (re)start snapledgerd on an empty root.
+# sl_fresh BACKEND [ARGS...] : (re)start snapledgerd on an empty root.
 sl_fresh() {
+  local backend=$1; shift
   if [[ -n $IT_SL_PID ]]; then
     snapledgerd_stop || { it_log "snapledgerd exited non-zero on SIGTERM"; TOOL_ERRORS=$((TOOL_ERRORS + 1)); }
   fi
   rm -rf --one-file-system "$IT_SL_ROOT"
-  snapledgerd_start "$BIN/snapledgerd" "$@" || it_die "snapledgerd did not start"
+  snapledgerd_start "$BIN/snapledgerd" --backend "$backend" "$@" ||
+    it_die "snapledgerd (--backend $backend) did not start"
 }
 
 # probe SNAPSHOTTER : one prepare+remove through containerd (its proxy client
@@ -153,32 +217,76 @@ loadavg() { cut -d' ' -f1-3 /proc/loadavg; }
 # disturbance indicator here: the benchmark itself keeps 2 cores busy, so
 # the load average alone cannot tell our load from other work's.
 psi() { awk '/^some/ {sub("total=", "", $5); printf "%s ", $5}' /proc/pressure/cpu /proc/pressure/io 2>/dev/null; }
+psi_line() { # "cpu some avg10/avg60, io some avg10/avg60" right now
+  awk '/^some/ {sub("avg10=", "", $2); sub("avg60=", "", $3); printf "%s%s/%s", (NR > 1 ? ", io " : "cpu "), $2, $3}' \
+    /proc/pressure/cpu /proc/pressure/io 2>/dev/null
+}
+
+# Per-run daemon costs. cost_start PID TAG / cost_stop PID TAG: CPU ticks
+# from /proc/PID/stat (the whole thread group, exited threads included) and,
+# with perf, context switches of every thread the daemon has or creates.
+PERF_PIDS=()
+cost_start() {
+  awk '{print $14 + $15}' "/proc/$1/stat" >"$RES/$2.cpu0"
+  if ((HAVE_PERF)); then
+    perf stat -x, -e context-switches -p "$1" -o "$RES/$2.perf" 2>/dev/null &
+    PERF_PIDS+=($!)
+    sleep 0.5  # perf gives no sign of having attached; it takes << 0.5 s
+  fi
+}
+cost_stop() { # prints "CPU_MS CTX" (CTX "nan" without perf)
+  local c0 c1 ctx=nan
+  c0=$(cat "$RES/$2.cpu0"); c1=$(awk '{print $14 + $15}' "/proc/$1/stat")
+  if [[ -s $RES/$2.perf ]]; then
+    ctx=$(awk -F, '$3 == "context-switches" {print $1}' "$RES/$2.perf")
+    [[ $ctx =~ ^[0-9]+$ ]] || ctx=nan
+  fi
+  echo "$(((c1 - c0) * 1000 / CLK_TCK)) $ctx"
+}
+perf_stop_all() {
+  local p
+  for p in "${PERF_PIDS[@]}"; do kill -INT "$p" 2>/dev/null; done
+  for p in "${PERF_PIDS[@]}"; do wait "$p" 2>/dev/null; done
+  PERF_PIDS=()
+}
 
 # run_config CONFIG ROUND
 run_config() {
-  local cfg=$1 round=$2 rc sn="" args la
+  local cfg=$1 round=$2 rc sn="" args la sl=0
   local json=$RES/$cfg.r$round.json
   case $cfg in
-    ctrd-native|ctrd-snapledger)
-      sn=${cfg#ctrd-}
-      [[ $sn == snapledger ]] && sl_fresh --config "$IT_TMP/sl.toml"
-      wait_for 30 "containerd reaches $sn" probe "$sn" || it_die "no $sn via containerd"
-      # the probe's backend object goes with the next GC
-      wait_for 30 "$sn backend empty" gc_then_empty "$sn" ||
-        it_log "warning: $sn backend not empty before the run"
-      args=(--containerd --address "unix://$IT_CTRD_SOCK" --snapshotter "$sn")
-      ;;
-    direct-sync) sl_fresh --config "$IT_TMP/sl.toml"; args=(--address "unix://$IT_SL_SOCK") ;;
-    direct-async) sl_fresh --config "$IT_TMP/async.toml"; args=(--address "unix://$IT_SL_SOCK") ;;
+    ctrd-native|ctrd-overlayfs) sn=${cfg#ctrd-} ;;
+    ctrd-sl-*) sn=snapledger sl=1; sl_fresh "${cfg#ctrd-sl-}" --config "$IT_TMP/sl.toml" ;;
+    direct-sync) sl=1; sl_fresh native --config "$IT_TMP/sl.toml" ;;
+    direct-async) sl=1; sl_fresh native --config "$IT_TMP/async.toml" ;;
+    direct-ovl-sync) sl=1; sl_fresh overlayfs --config "$IT_TMP/sl.toml" ;;
+    *) it_die "unknown configuration $cfg" ;;
   esac
+  if [[ -n $sn ]]; then
+    wait_for 30 "containerd reaches $sn" probe "$sn" || it_die "no $sn via containerd"
+    # the probe's backend object goes with the next GC
+    wait_for 30 "$sn backend empty" gc_then_empty "$sn" ||
+      it_log "warning: $sn backend not empty before the run"
+    args=(--containerd --address "unix://$IT_CTRD_SOCK" --snapshotter "$sn")
+  else
+    args=(--address "unix://$IT_SL_SOCK")
+  fi
   sync  # earlier runs' dirty data must not land in this run's fsyncs
   la=$(loadavg)
+  [[ -n $sn ]] && cost_start "$IT_CTRD_PID" "$cfg.r$round.ctrd"
+  ((sl)) && cost_start "$IT_SL_PID" "$cfg.r$round.sl"
   local p0 p1 t0 t1
   p0=$(psi); t0=$(date +%s%N)
   timeout -k 10 1800 "$SNAPBENCH" "${args[@]}" "${WORKLOAD[@]}" \
     --run-id "cmp-$cfg-r$round" --json >"$json" 2>"$RES/$cfg.r$round.err"
   rc=$?
   p1=$(psi); t1=$(date +%s%N)
+  perf_stop_all
+  # per-RPC costs: "ctrd_cpu_ms ctrd_ctx sl_cpu_ms sl_ctx total_ops"
+  local ccost="nan nan" scost="nan nan"
+  [[ -n $sn ]] && ccost=$(cost_stop "$IT_CTRD_PID" "$cfg.r$round.ctrd")
+  ((sl)) && scost=$(cost_stop "$IT_SL_PID" "$cfg.r$round.sl")
+  echo "$ccost $scost $(jq -r '.total_ops // 0' "$json" 2>/dev/null)" >"$RES/$cfg.r$round.cost"
   # cpu/io stall %: PSI "some" time over wall time, during this run
   read -r cpu_stall io_stall < <(awk -v a="$p0" -v b="$p1" -v w="$(((t1 - t0) / 1000))" 'BEGIN {
     n = split(a, x, " "); split(b, y, " ");
@@ -208,20 +316,26 @@ run_config() {
       it_log "$cfg: backend objects left after GC"; LEAKS=$((LEAKS + 1))
     fi
   fi
-  if [[ $cfg != ctrd-native ]]; then
+  if ((sl)); then
     local l; l=$(sl_listed)
     [[ $l -eq 0 ]] || { it_log "$cfg: snapledgerd still lists $l snapshots"; LEAKS=$((LEAKS + 1)); }
     backend_empty snapledger ||
       { it_log "$cfg: objects left in $IT_SL_ROOT/snapshots"; LEAKS=$((LEAKS + 1)); }
   fi
-  it_log "$(printf '%-16s round %d: %8.1f ops/s  wall %6.1fs  cpu/io stall %s%%/%s%%  load before %s, after %s' \
+  local c; read -r -a c <"$RES/$cfg.r$round.cost"
+  it_log "$(printf '%-17s round %d: %8.1f ops/s  wall %6.1fs  cpu/io stall %s%%/%s%%  load before %s, after %s; per RPC: containerd %s µs %s cs, snapledgerd %s µs %s cs' \
     "$cfg" "$round" "$(jq -r '.total_ops_per_s // 0' "$json" 2>/dev/null)" \
-    "$(jq -r '.wall_time_s // 0' "$json" 2>/dev/null)" "$cpu_stall" "$io_stall" "$la" "$(loadavg)")"
+    "$(jq -r '.wall_time_s // 0' "$json" 2>/dev/null)" "$cpu_stall" "$io_stall" "$la" "$(loadavg)" \
+    "$(per_op "${c[0]}" "${c[4]}" 1000)" "$(per_op "${c[1]}" "${c[4]}" 1)" \
+    "$(per_op "${c[2]}" "${c[4]}" 1000)" "$(per_op "${c[3]}" "${c[4]}" 1)")"
+}
+per_op() { # VALUE OPS SCALE : VALUE*SCALE/OPS, "-" if unknown
+  awk -v v="$1" -v n="$2" -v s="$3" 'BEGIN {if (v == "nan" || v == "" || n <= 0) print "-"; else printf (s == 1 ? "%.2f" : "%.0f"), v * s / n}'
 }
 
 # ------------------------------------------------------------------ setup ---
-LOAD_BEFORE=$(loadavg)
-sl_fresh
+LOAD_BEFORE=$(loadavg) PSI_BEFORE=$(psi_line)
+sl_fresh native
 containerd_start snapledger "$IT_SL_SOCK" || it_die "containerd did not start"
 if [[ $CMP_CTRD_CONFIG == default ]]; then
   # Restart containerd without lib.sh's test GC table and at log level info:
@@ -239,6 +353,14 @@ if [[ $CMP_CTRD_CONFIG == default ]]; then
     it_die "containerd did not restart"
   it_log "containerd restarted with default GC/log settings, pid $IT_CTRD_PID"
 fi
+# containerd's overlayfs plugin loads only where it can work (its root's
+# filesystem has d_type and hosts a test overlay mount); say why if not.
+OVL_PLUGIN=$(ctr -a "$IT_CTRD_SOCK" plugins ls 2>/dev/null |
+  awk '$1 == "io.containerd.snapshotter.v1" && $2 == "overlayfs" {print $NF}')
+if want ctrd-overlayfs && [[ $OVL_PLUGIN != ok ]]; then
+  grep -i overlay "$IT_CTRD_LOG" | tail -n 5 >&2
+  it_die "containerd's overlayfs snapshotter is '${OVL_PLUGIN:-absent}' (root $IT_CTRD_ROOT on $(findmnt -n -o FSTYPE -T "$IT_TMP"))"
+fi
 
 # ----------------------------------------------------------- measurements ---
 for ((r = 0; r < ROUNDS; r++)); do
@@ -246,7 +368,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   else order=(); for ((i = ${#CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${CONFIGS[i]}"); done; fi
   for cfg in "${order[@]}"; do run_config "$cfg" "$r"; done
 done
-LOAD_AFTER=$(loadavg)
+LOAD_AFTER=$(loadavg) PSI_AFTER=$(psi_line)
 
 # ---------------------------------------------------------------- report ---
 median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "nan"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -254,19 +376,27 @@ field() { # CONFIG JQ_EXPR : one value per round
   local f
   for f in "$RES/$1".r*.json; do jq -r "$2 // empty" "$f" 2>/dev/null; done
 }
+cost_field() { # CONFIG COLUMN(1-4) SCALE : per-RPC value per round
+  local f
+  for f in "$RES/$1".r*.cost; do
+    awk -v k="$2" -v s="$3" '$k != "nan" && $5 > 0 {print $k * s / $5}' "$f"
+  done
+}
 ms() { awk -v v="$1" 'BEGIN {if (v == "nan") print "-"; else printf "%.2f", v / 1000}'; }
+fmt() { awk -v v="$1" -v f="$2" 'BEGIN {if (v == "nan" || v == "") print "-"; else printf f, v}'; }
 
 echo "== machine"
 echo "kernel:       $(uname -r) ($(uname -m))"
 echo "cpus:         $(nproc) x $(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)"
 echo "memory:       $(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)"
 echo "temp dir fs:  $(findmnt -n -o FSTYPE,SOURCE,OPTIONS -T "$IT_TMP" | head -n1)"
-echo "containerd:   $(containerd --version | awk '{print $3}'); config: $CMP_CTRD_CONFIG"
+echo "containerd:   $(containerd --version | awk '{print $3}'); config: $CMP_CTRD_CONFIG; overlayfs plugin: ${OVL_PLUGIN:-absent}"
 echo "load average: before $LOAD_BEFORE, after $LOAD_AFTER"
+echo "PSI some avg10/avg60 (%): before $PSI_BEFORE; after $PSI_AFTER"
 echo "workload:     ${WORKLOAD[*]}, $ROUNDS rounds"
 echo
 echo "== results (median over rounds; latencies in ms)"
-printf '%-16s %9s %10s %17s %17s %17s %10s\n' config "ops/s" "min-max" \
+printf '%-17s %9s %10s %17s %17s %17s %10s\n' config "ops/s" "min-max" \
   "prepare p50/p99" "commit p50/p99" "remove p50/p99" "cpu stall"
 for cfg in "${CONFIGS[@]}"; do
   ops=$(field "$cfg" .total_ops_per_s | median)
@@ -279,31 +409,48 @@ for cfg in "${CONFIGS[@]}"; do
     cols+=("$(ms "$p50")/$(ms "$p99")")
   done
   stall=$(for f in "$RES/$cfg".r*.psi; do cut -d' ' -f1 "$f"; done | grep -v nan | median)
-  printf '%-16s %9.1f %10s %17s %17s %17s %9s%%\n' "$cfg" "$ops" \
+  printf '%-17s %9.1f %10s %17s %17s %17s %9s%%\n' "$cfg" "$ops" \
     "$(printf '%.0f-%.0f' "${mn:-0}" "${mx:-0}")" "${cols[@]}" "$stall"
 done
 echo
-ratios=()
-for ((r = 0; r < ROUNDS; r++)); do
-  n=$(jq -r '.total_ops_per_s // empty' "$RES/ctrd-native.r$r.json" 2>/dev/null)
-  s=$(jq -r '.total_ops_per_s // empty' "$RES/ctrd-snapledger.r$r.json" 2>/dev/null)
-  [[ -n $n && -n $s ]] && ratios+=("$(awk -v a="$s" -v b="$n" 'BEGIN {printf "%.4f", a / b}')")
+echo "== daemon cost per RPC (median over rounds; CPU in µs, cs = context switches)"
+printf '%-17s %14s %12s %14s %12s %12s %10s\n' config "containerd CPU" "containerd cs" \
+  "snapledgerd CPU" "snapledgerd cs" "total CPU" "total cs"
+for cfg in "${CONFIGS[@]}"; do
+  cc=$(cost_field "$cfg" 1 1000 | median); cx=$(cost_field "$cfg" 2 1 | median)
+  sc=$(cost_field "$cfg" 3 1000 | median); sx=$(cost_field "$cfg" 4 1 | median)
+  tc=$(for f in "$RES/$cfg".r*.cost; do awk '$5 > 0 {print (($1 == "nan" ? 0 : $1) + ($3 == "nan" ? 0 : $3)) * 1000 / $5}' "$f"; done | median)
+  tx=$(for f in "$RES/$cfg".r*.cost; do awk '$5 > 0 && ($2 != "nan" || $4 != "nan") {print (($2 == "nan" ? 0 : $2) + ($4 == "nan" ? 0 : $4)) / $5}' "$f"; done | median)
+  printf '%-17s %14s %13s %15s %14s %12s %10s\n' "$cfg" "$(fmt "$cc" %.0f)" "$(fmt "$cx" %.2f)" \
+    "$(fmt "$sc" %.0f)" "$(fmt "$sx" %.2f)" "$(fmt "$tc" %.0f)" "$(fmt "$tx" %.2f)"
 done
-if ((${#ratios[@]} > 0)); then
-  ratio=$(printf '%s\n' "${ratios[@]}" | median)
-  echo "snapledger/native through containerd: $(awk -v v="$ratio" 'BEGIN {printf "%.1f%%", v * 100}')" \
-    "(median of per-round ratios: $(printf '%s\n' "${ratios[@]}" | awk '{printf "%s%.1f%%", (NR > 1 ? " " : ""), $1 * 100}'))"
-  if awk -v v="$ratio" 'BEGIN {exit !(v >= 0.85)}'; then
-    echo "target >= 85%: PASS"
+echo "(CPU: utime+stime of the whole process; context switches: perf, every thread; per snapbench RPC)"
+echo
+for pair in "${PAIRS[@]}"; do
+  base=${pair%%:*} sl=${pair#*:}
+  if ! want "$base" || ! want "$sl"; then continue; fi
+  ratios=()
+  for ((r = 0; r < ROUNDS; r++)); do
+    n=$(jq -r '.total_ops_per_s // empty' "$RES/$base.r$r.json" 2>/dev/null)
+    s=$(jq -r '.total_ops_per_s // empty' "$RES/$sl.r$r.json" 2>/dev/null)
+    [[ -n $n && -n $s ]] && ratios+=("$(awk -v a="$s" -v b="$n" 'BEGIN {printf "%.4f", a / b}')")
+  done
+  name="$sl/$base"
+  if ((${#ratios[@]} > 0)); then
+    ratio=$(printf '%s\n' "${ratios[@]}" | median)
+    verdict=$(awk -v v="$ratio" -v f="$FLOOR" -v g="$GOAL" 'BEGIN {
+      if (v >= g) print "goal met"; else if (v >= f) print "above floor, below goal"; else print "BELOW FLOOR" }')
+    printf '%s through containerd: %.2fx (per round %s); floor %sx, goal %sx: %s (informational)\n' \
+      "$name" "$ratio" "$(printf '%s\n' "${ratios[@]}" | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $1}')" \
+      "$FLOOR" "$GOAL" "$verdict"
   else
-    echo "target >= 85%: FAIL (informational)"
+    echo "$name through containerd: n/a (no complete round)"
   fi
-else
-  echo "snapledger/native through containerd: n/a (no complete round)"
-fi
+done
 echo "tool errors: $TOOL_ERRORS, leak findings: $LEAKS"
 if [[ -n ${CMP_SAVE:-} ]]; then
-  mkdir -p "$CMP_SAVE" && cp "$RES"/*.json "$RES"/*.psi "$CMP_SAVE"/ && it_log "JSON copied to $CMP_SAVE"
+  mkdir -p "$CMP_SAVE" && cp "$RES"/*.json "$RES"/*.psi "$RES"/*.cost "$CMP_SAVE"/ &&
+    it_log "JSON copied to $CMP_SAVE"
 fi
 ((TOOL_ERRORS == 0 && LEAKS == 0)) || exit 1
 exit 0
