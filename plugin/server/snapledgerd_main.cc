@@ -1,5 +1,5 @@
 // snapledgerd: the snapledger daemon. Flags override the config file, which
-// overrides the defaults (plugin/config.h). Exits 0 after SIGTERM or SIGINT
+// overrides the defaults (plugin/server/config.h). Exits 0 after SIGTERM or SIGINT
 // once in-flight calls have finished (a second signal while draining is
 // ignored: the drain is bounded by shutdown_timeout); non-zero with a one-line
 // reason when it cannot start.
@@ -10,6 +10,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <string>
+#include <utility>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
@@ -29,15 +30,73 @@ extern "C" void OnStopSignal(int sig) {
   errno = saved_errno;
 }
 
-}  // namespace
+// The flags, each overriding the config file's setting when given.
+struct Flags {
+  std::string config_path, root, address, admin_address, backend, log_level,
+      containerd_address;
+};
 
-int main(int argc, char** argv) {
-  // Libraries start threads before main() (static initialisers), so a
-  // signal mask cannot be relied on: the handler, whichever thread runs it,
-  // only writes the signal number to a pipe that main() waits on.
+void AddFlags(CLI::App& app, Flags& f) {
+  app.add_option("-c,--config", f.config_path,
+                 "TOML config file (flags given here override it)")
+      ->check(CLI::ExistingFile);
+  app.add_option("--root", f.root,
+                 "State directory: ledger/ and snapshots/ live here "
+                 "(default /var/lib/snapledger)");
+  app.add_option("--address", f.address,
+                 "Unix socket to serve containerd's Snapshots API on "
+                 "(default /run/snapledger/snapledger.sock)");
+  app.add_option("--admin-address", f.admin_address,
+                 "Unix socket (mode 0600) of the admin API the `snapledger` "
+                 "CLI uses (default: beside --address, e.g. "
+                 "/run/snapledger/snapledger-admin.sock)");
+  app.add_option("--containerd-address", f.containerd_address,
+                 "containerd's own socket (e.g. "
+                 "/run/containerd/containerd.sock): record each snapshot's "
+                 "owning container and leases, hold back removals of "
+                 "snapshots whose container exists, report dead containers "
+                 "(default: off; owners unknown)");
+  app.add_option("--backend", f.backend,
+                 "Storage that holds the data: overlayfs (what containerd "
+                 "uses on Linux; needs a filesystem with d_type that can "
+                 "host overlay mounts) or native (plain copies; any "
+                 "filesystem). Default native; the shipped config says "
+                 "overlayfs; a root keeps the backend it was created with")
+      ->check(CLI::IsMember({"native", "overlayfs"}));
+  app.add_option("--log-level", f.log_level,
+                 "trace, debug, info, warn, error or off (default info)")
+      ->check(
+          CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.set_version_flag("--version", "snapledgerd 0.1.0");
+}
+
+// Defaults, then the config file, then the flags; checked.
+absl::StatusOr<snapledger::Config> ConfigFrom(const Flags& f) {
+  snapledger::Config config;
+  if (!f.config_path.empty()) {
+    auto loaded = snapledger::LoadConfigFile(f.config_path, config);
+    if (!loaded.ok()) return loaded.status();
+    config = *loaded;
+  }
+  for (auto [flag, setting] :
+       {std::pair{&f.root, &config.root}, {&f.address, &config.address},
+        {&f.admin_address, &config.admin_address},
+        {&f.backend, &config.backend},
+        {&f.containerd_address, &config.containerd_address},
+        {&f.log_level, &config.log_level}}) {
+    if (!flag->empty()) *setting = *flag;
+  }
+  if (absl::Status s = snapledger::ValidateConfig(config); !s.ok()) return s;
+  return config;
+}
+
+// Libraries start threads before main() (static initialisers), so a signal
+// mask cannot be relied on: the handler, whichever thread runs it, only
+// writes the signal number to a pipe that main() waits on.
+bool InstallStopSignals() {
   if (::pipe2(g_signal_pipe, O_CLOEXEC) != 0) {
     std::perror("snapledgerd: pipe2");
-    return 1;
+    return false;
   }
   struct sigaction sa {};
   sa.sa_handler = OnStopSignal;
@@ -46,8 +105,21 @@ int main(int argc, char** argv) {
   ::sigaction(SIGTERM, &sa, nullptr);
   ::sigaction(SIGINT, &sa, nullptr);
   ::signal(SIGPIPE, SIG_IGN);
+  return true;
+}
 
-  using snapledger::Config;
+// Blocks until SIGTERM or SIGINT; returns which.
+int WaitForStopSignal() {
+  unsigned char sig = 0;
+  while (::read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
+  }
+  return sig;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (!InstallStopSignals()) return 1;
   CLI::App app{
       "snapledgerd: a containerd proxy snapshotter that records every "
       "snapshot in a durable ledger.\n\n"
@@ -56,80 +128,29 @@ int main(int argc, char** argv) {
       "    type = \"snapshot\"\n"
       "    address = \"/run/snapledger/snapledger.sock\"\n",
       "snapledgerd"};
-  std::string config_path, root, address, admin_address, backend, log_level,
-      containerd_address;
-  app.add_option("-c,--config", config_path,
-                 "TOML config file (flags given here override it)")
-      ->check(CLI::ExistingFile);
-  app.add_option("--root", root,
-                 "State directory: ledger/ and snapshots/ live here "
-                 "(default /var/lib/snapledger)");
-  app.add_option("--address", address,
-                 "Unix socket to serve containerd's Snapshots API on "
-                 "(default /run/snapledger/snapledger.sock)");
-  app.add_option("--admin-address", admin_address,
-                 "Unix socket (mode 0600) of the admin API the `snapledger` "
-                 "CLI uses (default: beside --address, e.g. "
-                 "/run/snapledger/snapledger-admin.sock)");
-  app.add_option("--containerd-address", containerd_address,
-                 "containerd's own socket (e.g. "
-                 "/run/containerd/containerd.sock): record each snapshot's "
-                 "owning container and leases, hold back removals of "
-                 "snapshots whose container exists, report dead containers "
-                 "(default: off; owners unknown)");
-  app.add_option("--backend", backend,
-                 "Storage that holds the data: overlayfs (what containerd "
-                 "uses on Linux; needs a filesystem with d_type that can "
-                 "host overlay mounts) or native (plain copies; any "
-                 "filesystem). Default native; a root keeps the backend it "
-                 "was created with")
-      ->check(CLI::IsMember({"native", "overlayfs"}));
-  app.add_option("--log-level", log_level,
-                 "trace, debug, info, warn, error or off (default info)")
-      ->check(
-          CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
-  app.set_version_flag("--version", "snapledgerd 0.1.0");
+  Flags flags;
+  AddFlags(app, flags);
   CLI11_PARSE(app, argc, argv);
-
-  Config config;
-  if (!config_path.empty()) {
-    auto loaded = snapledger::LoadConfigFile(config_path, config);
-    if (!loaded.ok()) {
-      std::fprintf(stderr, "snapledgerd: %s\n",
-                   std::string(loaded.status().message()).c_str());
-      return 2;
-    }
-    config = *loaded;
-  }
-  if (!root.empty()) config.root = root;
-  if (!address.empty()) config.address = address;
-  if (!admin_address.empty()) config.admin_address = admin_address;
-  if (!backend.empty()) config.backend = backend;
-  if (!containerd_address.empty()) {
-    config.containerd_address = containerd_address;
-  }
-  if (!log_level.empty()) config.log_level = log_level;
-  if (absl::Status s = snapledger::ValidateConfig(config); !s.ok()) {
-    std::fprintf(stderr, "snapledgerd: %s\n", std::string(s.message()).c_str());
+  absl::StatusOr<snapledger::Config> config = ConfigFrom(flags);
+  if (!config.ok()) {
+    std::fprintf(stderr, "snapledgerd: %s\n",
+                 std::string(config.status().message()).c_str());
     return 2;
   }
 
-  auto logger = spdlog::stderr_color_mt("snapledgerd");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_default_logger(spdlog::stderr_color_mt("snapledgerd"));
+  spdlog::set_level(spdlog::level::from_str(config->log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
 
-  auto daemon = snapledger::Daemon::Start(config);
+  auto daemon = snapledger::Daemon::Start(*config);
   if (!daemon.ok()) {
     spdlog::critical("cannot start: {}", daemon.status().ToString());
     return 1;
   }
-  unsigned char sig = 0;
-  while (::read(g_signal_pipe[0], &sig, 1) < 0 && errno == EINTR) {
-  }
+  const int sig = WaitForStopSignal();
   spdlog::info("received {}, finishing in-flight calls (up to {})",
                sig == SIGTERM ? "SIGTERM" : "SIGINT",
-               absl::FormatDuration(config.shutdown_timeout));
-  (*daemon)->Shutdown(config.shutdown_timeout);
+               absl::FormatDuration(config->shutdown_timeout));
+  (*daemon)->Shutdown(config->shutdown_timeout);
   return 0;
 }
