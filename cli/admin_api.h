@@ -32,25 +32,25 @@ class AdminApi {
  public:
   virtual ~AdminApi() = default;
 
-  virtual absl::StatusOr<admin::ListResponse> List(
+  [[nodiscard]] virtual absl::StatusOr<admin::ListResponse> List(
       const admin::ListRequest& request) = 0;
-  virtual absl::StatusOr<admin::InspectResponse> Inspect(
+  [[nodiscard]] virtual absl::StatusOr<admin::InspectResponse> Inspect(
       const admin::InspectRequest& request) = 0;
-  virtual absl::StatusOr<admin::PendingResponse> Pending(
+  [[nodiscard]] virtual absl::StatusOr<admin::PendingResponse> Pending(
       const admin::PendingRequest& request) = 0;
-  virtual absl::StatusOr<admin::OrphansResponse> Orphans(
+  [[nodiscard]] virtual absl::StatusOr<admin::OrphansResponse> Orphans(
       const admin::OrphansRequest& request) = 0;
-  virtual absl::StatusOr<admin::HistoryResponse> History(
+  [[nodiscard]] virtual absl::StatusOr<admin::HistoryResponse> History(
       const admin::HistoryRequest& request) = 0;
-  virtual absl::StatusOr<admin::StatsResponse> Stats(
+  [[nodiscard]] virtual absl::StatusOr<admin::StatsResponse> Stats(
       const admin::StatsRequest& request) = 0;
-  virtual absl::StatusOr<admin::ReconcileResponse> Reconcile(
+  [[nodiscard]] virtual absl::StatusOr<admin::ReconcileResponse> Reconcile(
       const admin::ReconcileRequest& request) = 0;
-  virtual absl::StatusOr<admin::RetryResponse> Retry(
+  [[nodiscard]] virtual absl::StatusOr<admin::RetryResponse> Retry(
       const admin::RetryRequest& request) = 0;
-  virtual absl::StatusOr<admin::CheckResponse> Check(
+  [[nodiscard]] virtual absl::StatusOr<admin::CheckResponse> Check(
       const admin::CheckRequest& request) = 0;
-  virtual absl::StatusOr<admin::DeadResponse> Dead(
+  [[nodiscard]] virtual absl::StatusOr<admin::DeadResponse> Dead(
       const admin::DeadRequest& request) = 0;
 
   // True when reading a ledger directly (no daemon: nothing can be changed).
@@ -68,25 +68,25 @@ class GrpcAdminApi final : public AdminApi {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<GrpcAdminApi>> Connect(
       const std::string& address, absl::Duration timeout);
 
-  absl::StatusOr<admin::ListResponse> List(
+  [[nodiscard]] absl::StatusOr<admin::ListResponse> List(
       const admin::ListRequest& request) override;
-  absl::StatusOr<admin::InspectResponse> Inspect(
+  [[nodiscard]] absl::StatusOr<admin::InspectResponse> Inspect(
       const admin::InspectRequest& request) override;
-  absl::StatusOr<admin::PendingResponse> Pending(
+  [[nodiscard]] absl::StatusOr<admin::PendingResponse> Pending(
       const admin::PendingRequest& request) override;
-  absl::StatusOr<admin::OrphansResponse> Orphans(
+  [[nodiscard]] absl::StatusOr<admin::OrphansResponse> Orphans(
       const admin::OrphansRequest& request) override;
-  absl::StatusOr<admin::HistoryResponse> History(
+  [[nodiscard]] absl::StatusOr<admin::HistoryResponse> History(
       const admin::HistoryRequest& request) override;
-  absl::StatusOr<admin::StatsResponse> Stats(
+  [[nodiscard]] absl::StatusOr<admin::StatsResponse> Stats(
       const admin::StatsRequest& request) override;
-  absl::StatusOr<admin::ReconcileResponse> Reconcile(
+  [[nodiscard]] absl::StatusOr<admin::ReconcileResponse> Reconcile(
       const admin::ReconcileRequest& request) override;
-  absl::StatusOr<admin::RetryResponse> Retry(
+  [[nodiscard]] absl::StatusOr<admin::RetryResponse> Retry(
       const admin::RetryRequest& request) override;
-  absl::StatusOr<admin::CheckResponse> Check(
+  [[nodiscard]] absl::StatusOr<admin::CheckResponse> Check(
       const admin::CheckRequest& request) override;
-  absl::StatusOr<admin::DeadResponse> Dead(
+  [[nodiscard]] absl::StatusOr<admin::DeadResponse> Dead(
       const admin::DeadRequest& request) override;
   bool offline() const override { return false; }
 
@@ -94,7 +94,8 @@ class GrpcAdminApi final : public AdminApi {
   GrpcAdminApi(std::string path, absl::Duration timeout);
 
   template <typename Response, typename Request, typename Method>
-  absl::StatusOr<Response> Call(Method method, const Request& request);
+  [[nodiscard]] absl::StatusOr<Response> Call(Method method,
+                                              const Request& request);
 
   const std::string path_;
   const absl::Duration timeout_;
@@ -113,25 +114,25 @@ class LocalAdminApi final : public AdminApi {
       const std::string& root);
   ~LocalAdminApi() override;
 
-  absl::StatusOr<admin::ListResponse> List(
+  [[nodiscard]] absl::StatusOr<admin::ListResponse> List(
       const admin::ListRequest& request) override;
-  absl::StatusOr<admin::InspectResponse> Inspect(
+  [[nodiscard]] absl::StatusOr<admin::InspectResponse> Inspect(
       const admin::InspectRequest& request) override;
-  absl::StatusOr<admin::PendingResponse> Pending(
+  [[nodiscard]] absl::StatusOr<admin::PendingResponse> Pending(
       const admin::PendingRequest& request) override;
-  absl::StatusOr<admin::OrphansResponse> Orphans(
+  [[nodiscard]] absl::StatusOr<admin::OrphansResponse> Orphans(
       const admin::OrphansRequest& request) override;
-  absl::StatusOr<admin::HistoryResponse> History(
+  [[nodiscard]] absl::StatusOr<admin::HistoryResponse> History(
       const admin::HistoryRequest& request) override;
-  absl::StatusOr<admin::StatsResponse> Stats(
+  [[nodiscard]] absl::StatusOr<admin::StatsResponse> Stats(
       const admin::StatsRequest& request) override;
-  absl::StatusOr<admin::ReconcileResponse> Reconcile(
+  [[nodiscard]] absl::StatusOr<admin::ReconcileResponse> Reconcile(
       const admin::ReconcileRequest& request) override;
-  absl::StatusOr<admin::RetryResponse> Retry(
+  [[nodiscard]] absl::StatusOr<admin::RetryResponse> Retry(
       const admin::RetryRequest& request) override;
-  absl::StatusOr<admin::CheckResponse> Check(
+  [[nodiscard]] absl::StatusOr<admin::CheckResponse> Check(
       const admin::CheckRequest& request) override;
-  absl::StatusOr<admin::DeadResponse> Dead(
+  [[nodiscard]] absl::StatusOr<admin::DeadResponse> Dead(
       const admin::DeadRequest& request) override;
   bool offline() const override { return true; }
 
@@ -149,13 +150,15 @@ std::string SocketPath(const std::string& address);
 // there is no socket ("snapledgerd is not running ..."), PermissionDenied
 // when this user may not open it, FailedPrecondition when it is not a
 // socket; OK when it looks dialable.
-absl::Status ProbeSocket(const std::string& path);
+[[nodiscard]] absl::Status ProbeSocket(const std::string& path);
 
 // An RPC failure as the operator should read it. Connection failures
 // (Unavailable) are judged again with ProbeSocket, since the daemon may have
 // gone between the probe and the call; server answers (NotFound, ...) keep
 // their code and message.
-absl::Status DescribeRpcError(absl::StatusCode code, const std::string& message,
-                              const std::string& path, absl::Duration timeout);
+[[nodiscard]] absl::Status DescribeRpcError(absl::StatusCode code,
+                                            const std::string& message,
+                                            const std::string& path,
+                                            absl::Duration timeout);
 
 }  // namespace snapledger::cli

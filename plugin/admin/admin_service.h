@@ -100,7 +100,7 @@ class AdminCore {
   adminpb::Snapshot Describe(const Record& record);
   // The record a user means by `key`: the client's key, a ledger key, or
   // the former key of a queued removal.
-  absl::StatusOr<Record> Find(const std::string& key);
+  [[nodiscard]] absl::StatusOr<Record> Find(const std::string& key);
   // The dead-container report when a watcher is configured; nullopt
   // without one (or offline).
   std::optional<absl::StatusOr<adminpb::DeadResponse>> DeadReport();

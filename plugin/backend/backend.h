@@ -47,7 +47,8 @@ struct BackendObject {
 // itself, so callers may wait and try again without counting it.
 inline constexpr char kStillRunningPayload[] =
     "snapledger.dev/backend-call-still-running";
-inline absl::Status MarkStillRunningElsewhere(absl::Status status) {
+[[nodiscard]] inline absl::Status MarkStillRunningElsewhere(
+    absl::Status status) {
   status.SetPayload(kStillRunningPayload, absl::Cord("1"));
   return status;
 }
@@ -69,22 +70,21 @@ class Backend {
   // `id` exists or a whole one does; half-made temporaries are swept by
   // Cleanup(). Errors: AlreadyExists if `id` exists, NotFound if the parent
   // does not, others for storage failures.
-  virtual absl::Status Create(uint64_t id, uint64_t parent_id,
-                              SnapshotKind kind) = 0;
+  [[nodiscard]] virtual absl::Status Create(uint64_t id, uint64_t parent_id,
+                                            SnapshotKind kind) = 0;
 
   // Freezes active object `id` as committed and returns its usage.
   // Idempotent: committing a committed object succeeds again.
-  virtual absl::StatusOr<Usage> Commit(uint64_t id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<Usage> Commit(uint64_t id) = 0;
 
   // Removes object `id` and all its storage. NotFound if it does not exist.
   // Atomic like Create: after a crash the object is whole or gone.
-  virtual absl::Status Remove(uint64_t id) = 0;
+  [[nodiscard]] virtual absl::Status Remove(uint64_t id) = 0;
 
   // The mounts that expose object `id` of `kind` (read-write for kActive,
   // read-only for kView). `parent_id` is the object's parent as recorded.
-  virtual absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id,
-                                                    uint64_t parent_id,
-                                                    SnapshotKind kind) = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<Mount>> Mounts(
+      uint64_t id, uint64_t parent_id, SnapshotKind kind) = 0;
 
   // Mounts() of an object the caller has just created (Create returned OK
   // and nothing can have removed it since). Backends whose mounts follow
@@ -92,25 +92,24 @@ class Backend {
   // override must do no I/O, because it is not bounded in time
   // (TimedBackend calls it directly, saving a hand-off to a worker per
   // Prepare). The default asks Mounts().
-  virtual absl::StatusOr<std::vector<Mount>> MountsOfNew(uint64_t id,
-                                                         uint64_t parent_id,
-                                                         SnapshotKind kind) {
+  [[nodiscard]] virtual absl::StatusOr<std::vector<Mount>> MountsOfNew(
+      uint64_t id, uint64_t parent_id, SnapshotKind kind) {
     return Mounts(id, parent_id, kind);
   }
 
   // Current disk usage of object `id` (its own storage, not its parents').
-  virtual absl::StatusOr<Usage> DiskUsage(uint64_t id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<Usage> DiskUsage(uint64_t id) = 0;
 
   // Whether object `id` exists (whole).
-  virtual absl::StatusOr<bool> Exists(uint64_t id) = 0;
+  [[nodiscard]] virtual absl::StatusOr<bool> Exists(uint64_t id) = 0;
 
   // Every whole object in storage, in ascending id order. Temporaries are not
   // listed.
-  virtual absl::StatusOr<std::vector<BackendObject>> List() = 0;
+  [[nodiscard]] virtual absl::StatusOr<std::vector<BackendObject>> List() = 0;
 
   // Removes temporaries left by interrupted Create/Remove calls. Must not be
   // called while a Create or Remove is in flight.
-  virtual absl::Status Cleanup() = 0;
+  [[nodiscard]] virtual absl::Status Cleanup() = 0;
 };
 
 }  // namespace snapledger

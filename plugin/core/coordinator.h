@@ -153,30 +153,32 @@ class Coordinator {
                                        const std::string& detail);
 
  private:
-  absl::StatusOr<std::vector<Mount>> Create(SnapshotKind kind,
-                                            const std::string& key,
-                                            const std::string& parent,
-                                            const Labels& labels);
+  [[nodiscard]] absl::StatusOr<std::vector<Mount>> Create(
+      SnapshotKind kind, const std::string& key, const std::string& parent,
+      const Labels& labels);
   // The parent record of a new snapshot, checked as containerd checks it.
-  absl::StatusOr<Record> GetParentForCreate(const std::string& parent);
+  [[nodiscard]] absl::StatusOr<Record> GetParentForCreate(
+      const std::string& parent);
   // The visible record of `key`; NotFound otherwise.
-  absl::StatusOr<Record> GetVisible(const std::string& key);
+  [[nodiscard]] absl::StatusOr<Record> GetVisible(const std::string& key);
   // Remove() once the key, its parent and its parent's removal record are
   // locked and `record` is the visible record of the key.
-  absl::Status RemoveLocked(const Record& record);
+  [[nodiscard]] absl::Status RemoveLocked(const Record& record);
   // The backend refused to remove `record` (its REMOVING intent is
   // `intent_record`): refused and rolled back, or queued, as the policy and
   // the cause say.
-  absl::Status RemoveFailed(const Record& record, const Record& intent_record,
-                            const absl::Status& removed);
+  [[nodiscard]] absl::Status RemoveFailed(const Record& record,
+                                          const Record& intent_record,
+                                          const absl::Status& removed);
 
   // Undoes the intent `intent` after the backend failed with `cause`, as
   // recovery would (asking the backend what it holds). After a time-out the
   // backend may still be working: the intent is left for
   // ResolvePendingIntents(). Non-OK if the intent stays unresolved for now.
-  absl::Status RollBackIntent(Record intent, const absl::Status& cause);
+  [[nodiscard]] absl::Status RollBackIntent(Record intent,
+                                            const absl::Status& cause);
   // Resolves the intent at `key` (under its locks) as recovery would.
-  absl::Status ResolvePendingIntent(const std::string& key);
+  [[nodiscard]] absl::Status ResolvePendingIntent(const std::string& key);
   // Called by every mutation before it takes its own key locks.
   void ResolvePendingIntents();
 

@@ -33,7 +33,8 @@ class Filter {
   // Parses every expression; an empty list (or an empty expression) matches
   // everything. InvalidArgument names the expression and the position of the
   // first error.
-  static absl::StatusOr<Filter> ParseAll(const std::vector<std::string>& exprs);
+  [[nodiscard]] static absl::StatusOr<Filter> ParseAll(
+      const std::vector<std::string>& exprs);
 
   bool Match(FieldLookup lookup) const;
 

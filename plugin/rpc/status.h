@@ -13,12 +13,12 @@
 
 namespace snapledger {
 
-grpc::Status ToGrpcStatus(const absl::Status& status);
+[[nodiscard]] grpc::Status ToGrpcStatus(const absl::Status& status);
 
 // The absl::Status of a finished call; `what` (if not empty) goes before
 // the message as "<what>: <message>".
-absl::Status FromGrpcStatus(const grpc::Status& status,
-                            std::string_view what = "");
+[[nodiscard]] absl::Status FromGrpcStatus(const grpc::Status& status,
+                                          std::string_view what = "");
 
 // The canonical code of a finished call.
 inline absl::StatusCode CodeOf(const grpc::Status& status) {

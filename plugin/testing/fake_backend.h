@@ -26,8 +26,8 @@ class FakeBackend : public Backend {
 
   std::string_view Name() const override { return "fake"; }
 
-  absl::Status Create(uint64_t id, uint64_t parent_id,
-                      SnapshotKind kind) override {
+  [[nodiscard]] absl::Status Create(uint64_t id, uint64_t parent_id,
+                                    SnapshotKind kind) override {
     std::function<void()> during;
     {
       absl::MutexLock l(&mu_);
@@ -44,7 +44,7 @@ class FakeBackend : public Backend {
     objects_[id] = {parent_id, kind, 4096};
     return absl::OkStatus();
   }
-  absl::StatusOr<Usage> Commit(uint64_t id) override {
+  [[nodiscard]] absl::StatusOr<Usage> Commit(uint64_t id) override {
     absl::MutexLock l(&mu_);
     if (!fail_commit_.ok()) return fail_commit_;
     auto it = objects_.find(id);
@@ -52,7 +52,7 @@ class FakeBackend : public Backend {
     it->second.kind = SnapshotKind::kCommitted;
     return Usage{it->second.size, 1};
   }
-  absl::Status Remove(uint64_t id) override {
+  [[nodiscard]] absl::Status Remove(uint64_t id) override {
     absl::MutexLock l(&mu_);
     ++removes_;
     if (!fail_remove_.ok()) return fail_remove_;
@@ -65,25 +65,25 @@ class FakeBackend : public Backend {
     }
     return absl::OkStatus();
   }
-  absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id, uint64_t parent_id,
-                                            SnapshotKind kind) override {
+  [[nodiscard]] absl::StatusOr<std::vector<Mount>> Mounts(
+      uint64_t id, uint64_t parent_id, SnapshotKind kind) override {
     const bool ro = kind == SnapshotKind::kView;
     const uint64_t src = (ro && parent_id != 0) ? parent_id : id;
     return std::vector<Mount>{
         {"bind", absl::StrCat("/fake/", src), {"rbind", ro ? "ro" : "rw"}}};
   }
-  absl::StatusOr<Usage> DiskUsage(uint64_t id) override {
+  [[nodiscard]] absl::StatusOr<Usage> DiskUsage(uint64_t id) override {
     absl::MutexLock l(&mu_);
     auto it = objects_.find(id);
     if (it == objects_.end()) return absl::NotFoundError("no object");
     return Usage{it->second.size, 1};
   }
-  absl::StatusOr<bool> Exists(uint64_t id) override {
+  [[nodiscard]] absl::StatusOr<bool> Exists(uint64_t id) override {
     absl::MutexLock l(&mu_);
     if (!fail_exists_.ok()) return fail_exists_;
     return objects_.contains(id);
   }
-  absl::StatusOr<std::vector<BackendObject>> List() override {
+  [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() override {
     std::vector<BackendObject> out;
     std::function<void()> after;
     {
@@ -94,7 +94,7 @@ class FakeBackend : public Backend {
     if (after) after();  // lets a test change the world mid-reconciliation
     return out;
   }
-  absl::Status Cleanup() override {
+  [[nodiscard]] absl::Status Cleanup() override {
     absl::MutexLock l(&mu_);
     ++cleanups_;
     return absl::OkStatus();

@@ -89,21 +89,20 @@ class TimedBackend final : public Backend {
   // abandoned call still holds what the call needs (see above), and
   // Unavailable when no worker is idle and no thread could be started for
   // the call.
-  absl::Status Create(uint64_t id, uint64_t parent_id,
-                      SnapshotKind kind) override;
-  absl::StatusOr<Usage> Commit(uint64_t id) override;
-  absl::Status Remove(uint64_t id) override;
-  absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id, uint64_t parent_id,
-                                            SnapshotKind kind) override;
+  [[nodiscard]] absl::Status Create(uint64_t id, uint64_t parent_id,
+                                    SnapshotKind kind) override;
+  [[nodiscard]] absl::StatusOr<Usage> Commit(uint64_t id) override;
+  [[nodiscard]] absl::Status Remove(uint64_t id) override;
+  [[nodiscard]] absl::StatusOr<std::vector<Mount>> Mounts(
+      uint64_t id, uint64_t parent_id, SnapshotKind kind) override;
   // Not bounded: the inner backend's MountsOfNew does no I/O (see
   // Backend::MountsOfNew), so it runs on the caller's thread.
-  absl::StatusOr<std::vector<Mount>> MountsOfNew(uint64_t id,
-                                                 uint64_t parent_id,
-                                                 SnapshotKind kind) override;
-  absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
-  absl::StatusOr<bool> Exists(uint64_t id) override;
-  absl::StatusOr<std::vector<BackendObject>> List() override;
-  absl::Status Cleanup() override;
+  [[nodiscard]] absl::StatusOr<std::vector<Mount>> MountsOfNew(
+      uint64_t id, uint64_t parent_id, SnapshotKind kind) override;
+  [[nodiscard]] absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
+  [[nodiscard]] absl::StatusOr<bool> Exists(uint64_t id) override;
+  [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() override;
+  [[nodiscard]] absl::Status Cleanup() override;
 
   // Blocks until no abandoned call is running or `timeout` passes; true if
   // idle. For shutdown and tests.
