@@ -461,6 +461,21 @@ sl_hold_mount() {
   mount -n -t "$type" -o "$opts" "$src" "$2"
 }
 
+# it_image_chain_ids TAR : the chain ids of the image in archive TAR (as
+# make_image.sh writes it), lowest layer first, one per line: the keys of its
+# committed snapshots. C1 = D1, Ck = sha256(C(k-1) + " " + Dk).
+it_image_chain_ids() {
+  local m c d chain=
+  m=$(tar -xOf "$1" index.json | jq -r '.manifests[0].digest') || return 1
+  c=$(tar -xOf "$1" "blobs/sha256/${m#sha256:}" | jq -r .config.digest) || return 1
+  while IFS= read -r d; do
+    if [[ -z $chain ]]; then chain=$d
+    else chain=sha256:$(printf '%s %s' "$chain" "$d" | sha256sum | cut -d' ' -f1); fi
+    echo "$chain"
+  done < <(tar -xOf "$1" "blobs/sha256/${c#sha256:}" | jq -r '.rootfs.diff_ids[]')
+  [[ -n $chain ]]
+}
+
 # ---------------------------------------------------------------- cleanup ---
 # Kill every task and delete every container in every namespace.
 it_kill_tasks() {

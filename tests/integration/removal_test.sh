@@ -11,7 +11,12 @@
 #   2. busy mount, a running container's rootfs (the runc shim's bind mount);
 #   3. the cascade through containerd's GC: an image layer with an unknown,
 #      mounted child; containerd drops the image and its GC removes both;
-#   4. (defer) a pending removal survives a restart of snapledgerd.
+#   4. (defer) a pending removal survives a restart of snapledgerd;
+#   5. (overlayfs) a running container's lower layer: a container on a view
+#      of a 3-layer image, whose rootfs is an overlay of the three layers
+#      with no upperdir; the view is removed (its own fs/ is unused), so the
+#      top layer has no child left and only the busy check of its fs/ as an
+#      overlay lowerdir keeps it from being removed under the container.
 # Prints PASS/FAIL/SKIP per check and ends with "N passed, M failed".
 set -uo pipefail
 
@@ -91,6 +96,13 @@ gc_sync() {
 it_log "building the test image"
 "$HERE/make_image.sh" "$IT_TMP/image.tar" "$IMG" 2>/dev/null ||
   it_die "make_image.sh failed"
+IMG3=docker.io/snapledger/busybox:3layers
+if [[ $IT_BACKEND == overlayfs ]]; then
+  "$HERE/make_image.sh" "$IT_TMP/image3.tar" "$IMG3" 3 2>/dev/null ||
+    it_die "make_image.sh failed (3 layers)"
+  mapfile -t CHAIN3 < <(it_image_chain_ids "$IT_TMP/image3.tar")
+  [[ ${#CHAIN3[@]} -eq 3 ]] || it_die "expected 3 chain ids, got: ${CHAIN3[*]}"
+fi
 
 # start_phase POLICY : fresh snapledgerd root + config, fresh containerd,
 # image imported; sets LAYER (the layer's raw key) and BACKEND_DIR.
@@ -452,6 +464,127 @@ scenario_restart() {
     "$(snapledgerd_last_log)"
 }
 
+# ------------------------- scenario 5: a running container's lower layer ---
+# ctr 1.6 has no way to root a container in a view (`ctr run --read-only` takes
+# an active snapshot), so the view is made and mounted as containerd's
+# clients do it (ctr snapshots view + the mount it returns, an overlay of the
+# three layers without upperdir) and the container runs on that mount
+# (ctr run --rootfs). Its view is then removed through containerd (its own
+# fs/ is in no mount), which leaves the top layer without a child in the
+# ledger: only the busy check of its fs/ as an overlay lowerdir stands
+# between a direct Remove and the running container.
+scenario_lower_layer() {
+  local policy=$1 name=c5-$1 rootfs=$IT_TMP/c5-rootfs top view out lowers=() sl0 id line
+  echo "== [$policy] 5. busy: a running container's lower layer (an overlay lowerdir)"
+  assert_cmd_ok "[$policy] 5: import the 3-layer image" \
+    ctrd images import --snapshotter "$SN" "$IT_TMP/image3.tar"
+  top=$(raw_key "${CHAIN3[2]}")
+  [[ -n $top ]] || { it_fail "[$policy] 5: snapledgerd lists the top layer" "$(report_counts)"; return; }
+  # A GC root, so that no GC pass (ctr run's lease going triggers one) takes
+  # it before the test removes it; the pass the import's lease started is
+  # over first.
+  gc_sync
+  assert_cmd_ok "[$policy] 5: a view c5-view on the top layer, through containerd" \
+    ctrs view c5-view "${CHAIN3[2]}"
+  assert_cmd_ok "[$policy] 5: ... labelled a GC root" \
+    ctrs label c5-view containerd.io/gc.root=scenario-5
+  view=$(raw_key c5-view)
+  out=$(ctrs mounts "$rootfs" c5-view 2>&1)
+  IFS=: read -r -a lowers <<<"$(sl_mount_option "${out##* -o }" lowerdir)"
+  if [[ $out == "mount -t overlay overlay $rootfs -o "* && ${#lowers[@]} -eq 3 && $out != *upperdir=* ]]; then
+    it_pass "[$policy] 5: its mount is an overlay of the 3 layers, no upperdir"
+  else
+    it_fail "[$policy] 5: its mount is an overlay of the 3 layers, no upperdir" "$out"
+    scenario_lower_layer_cleanup "$policy" "$name" "$rootfs"
+    return
+  fi
+  mkdir -p "$rootfs"
+  if ! assert_cmd_ok "[$policy] 5: mount it (the container's rootfs)" \
+         mount -n -t overlay -o "${out##* -o }" overlay "$rootfs" ||
+     ! assert_cmd_ok "[$policy] 5: ctr run -d --rootfs $name on it (sleep 600)" \
+         ctrd run -d --env PATH=/bin --rootfs "$rootfs" "$name" sleep 600; then
+    scenario_lower_layer_cleanup "$policy" "$name" "$rootfs"
+    return
+  fi
+  it_run ctrd tasks exec --exec-id r0 "$name" cat /etc/layer-3 /etc/layer-2
+  assert_eq "[$policy] 5: the container reads layers 3 and 2" $'layer 3\nlayer 2' "$IT_OUT"
+  line=$(awk -v p="$rootfs" '$5 == p' "/proc/$IT_SL_PID/mountinfo")
+  assert_match "[$policy] 5: snapledgerd sees the overlay, the top layer's fs/ its first lowerdir" \
+    " overlay .*lowerdir=$(re_quote "${lowers[0]}"):" "$line"
+
+  # The view goes (through containerd's GC; its own fs/ is unused), and
+  # with it the top layer's only child.
+  assert_cmd_ok "[$policy] 5: rm c5-view through containerd" ctrs rm c5-view
+  assert_cmd_ok "[$policy] 5: a synchronous GC pass" gc_sync
+  if wait_for 20 "the view is removed" not_listed "$view" && backend_count_is 3; then
+    it_pass "[$policy] 5: GC removed the view from snapledgerd (backend: the 3 layers)"
+  else
+    it_fail "[$policy] 5: GC removed the view from snapledgerd" "$(report_counts)"
+  fi
+  it_run sls info "$top"
+  assert_eq "[$policy] 5: the top layer has no child left" "" "$(sls ls | awk -v t="$top" 'NR > 1 && $2 == t')"
+
+  sl0=$(log_lines "$IT_SL_LOG")
+  if [[ $policy == refuse ]]; then
+    assert_cmd_fails "[$policy] 5: rm of the top layer under the container: failed precondition" \
+      "failed precondition" sls rm "$top"
+    assert_match "[$policy] 5: the refusal names the container's rootfs mount (busy)" \
+      "in use: mounted at $(re_quote "$rootfs") \(busy\)" "$IT_OUT"
+    if listed "$top"; then it_pass "[$policy] 5: the top layer is still listed"
+    else it_fail "[$policy] 5: the top layer is still listed" "$(report_counts)"; fi
+  else
+    assert_cmd_ok "[$policy] 5: rm of the top layer under the container answers OK" sls rm "$top"
+    id=$(sl_log_since "$sl0" |
+         sed -nE "s#.*remove $(re_quote "$top"): cannot remove now \(.*mounted at $(re_quote "$rootfs") \(busy\)\); queued as snapledger\.removed/([0-9]+)\$#\1#p" |
+         head -n1)
+    if [[ -n $id ]]; then it_pass "[$policy] 5: log: queued as snapledger.removed/$id, busy at the container's rootfs"
+    else it_fail "[$policy] 5: log: cannot remove now (busy at the container's rootfs); queued" \
+           "$(it_indent "$(sl_log_since "$sl0")")"; id=none; fi
+  fi
+  assert_eq "[$policy] 5: the top layer's fs/ is intact" "layer 3" "$(cat "${lowers[0]}/etc/layer-3" 2>&1)"
+  it_run ctrd tasks exec --exec-id r1 "$name" cat /etc/layer-3 /etc/snapledger-image
+  assert_eq "[$policy] 5: the container still reads the top layer" \
+    $'layer 3\nsnapledger-test-image, layer 3' "$IT_OUT"
+
+  assert_cmd_ok "[$policy] 5: kill the task" ctrd tasks kill -s KILL "$name"
+  wait_for 20 "task stopped" task_status_is "$name" STOPPED
+  assert_cmd_ok "[$policy] 5: delete the task" ctrd tasks rm "$name"
+  assert_cmd_ok "[$policy] 5: delete the container" ctrd containers rm "$name"
+  assert_cmd_ok "[$policy] 5: umount its rootfs" umount -n "$rootfs"
+  if [[ $policy == refuse ]]; then
+    assert_cmd_ok "[$policy] 5: once the container is gone, rm of the top layer succeeds" sls rm "$top"
+  elif wait_for 10 "the queue removed the top layer" sl_log_has "$sl0" \
+         "removal queue: removed $(re_quote "$top") \(snapledger\.removed/$id\)"; then
+    it_pass "[$policy] 5: once the container is gone, the queue removes the top layer"
+  else
+    it_fail "[$policy] 5: once the container is gone, the queue removes the top layer" \
+      "$(it_indent "$(sl_log_since "$sl0")")"
+  fi
+  if [[ ! -e ${lowers[0]} ]]; then it_pass "[$policy] 5: the top layer's fs/ is gone then"
+  else it_fail "[$policy] 5: the top layer's fs/ is gone then" "$(report_counts)"; fi
+  scenario_lower_layer_cleanup "$policy" "$name" "$rootfs"
+}
+# scenario_lower_layer_cleanup POLICY NAME ROOTFS : whatever is left of the
+# container, its rootfs mount and the image; GC removes the rest.
+scenario_lower_layer_cleanup() {
+  local policy=$1 name=$2 rootfs=$3
+  if ctrd tasks ls -q 2>/dev/null | grep -Fxq "$name"; then
+    ctrd tasks kill -s KILL "$name" >/dev/null 2>&1
+    wait_for 20 "task stopped" task_status_is "$name" STOPPED
+    ctrd tasks rm -f "$name" >/dev/null 2>&1
+  fi
+  ctrd containers rm "$name" >/dev/null 2>&1
+  mountpoint -q "$rootfs" && umount -n "$rootfs"
+  ctrs rm c5-view >/dev/null 2>&1
+  assert_cmd_ok "[$policy] 5: remove the 3-layer image (images rm --sync)" ctrd images rm --sync "$IMG3"
+  assert_cmd_ok "[$policy] 5: a synchronous GC pass" gc_sync
+  if wait_for 30 "backend empty" backend_count_is 0; then
+    it_pass "[$policy] 5: GC removes the rest (backend empty)"
+  else
+    it_fail "[$policy] 5: GC removes the rest (backend empty)" "$(report_counts)"
+  fi
+}
+
 # ------------------------------------------------------------- phases ---
 for policy in $POLICIES; do
   echo "======== remove_policy = $policy"
@@ -459,6 +592,8 @@ for policy in $POLICIES; do
   scenario_bind_mount "$policy"
   scenario_container "$policy"
   scenario_cascade "$policy"
+  if [[ $IT_BACKEND == overlayfs ]]; then scenario_lower_layer "$policy"
+  else it_skip "[$policy] 5: a running container's lower layer" "overlayfs only"; fi
   if [[ $policy == defer ]]; then scenario_restart "$policy"; fi
   assert_eq "[$policy] end: snapledgerd lists nothing" "" "$(ledger_keys 2>&1)"
   assert_eq "[$policy] end: backend directory is empty" "" "$(ls -A "$BACKEND_DIR" 2>&1)"
