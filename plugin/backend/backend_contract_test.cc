@@ -155,8 +155,8 @@ class BackendContractTest : public ::testing::TestWithParam<BackendFlavour> {
 
 INSTANTIATE_TEST_SUITE_P(
     Backends, BackendContractTest, ::testing::ValuesIn(Flavours()),
-    [](const ::testing::TestParamInfo<BackendFlavour>& info) {
-      return info.param.name;
+    [](const ::testing::TestParamInfo<BackendFlavour>& param_info) {
+      return param_info.param.name;
     });
 
 TEST_P(BackendContractTest, OpeningCreatesThePrivateLayout) {
@@ -487,8 +487,8 @@ class BackendMountContractTest : public BackendContractTest {
 
 INSTANTIATE_TEST_SUITE_P(
     Backends, BackendMountContractTest, ::testing::ValuesIn(Flavours()),
-    [](const ::testing::TestParamInfo<BackendFlavour>& info) {
-      return info.param.name;
+    [](const ::testing::TestParamInfo<BackendFlavour>& param_info) {
+      return param_info.param.name;
     });
 
 TEST_P(BackendMountContractTest, ReturnedMountsWork) {

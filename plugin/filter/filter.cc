@@ -35,8 +35,8 @@ namespace snapledger::filter {
 namespace {
 
 // Pseudo-runes handed out by the scanner next to real code points.
-constexpr int32_t kEof = -1;
-constexpr int32_t kIllegal = -2;
+constexpr int32_t kEofRune = -1;
+constexpr int32_t kIllegalRune = -2;
 
 constexpr int32_t kReplacementChar = 0xFFFD;
 constexpr int32_t kMaxRune = 0x10FFFF;
@@ -199,8 +199,8 @@ class Scanner {
     int32_t r = Next();
     while (r >= 0 && IsSpace(r)) r = Next();
     const size_t pos = start_;
-    if (r == kEof) return {TokenKind::kEof, pos, {}};
-    if (r == kIllegal) return {TokenKind::kIllegal, pos, {}};
+    if (r == kEofRune) return {TokenKind::kEof, pos, {}};
+    if (r == kIllegalRune) return {TokenKind::kIllegal, pos, {}};
     if (IsQuoteRune(r)) {
       const bool ok = ScanQuoted(r);
       return {ok ? TokenKind::kQuoted : TokenKind::kIllegal, pos,
@@ -237,16 +237,16 @@ class Scanner {
  private:
   int32_t Next() {
     start_ = end_;
-    if (end_ >= input_.size()) return kEof;
+    if (end_ >= input_.size()) return kEofRune;
     const DecodedRune d = DecodeRune(input_.substr(end_));
     end_ += d.width;
     if (d.rune == kReplacementChar) {
       SetError("rune error");
-      return kIllegal;
+      return kIllegalRune;
     }
     if (d.rune == 0) {
       SetError("unexpected null");
-      return kIllegal;
+      return kIllegalRune;
     }
     return d.rune;
   }
@@ -513,10 +513,10 @@ class Parser {
       if (!selector.ok()) return selector.status();
       selectors.push_back(*std::move(selector));
       const int32_t next = scanner_.Peek();
-      if (next == kEof) return selectors;
+      if (next == kEofRune) return selectors;
       if (next != ',') {
         std::string rune;
-        AppendRune(next, &rune);  // kIllegal prints as U+FFFD
+        AppendRune(next, &rune);  // kIllegalRune prints as U+FFFD
         return Error(scanner_.offset(), "unexpected input: " + rune);
       }
       scanner_.Scan();  // the ','
@@ -537,7 +537,7 @@ class Parser {
     }
 
     const int32_t next = scanner_.Peek();
-    if (next == ',' || next == kEof) return selector;  // presence test
+    if (next == ',' || next == kEofRune) return selector;  // presence test
 
     absl::StatusOr<Op> op = ParseOperator();
     if (!op.ok()) return op.status();

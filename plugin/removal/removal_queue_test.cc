@@ -663,10 +663,11 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Combine(::testing::Values(RemovePolicy::kRefuse,
                                          RemovePolicy::kDefer),
                        ::testing::Bool()),
-    [](const auto& info) {
-      return absl::StrCat(
-          std::get<0>(info.param) == RemovePolicy::kRefuse ? "Refuse" : "Defer",
-          std::get<1>(info.param) ? "Native" : "Fake");
+    [](const auto& param_info) {
+      return absl::StrCat(std::get<0>(param_info.param) == RemovePolicy::kRefuse
+                              ? "Refuse"
+                              : "Defer",
+                          std::get<1>(param_info.param) ? "Native" : "Fake");
     });
 
 }  // namespace

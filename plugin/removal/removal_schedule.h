@@ -100,7 +100,7 @@ class RemovalSchedule {
 
  private:
   struct Node : boost::intrusive::set_base_hook<> {
-    Node(uint64_t id, absl::Time due) : id(id), due(due) {}
+    Node(uint64_t node_id, absl::Time due_at) : id(node_id), due(due_at) {}
     const uint64_t id;
     absl::Time due;
   };

@@ -75,7 +75,8 @@ struct SharedState {
 // max_idle workers are idle already: then its thread ends. So at most
 // max_idle threads are idle, and no more are busy than calls run.
 struct WorkerPool {
-  explicit WorkerPool(size_t max_idle) : max_idle(std::max<size_t>(max_idle, 1)) {}
+  explicit WorkerPool(size_t idle_limit)
+      : max_idle(std::max<size_t>(idle_limit, 1)) {}
   const size_t max_idle;
 
   using Task = absl::AnyInvocable<void() &&>;
