@@ -23,6 +23,10 @@ PACKAGES=(
   libboost-dev
   # tests
   libgtest-dev libgmock-dev
+  # static checks: only Clang checks the ABSL_GUARDED_BY annotations
+  # (-Wthread-safety), its runtime library carries ThreadSanitizer, and
+  # clang-tidy runs the curated .clang-tidy checks (test.sh's Clang stages)
+  clang-14 libclang-rt-14-dev clang-tidy-14
   # integration tests and the demo: a real containerd and runc, and a
   # static busybox to build a test image from
   containerd runc busybox-static iproute2 util-linux procps jq

