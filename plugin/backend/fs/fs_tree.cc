@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <set>
 #include <string>
 #include <utility>
@@ -48,10 +49,6 @@ constexpr int kDirFlags = O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC;
 // For messages only: never handed to the kernel.
 std::string Join(absl::string_view dir, absl::string_view name) {
   return absl::StrCat(dir, "/", name);
-}
-
-absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
-  return absl::ErrnoToStatus(err, absl::StrCat(op, " ", path));
 }
 
 // Splits `path` into the directory holding it and its last component, which
@@ -774,6 +771,79 @@ absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) {
   names.reserve(entries->size());
   for (DirEntry& e : *entries) names.push_back(std::move(e.name));
   return names;
+}
+
+absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
+  return absl::ErrnoToStatus(err, absl::StrCat(op, " ", path));
+}
+
+absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
+  while (!data.empty()) {
+    const ssize_t n = ::write(fd, data.data(), data.size());
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, "write", path);
+    }
+    data.remove_prefix(static_cast<size_t>(n));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::optional<std::string>> ReadSmallFile(
+    int dir_fd, const std::string& name, const std::string& path,
+    size_t limit) {
+  UniqueFd fd(
+      ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+  if (!fd.valid()) {
+    if (errno == ENOENT) return std::optional<std::string>();
+    return ErrnoError(errno, "open", path);
+  }
+  std::string text(limit, '\0');
+  size_t len = 0;
+  while (len < limit) {
+    const ssize_t n = ::read(fd.get(), text.data() + len, limit - len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return ErrnoError(errno, "read", path);
+    }
+    if (n == 0) break;
+    len += static_cast<size_t>(n);
+  }
+  text.resize(len);
+  return std::optional<std::string>(std::move(text));
+}
+
+absl::Status MakeDirs(const std::string& path, mode_t mode) {
+  for (size_t pos = 1; pos <= path.size(); ++pos) {
+    if (pos != path.size() && path[pos] != '/') continue;
+    const std::string prefix = path.substr(0, pos);
+    if (::mkdir(prefix.c_str(), mode) == 0) continue;
+    const int err = errno;
+    struct stat st;
+    if (err == EEXIST && ::stat(prefix.c_str(), &st) == 0 &&
+        S_ISDIR(st.st_mode)) {
+      continue;
+    }
+    return ErrnoError(err == EEXIST ? ENOTDIR : err, "mkdir", prefix);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status MakeDirAt(int dir_fd, const char* name, mode_t mode,
+                       const std::string& path) {
+  if (::mkdirat(dir_fd, name, mode) != 0 ||
+      ::fchmodat(dir_fd, name, mode, 0) != 0) {
+    return ErrnoError(errno, "mkdir", path);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status FsyncAt(int dir_fd, const char* name, const std::string& path) {
+  UniqueFd fd(::openat(dir_fd, name, kDirFlags));
+  if (!fd.valid() || ::fsync(fd.get()) != 0) {
+    return ErrnoError(errno, "fsync", path);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace snapledger::fstree

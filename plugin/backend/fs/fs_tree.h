@@ -1,5 +1,6 @@
 // Filesystem helpers for backends that keep snapshots as plain directory
-// trees: copy a tree faithfully, remove one, measure one.
+// trees: copy a tree faithfully, remove one, measure one; and the small
+// file and directory operations their object layout is made of.
 //
 // All walking is fd-relative (openat/fstatat/unlinkat): no path is ever
 // handed to the kernel whole, so depth is not limited by PATH_MAX, and
@@ -15,12 +16,16 @@
 // write outside the tree).
 #pragma once
 
+#include <sys/types.h>
+
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "plugin/backend/backend.h"
 
 namespace snapledger::fstree {
@@ -100,5 +105,34 @@ class UniqueFd {
 // The names in directory `dir` (not "." or ".."), in no particular order.
 [[nodiscard]] absl::StatusOr<std::vector<std::string>> ListDir(
     const std::string& dir);
+
+// The error for a system call `op` that failed with `err` on `path`: the
+// code follows errno, the message is "<op> <path>: <strerror>".
+[[nodiscard]] absl::Status ErrnoError(int err, absl::string_view op,
+                                      absl::string_view path);
+
+// Writes all of `data` to `fd` (retrying short writes and EINTR). Errors name
+// `path`.
+[[nodiscard]] absl::Status WriteAll(int fd, absl::string_view data,
+                                    const std::string& path);
+
+// Reads up to `limit` bytes of file `name` under `dir_fd` (AT_FDCWD: `name`
+// is a path), not following a final symlink. A missing file is nullopt;
+// other failures are errors naming `path`.
+[[nodiscard]] absl::StatusOr<std::optional<std::string>> ReadSmallFile(
+    int dir_fd, const std::string& name, const std::string& path, size_t limit);
+
+// Creates directory `path` and missing ancestors with `mode` (existing ones
+// are left as they are). A non-directory in the way is ENOTDIR.
+[[nodiscard]] absl::Status MakeDirs(const std::string& path, mode_t mode);
+
+// Makes directory `name` under `dir_fd` with exactly `mode` (past the
+// umask). Errors name `path`.
+[[nodiscard]] absl::Status MakeDirAt(int dir_fd, const char* name, mode_t mode,
+                                     const std::string& path);
+
+// Flushes directory `name` under `dir_fd` (fsync(2)). Errors name `path`.
+[[nodiscard]] absl::Status FsyncAt(int dir_fd, const char* name,
+                                   const std::string& path);
 
 }  // namespace snapledger::fstree
