@@ -38,139 +38,22 @@
 #include "absl/synchronization/mutex.h"
 #include "plugin/backend/fs/fs_tree.h"
 #include "plugin/backend/fs/mount_table.h"
+#include "plugin/backend/fs/object_dir.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {
 namespace {
 
+using fstree::ErrnoError;
 using fstree::UniqueFd;
 
-constexpr absl::string_view kTempPrefix = "new-";
-constexpr absl::string_view kRemovingPrefix = "rm-";
 constexpr char kTreeDir[] = "fs";
 constexpr char kWorkDir[] = "work";
-constexpr char kParentFile[] = "parent";
 constexpr char kUsageFile[] = "usage";
 constexpr char kUsageTempFile[] = "usage.new";
 constexpr char kIndexParameter[] = "/sys/module/overlay/parameters/index";
 constexpr char kUseNative[] = "use backend = \"native\" instead";
 constexpr long kTmpfsMagic = 0x01021994;
-
-absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
-  return absl::ErrnoToStatus(err, absl::StrCat(op, " ", path));
-}
-
-absl::Status ObjectNotFound(uint64_t id) {
-  return absl::NotFoundError(
-      absl::StrCat("snapshot object ", id, " not found"));
-}
-
-absl::Status CheckId(uint64_t id) {
-  if (id == 0) return absl::InvalidArgumentError("object id 0 is reserved");
-  return absl::OkStatus();
-}
-
-// A canonical decimal id: digits only, no leading zero, fits uint64_t.
-std::optional<uint64_t> ParseId(absl::string_view s) {
-  if (s.empty() || s.size() > 20 || s[0] == '0') return std::nullopt;
-  if (!std::all_of(s.begin(), s.end(),
-                   [](char c) { return c >= '0' && c <= '9'; })) {
-    return std::nullopt;
-  }
-  uint64_t id = 0;
-  if (!absl::SimpleAtoi(s, &id)) return std::nullopt;
-  return id;
-}
-
-bool IsTemporary(absl::string_view name) {
-  return absl::StartsWith(name, kTempPrefix) ||
-         absl::StartsWith(name, kRemovingPrefix);
-}
-
-// Renames `from` to `to` within `dir_fd`, failing with EEXIST rather than
-// replacing an existing `to`.
-int RenameNoReplace(int dir_fd, const char* from, const char* to) {
-  if (::renameat2(dir_fd, from, dir_fd, to, RENAME_NOREPLACE) == 0) return 0;
-  if (errno != EINVAL) return -1;
-  // No RENAME_NOREPLACE here. Objects are never empty directories, so a
-  // plain rename still fails (ENOTEMPTY) over one.
-  return ::renameat(dir_fd, from, dir_fd, to);
-}
-
-absl::Status WriteAll(int fd, absl::string_view data, const std::string& path) {
-  while (!data.empty()) {
-    const ssize_t n = ::write(fd, data.data(), data.size());
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError(errno, "write", path);
-    }
-    data.remove_prefix(static_cast<size_t>(n));
-  }
-  return absl::OkStatus();
-}
-
-// Reads up to `limit` bytes of `name` under `dir_fd`. ENOENT is returned as
-// nullopt; other failures as errors naming `path`.
-absl::StatusOr<std::optional<std::string>> ReadSmallFile(
-    int dir_fd, const std::string& name, const std::string& path,
-    size_t limit) {
-  UniqueFd fd(
-      ::openat(dir_fd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd.valid()) {
-    if (errno == ENOENT) return std::optional<std::string>();
-    return ErrnoError(errno, "open", path);
-  }
-  std::string text(limit, '\0');
-  size_t len = 0;
-  while (len < limit) {
-    const ssize_t n = ::read(fd.get(), text.data() + len, limit - len);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return ErrnoError(errno, "read", path);
-    }
-    if (n == 0) break;
-    len += static_cast<size_t>(n);
-  }
-  text.resize(len);
-  return std::optional<std::string>(std::move(text));
-}
-
-// Creates directory `path` and missing ancestors with `mode` (existing ones
-// are left as they are).
-absl::Status MakeDirs(const std::string& path, mode_t mode) {
-  for (size_t pos = 1; pos <= path.size(); ++pos) {
-    if (pos != path.size() && path[pos] != '/') continue;
-    const std::string prefix = path.substr(0, pos);
-    if (::mkdir(prefix.c_str(), mode) == 0) continue;
-    const int err = errno;
-    struct stat st;
-    if (err == EEXIST && ::stat(prefix.c_str(), &st) == 0 &&
-        S_ISDIR(st.st_mode)) {
-      continue;
-    }
-    return ErrnoError(err == EEXIST ? ENOTDIR : err, "mkdir", prefix);
-  }
-  return absl::OkStatus();
-}
-
-// Makes directory `name` under `dir_fd` with exactly `mode` (past the umask).
-absl::Status MakeDirAt(int dir_fd, const char* name, mode_t mode,
-                       const std::string& path) {
-  if (::mkdirat(dir_fd, name, mode) != 0 ||
-      ::fchmodat(dir_fd, name, mode, 0) != 0) {
-    return ErrnoError(errno, "mkdir", path);
-  }
-  return absl::OkStatus();
-}
-
-absl::Status FsyncAt(int dir_fd, const char* name, const std::string& path) {
-  UniqueFd fd(
-      ::openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-  if (!fd.valid() || ::fsync(fd.get()) != 0) {
-    return ErrnoError(errno, "fsync", path);
-  }
-  return absl::OkStatus();
-}
 
 // Removes the leftovers of start-up checks that a crash interrupted.
 void RemoveCheckLeftovers(const std::string& root, absl::string_view prefix) {
@@ -274,8 +157,8 @@ absl::StatusOr<bool> SupportsDType(const std::string& dir) {
 }
 
 bool RunningInUserNamespace() {
-  absl::StatusOr<std::optional<std::string>> map =
-      ReadSmallFile(AT_FDCWD, "/proc/self/uid_map", "/proc/self/uid_map", 4096);
+  absl::StatusOr<std::optional<std::string>> map = fstree::ReadSmallFile(
+      AT_FDCWD, "/proc/self/uid_map", "/proc/self/uid_map", 4096);
   if (!map.ok() || !map->has_value()) return false;
   // The initial namespace maps all of 0..2^32-1 onto itself, in one line.
   std::vector<absl::string_view> fields =
@@ -315,10 +198,9 @@ struct ChainNode {
 
 class OverlayBackend final : public Backend {
  public:
-  OverlayBackend(std::string snapshots_dir, UniqueFd snapshots_fd,
+  OverlayBackend(std::unique_ptr<ObjectDir> objects,
                  OverlayBackendOptions options, bool index_off, bool userxattr)
-      : snapshots_dir_(std::move(snapshots_dir)),
-        snapshots_fd_(std::move(snapshots_fd)),
+      : objects_(std::move(objects)),
         options_(std::move(options)),
         index_off_(index_off),
         userxattr_(userxattr) {}
@@ -327,30 +209,12 @@ class OverlayBackend final : public Backend {
 
   absl::Status Create(uint64_t id, uint64_t parent_id,
                       SnapshotKind kind) override {
-    if (absl::Status s = CheckId(id); !s.ok()) return s;
-    if (kind == SnapshotKind::kCommitted) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "snapshot object ", id, ": objects are created active or as views"));
-    }
-    if (parent_id == id) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("snapshot object ", id, " cannot be its own parent"));
-    }
-    absl::StatusOr<bool> exists = Exists(id);
-    if (!exists.ok()) return exists.status();
-    if (*exists) {
-      return absl::AlreadyExistsError(
-          absl::StrCat("snapshot object ", id, " already exists"));
+    if (absl::Status s = objects_->CheckCreate(id, parent_id, kind); !s.ok()) {
+      return s;
     }
     std::shared_ptr<const ChainNode> parent;
     struct stat parent_tree;
     if (parent_id != 0) {
-      absl::StatusOr<bool> parent_exists = Exists(parent_id);
-      if (!parent_exists.ok()) return parent_exists.status();
-      if (!*parent_exists) {
-        return absl::NotFoundError(
-            absl::StrCat("parent snapshot object ", parent_id, " not found"));
-      }
       absl::StatusOr<std::shared_ptr<const ChainNode>> chain =
           LoadChain(parent_id);
       if (!chain.ok()) return chain.status();
@@ -364,109 +228,63 @@ class OverlayBackend final : public Backend {
               " is a view of another object and is no layer to build on"));
         }
       }
-      if (::fstatat(snapshots_fd_.get(),
+      if (::fstatat(objects_->fd(),
                     absl::StrCat(parent_id, "/", kTreeDir).c_str(),
                     &parent_tree, AT_SYMLINK_NOFOLLOW) != 0) {
         return ErrnoError(errno, "stat", TreePath(parent_id));
       }
     }
 
-    std::string temp_path =
-        absl::StrCat(snapshots_dir_, "/", kTempPrefix, "XXXXXX");
-    if (::mkdtemp(temp_path.data()) == nullptr) {
-      return ErrnoError(errno, "mkdtemp", temp_path);
-    }
-    const std::string temp_name = temp_path.substr(snapshots_dir_.size() + 1);
-    absl::Cleanup discard = [&temp_path] {
-      if (absl::Status s = fstree::RemoveTree(temp_path); !s.ok()) {
-        spdlog::warn("overlayfs: cannot remove {} (Cleanup will): {}",
-                     temp_path, s.ToString());
-      }
-    };
-    UniqueFd temp(::openat(snapshots_fd_.get(), temp_name.c_str(),
-                           O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
-    if (!temp.valid()) return ErrnoError(errno, "open", temp_path);
-
-    const std::string tree_path = absl::StrCat(temp_path, "/", kTreeDir);
-    if (absl::Status s = MakeDirAt(temp.get(), kTreeDir, 0755, tree_path);
+    absl::StatusOr<ObjectDir::NewObject> temp = objects_->Begin();
+    if (!temp.ok()) return temp.status();
+    const std::string tree_path = temp->PathOf(kTreeDir);
+    if (absl::Status s =
+            fstree::MakeDirAt(temp->fd(), kTreeDir, 0755, tree_path);
         !s.ok()) {
       return s;
     }
     // The upper dir's owner is what the merged root shows: the parent's.
     if (parent != nullptr &&
-        ::fchownat(temp.get(), kTreeDir, parent_tree.st_uid, parent_tree.st_gid,
+        ::fchownat(temp->fd(), kTreeDir, parent_tree.st_uid, parent_tree.st_gid,
                    AT_SYMLINK_NOFOLLOW) != 0) {
       return ErrnoError(errno, "chown", tree_path);
     }
-    const std::string work_path = absl::StrCat(temp_path, "/", kWorkDir);
+    const std::string work_path = temp->PathOf(kWorkDir);
     const bool active = kind == SnapshotKind::kActive;
     if (active) {
-      if (absl::Status s = MakeDirAt(temp.get(), kWorkDir, 0711, work_path);
+      if (absl::Status s =
+              fstree::MakeDirAt(temp->fd(), kWorkDir, 0711, work_path);
           !s.ok()) {
         return s;
       }
     }
-    if (absl::Status s = WriteParentFile(temp.get(), parent_id, temp_path);
-        !s.ok()) {
-      return s;
-    }
     if (options_.sync) {
-      if (absl::Status s = FsyncAt(temp.get(), kTreeDir, tree_path); !s.ok()) {
+      if (absl::Status s = fstree::FsyncAt(temp->fd(), kTreeDir, tree_path);
+          !s.ok()) {
         return s;
       }
       if (active) {
-        if (absl::Status s = FsyncAt(temp.get(), kWorkDir, work_path);
+        if (absl::Status s = fstree::FsyncAt(temp->fd(), kWorkDir, work_path);
             !s.ok()) {
           return s;
         }
       }
-      if (::fsync(temp.get()) != 0) {
-        return ErrnoError(errno, "fsync", temp_path);
-      }
     }
-    temp.reset();
-
-    const std::string name = absl::StrCat(id);
-    if (RenameNoReplace(snapshots_fd_.get(), temp_name.c_str(), name.c_str()) !=
-        0) {
-      if (errno == EEXIST || errno == ENOTEMPTY) {
-        return absl::AlreadyExistsError(
-            absl::StrCat("snapshot object ", id, " already exists"));
-      }
-      return ErrnoError(errno, absl::StrCat("rename ", temp_path, " to"),
-                        ObjectPath(id));
-    }
-    std::move(discard).Cancel();
-    if (options_.sync && ::fsync(snapshots_fd_.get()) != 0) {
-      const int err = errno;
-      // Not known durable: take it back, so that a failed Create leaves no
-      // object behind.
-      if (::renameat(snapshots_fd_.get(), name.c_str(), snapshots_fd_.get(),
-                     temp_name.c_str()) == 0) {
-        if (absl::Status s = fstree::RemoveTree(temp_path); !s.ok()) {
-          spdlog::warn("overlayfs: cannot remove {} (Cleanup will): {}",
-                       temp_path, s.ToString());
-        }
-      } else {
-        spdlog::error("overlayfs: object {} created but not synced: {}", id,
-                      ::strerror(errno));
-      }
-      return ErrnoError(err, "fsync", snapshots_dir_);
+    if (absl::Status s = objects_->Place(*std::move(temp), id, parent_id);
+        !s.ok()) {
+      return s;
     }
     Remember(std::make_shared<const ChainNode>(ChainNode{id, parent}));
     return absl::OkStatus();
   }
 
   absl::StatusOr<Usage> Commit(uint64_t id) override {
-    if (absl::Status s = CheckId(id); !s.ok()) return s;
-    absl::StatusOr<bool> exists = Exists(id);
-    if (!exists.ok()) return exists.status();
-    if (!*exists) return ObjectNotFound(id);
+    if (absl::Status s = objects_->CheckExists(id); !s.ok()) return s;
     absl::StatusOr<std::optional<Usage>> stored = ReadUsageFile(id);
     if (!stored.ok()) return stored.status();
     if (stored->has_value()) return **stored;  // committed already
 
-    UniqueFd tree(::openat(snapshots_fd_.get(),
+    UniqueFd tree(::openat(objects_->fd(),
                            absl::StrCat(id, "/", kTreeDir).c_str(),
                            O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!tree.valid()) return ErrnoError(errno, "open", TreePath(id));
@@ -479,66 +297,20 @@ class OverlayBackend final : public Backend {
     return *usage;
   }
 
+  // Neither a bind mount of the layer nor an overlay stacking it makes the
+  // rename or the deletion fail: ObjectDir asks the mount table, with Users.
   absl::Status Remove(uint64_t id) override {
-    if (absl::Status s = CheckId(id); !s.ok()) return s;
-    const std::string name = absl::StrCat(id);
-    struct stat st;
-    if (::fstatat(snapshots_fd_.get(), name.c_str(), &st,
-                  AT_SYMLINK_NOFOLLOW) != 0 &&
-        errno == ENOENT) {
-      return ObjectNotFound(id);  // without a look at the mount table
-    }
-    const std::string removing = absl::StrCat(kRemovingPrefix, id);
-    const std::string removing_path =
-        absl::StrCat(snapshots_dir_, "/", removing);
-    // Neither a bind mount of the layer nor an overlay stacking it makes
-    // the rename or the deletion fail: ask the mount table first.
-    if (absl::Status s = CheckNotMounted(id, removing_path); !s.ok()) return s;
-    int rc =
-        RenameNoReplace(snapshots_fd_.get(), name.c_str(), removing.c_str());
-    if (rc != 0 && (errno == EEXIST || errno == ENOTEMPTY)) {
-      // Left by an interrupted Remove of an earlier object with this id.
-      if (absl::Status s = fstree::RemoveTree(removing_path); !s.ok()) {
-        absl::Status busy = CheckNotMounted(id, removing_path);
-        return busy.ok() ? s : busy;
-      }
-      rc = RenameNoReplace(snapshots_fd_.get(), name.c_str(), removing.c_str());
-    }
-    if (rc != 0) {
-      if (errno == ENOENT) return ObjectNotFound(id);
-      if (errno == EBUSY) {
-        return absl::FailedPreconditionError(
-            absl::StrCat("snapshot object ", id, " is in use: rename ",
-                         ObjectPath(id), ": ", ::strerror(EBUSY), " (busy)"));
-      }
-      return ErrnoError(errno, absl::StrCat("rename ", ObjectPath(id), " to"),
-                        removing_path);
-    }
-    if (options_.sync && ::fsync(snapshots_fd_.get()) != 0) {
-      const int err = errno;
-      // Not known durable: put it back, so that a failed Remove leaves the
-      // object whole.
-      if (::renameat(snapshots_fd_.get(), removing.c_str(), snapshots_fd_.get(),
-                     name.c_str()) != 0) {
-        spdlog::error("overlayfs: cannot restore {}: {}", removing_path,
-                      ::strerror(errno));
-      }
-      return ErrnoError(err, "fsync", snapshots_dir_);
-    }
-    Forget(id);
-    if (absl::Status s = fstree::RemoveTree(removing_path); !s.ok()) {
-      spdlog::warn("overlayfs: object {} removed, but not all its storage: {}",
-                   id, s.ToString());
-    }
-    return absl::OkStatus();
+    absl::Status s = objects_->Remove(
+        id, [this](const std::vector<MountEntry>& table, const std::string& dir,
+                   dev_t dev) { return Users(table, dir, dev); });
+    if (s.ok()) Forget(id);
+    return s;
   }
 
   absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id, uint64_t parent_id,
                                             SnapshotKind kind) override {
     if (absl::Status s = CheckMountable(id, kind); !s.ok()) return s;
-    absl::StatusOr<bool> exists = Exists(id);
-    if (!exists.ok()) return exists.status();
-    if (!*exists) return ObjectNotFound(id);
+    if (absl::Status s = objects_->CheckExists(id); !s.ok()) return s;
     absl::StatusOr<std::shared_ptr<const ChainNode>> node = LoadChain(id);
     if (!node.ok()) return node.status();
     return MountsOf(**node, parent_id, kind);
@@ -566,10 +338,7 @@ class OverlayBackend final : public Backend {
   }
 
   absl::StatusOr<Usage> DiskUsage(uint64_t id) override {
-    if (absl::Status s = CheckId(id); !s.ok()) return s;
-    absl::StatusOr<bool> exists = Exists(id);
-    if (!exists.ok()) return exists.status();
-    if (!*exists) return ObjectNotFound(id);
+    if (absl::Status s = objects_->CheckExists(id); !s.ok()) return s;
     absl::StatusOr<std::optional<Usage>> stored = ReadUsageFile(id);
     if (!stored.ok()) return stored.status();
     if (stored->has_value()) return **stored;
@@ -577,87 +346,22 @@ class OverlayBackend final : public Backend {
   }
 
   absl::StatusOr<bool> Exists(uint64_t id) override {
-    if (absl::Status s = CheckId(id); !s.ok()) return s;
-    struct stat st;
-    if (::fstatat(snapshots_fd_.get(), absl::StrCat(id).c_str(), &st,
-                  AT_SYMLINK_NOFOLLOW) != 0) {
-      if (errno == ENOENT) return false;
-      return ErrnoError(errno, "stat", ObjectPath(id));
-    }
-    if (!S_ISDIR(st.st_mode)) {
-      return absl::DataLossError(
-          absl::StrCat(ObjectPath(id), " is not a directory"));
-    }
-    return true;
+    return objects_->Exists(id);
   }
 
   absl::StatusOr<std::vector<BackendObject>> List() override {
-    absl::StatusOr<std::vector<std::string>> names =
-        fstree::ListDir(snapshots_dir_);
-    if (!names.ok()) return names.status();
-    std::vector<BackendObject> objects;
-    for (const std::string& name : *names) {
-      if (IsTemporary(name)) continue;
-      const std::optional<uint64_t> id = ParseId(name);
-      struct stat st;
-      const bool stated = id && ::fstatat(snapshots_fd_.get(), name.c_str(),
-                                          &st, AT_SYMLINK_NOFOLLOW) == 0;
-      if (id && !stated && errno == ENOENT) {
-        continue;  // removed since the listing (List runs beside Remove)
-      }
-      if (!stated || !S_ISDIR(st.st_mode)) {
-        spdlog::warn("overlayfs: ignoring {}/{}: not a snapshot object",
-                     snapshots_dir_, name);
-        continue;
-      }
-      absl::StatusOr<uint64_t> parent = ReadParentFile(*id);
-      if (!parent.ok()) {
-        absl::StatusOr<bool> still = Exists(*id);
-        if (still.ok() && !*still) continue;  // removed meanwhile
-        return parent.status();
-      }
-      objects.push_back(BackendObject{*id, *parent});
-    }
-    std::sort(objects.begin(), objects.end(),
-              [](const BackendObject& a, const BackendObject& b) {
-                return a.id < b.id;
-              });
-    return objects;
+    return objects_->List();
   }
 
-  absl::Status Cleanup() override {
-    absl::StatusOr<std::vector<std::string>> names =
-        fstree::ListDir(snapshots_dir_);
-    if (!names.ok()) return names.status();
-    absl::Status first;
-    for (const std::string& name : *names) {
-      if (!IsTemporary(name)) continue;
-      const std::string path = absl::StrCat(snapshots_dir_, "/", name);
-      absl::Status s = fstree::RemoveTree(path);
-      if (s.ok()) spdlog::info("overlayfs: removed leftover {}", path);
-      first.Update(s);
-    }
-    return first;
-  }
+  absl::Status Cleanup() override { return objects_->Cleanup(); }
 
  private:
-  std::string ObjectPath(uint64_t id) const {
-    return absl::StrCat(snapshots_dir_, "/", id);
-  }
+  std::string ObjectPath(uint64_t id) const { return objects_->ObjectPath(id); }
   std::string TreePath(uint64_t id) const {
-    return absl::StrCat(snapshots_dir_, "/", id, "/", kTreeDir);
+    return objects_->PathIn(id, kTreeDir);
   }
   std::string WorkPath(uint64_t id) const {
-    return absl::StrCat(snapshots_dir_, "/", id, "/", kWorkDir);
-  }
-
-  static absl::Status CheckMountable(uint64_t id, SnapshotKind kind) {
-    if (absl::Status s = CheckId(id); !s.ok()) return s;
-    if (kind == SnapshotKind::kCommitted) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "snapshot object ", id, ": committed objects have no mounts"));
-    }
-    return absl::OkStatus();
+    return objects_->PathIn(id, kWorkDir);
   }
 
   // The mounts of the object at `node`, in containerd 1.6's shapes and
@@ -746,7 +450,7 @@ class OverlayBackend final : public Backend {
               "snapshot object ", id, ": its ancestor ", cur, " is missing"));
         }
       }
-      absl::StatusOr<uint64_t> parent = ReadParentFile(cur);
+      absl::StatusOr<uint64_t> parent = objects_->ReadParent(cur);
       if (!parent.ok()) return parent.status();
       unknown.push_back(cur);
       cur = *parent;
@@ -761,42 +465,12 @@ class OverlayBackend final : public Backend {
   // Whether existing object `id` was created as a view (it has no work dir).
   absl::StatusOr<bool> IsView(uint64_t id) const {
     struct stat st;
-    if (::fstatat(snapshots_fd_.get(), absl::StrCat(id, "/", kWorkDir).c_str(),
-                  &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (::fstatat(objects_->fd(), absl::StrCat(id, "/", kWorkDir).c_str(), &st,
+                  AT_SYMLINK_NOFOLLOW) == 0) {
       return false;
     }
     if (errno == ENOENT) return true;
     return ErrnoError(errno, "stat", WorkPath(id));
-  }
-
-  // FailedPrecondition (busy) if object `id`'s directory, or the leftover
-  // `removing_path` of an earlier removal, is in use: anything mounted in
-  // it, a mount of anything in it, or an overlay layer in it.
-  absl::Status CheckNotMounted(uint64_t id, const std::string& removing_path) {
-    absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> table =
-        mount_table_.Get();
-    if (!table.ok()) {
-      return absl::UnavailableError(
-          absl::StrCat("snapshot object ", id,
-                       " not removed: cannot check whether it is mounted: ",
-                       table.status().message()));
-    }
-    struct stat st;
-    if (::fstat(snapshots_fd_.get(), &st) != 0) {
-      return ErrnoError(errno, "stat", snapshots_dir_);
-    }
-    std::vector<MountEntry> users = Users(**table, ObjectPath(id), st.st_dev);
-    if (!users.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "snapshot object ", id, " is in use: ", MountedAt(users)));
-    }
-    users = Users(**table, removing_path, st.st_dev);
-    if (!users.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "snapshot object ", id, " cannot be removed: ", removing_path,
-          ", left by an earlier removal, is in use: ", MountedAt(users)));
-    }
-    return absl::OkStatus();
   }
 
   // The mounts using `dir`, in table order: MountsUsing's, then overlays
@@ -804,7 +478,7 @@ class OverlayBackend final : public Backend {
   std::vector<MountEntry> Users(const std::vector<MountEntry>& table,
                                 const std::string& dir, dev_t dev) const {
     std::vector<MountEntry> users = MountsUsing(table, dir, dev);
-    for (MountEntry& e : OverlayMountsUsing(table, dir, snapshots_dir_)) {
+    for (MountEntry& e : OverlayMountsUsing(table, dir, objects_->path())) {
       const bool listed = std::any_of(
           users.begin(), users.end(),
           [&](const MountEntry& u) { return u.mount_id == e.mount_id; });
@@ -825,69 +499,11 @@ class OverlayBackend final : public Backend {
     return table.size();
   }
 
-  // "mounted at A, B and 3 more (busy)": the first two distinct mount points.
-  static std::string MountedAt(const std::vector<MountEntry>& users) {
-    std::vector<std::string> points;
-    for (const MountEntry& e : users) {
-      if (std::find(points.begin(), points.end(), e.mount_point) ==
-          points.end()) {
-        points.push_back(e.mount_point);
-      }
-    }
-    std::string text = absl::StrCat("mounted at ", points[0]);
-    if (points.size() > 1) absl::StrAppend(&text, ", ", points[1]);
-    if (points.size() > 2) {
-      absl::StrAppend(&text, " and ", points.size() - 2, " more");
-    }
-    absl::StrAppend(&text, " (busy)");
-    return text;
-  }
-
-  absl::Status WriteParentFile(int dir_fd, uint64_t parent_id,
-                               const std::string& dir_path) const {
-    const std::string path = absl::StrCat(dir_path, "/", kParentFile);
-    UniqueFd fd(::openat(dir_fd, kParentFile,
-                         O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-                         0644));
-    if (!fd.valid()) return ErrnoError(errno, "create", path);
-    if (absl::Status s =
-            WriteAll(fd.get(), absl::StrCat(parent_id, "\n"), path);
-        !s.ok()) {
-      return s;
-    }
-    if (options_.sync && ::fsync(fd.get()) != 0) {
-      return ErrnoError(errno, "fsync", path);
-    }
-    if (::close(fd.release()) != 0) return ErrnoError(errno, "close", path);
-    return absl::OkStatus();
-  }
-
-  absl::StatusOr<uint64_t> ReadParentFile(uint64_t id) const {
-    const std::string path = absl::StrCat(ObjectPath(id), "/", kParentFile);
-    absl::StatusOr<std::optional<std::string>> text = ReadSmallFile(
-        snapshots_fd_.get(), absl::StrCat(id, "/", kParentFile), path, 32);
-    if (!text.ok()) return text.status();
-    if (!text->has_value()) {
-      return absl::DataLossError(absl::StrCat(
-          "snapshot object ", id, " is damaged: ", path, " is missing"));
-    }
-    absl::string_view line = **text;
-    std::optional<uint64_t> parent;
-    if (absl::ConsumeSuffix(&line, "\n")) {
-      parent = line == "0" ? std::optional<uint64_t>(0) : ParseId(line);
-    }
-    if (!parent || *parent == id) {
-      return absl::DataLossError(absl::StrCat("snapshot object ", id,
-                                              " is damaged: malformed ", path));
-    }
-    return *parent;
-  }
-
   // The usage stored at Commit; nullopt if not committed.
   absl::StatusOr<std::optional<Usage>> ReadUsageFile(uint64_t id) const {
     const std::string path = absl::StrCat(ObjectPath(id), "/", kUsageFile);
-    absl::StatusOr<std::optional<std::string>> text = ReadSmallFile(
-        snapshots_fd_.get(), absl::StrCat(id, "/", kUsageFile), path, 64);
+    absl::StatusOr<std::optional<std::string>> text = fstree::ReadSmallFile(
+        objects_->fd(), absl::StrCat(id, "/", kUsageFile), path, 64);
     if (!text.ok()) return text.status();
     if (!text->has_value()) return std::optional<Usage>();
     absl::string_view line = **text;
@@ -906,12 +522,12 @@ class OverlayBackend final : public Backend {
   // Writes the usage file whole (a new file renamed over it).
   absl::Status WriteUsageFile(uint64_t id, const Usage& usage) const {
     const std::string temp = absl::StrCat(id, "/", kUsageTempFile);
-    const std::string temp_path = absl::StrCat(snapshots_dir_, "/", temp);
-    UniqueFd fd(::openat(snapshots_fd_.get(), temp.c_str(),
+    const std::string temp_path = absl::StrCat(objects_->path(), "/", temp);
+    UniqueFd fd(::openat(objects_->fd(), temp.c_str(),
                          O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC,
                          0644));
     if (!fd.valid()) return ErrnoError(errno, "create", temp_path);
-    if (absl::Status s = WriteAll(
+    if (absl::Status s = fstree::WriteAll(
             fd.get(), absl::StrCat(usage.size_bytes, " ", usage.inodes, "\n"),
             temp_path);
         !s.ok()) {
@@ -923,20 +539,19 @@ class OverlayBackend final : public Backend {
     if (::close(fd.release()) != 0) {
       return ErrnoError(errno, "close", temp_path);
     }
-    if (::renameat(snapshots_fd_.get(), temp.c_str(), snapshots_fd_.get(),
+    if (::renameat(objects_->fd(), temp.c_str(), objects_->fd(),
                    absl::StrCat(id, "/", kUsageFile).c_str()) != 0) {
       return ErrnoError(errno, absl::StrCat("rename ", temp_path, " to"),
                         absl::StrCat(ObjectPath(id), "/", kUsageFile));
     }
     if (options_.sync) {
-      return FsyncAt(snapshots_fd_.get(), absl::StrCat(id).c_str(),
-                     ObjectPath(id));
+      return fstree::FsyncAt(objects_->fd(), absl::StrCat(id).c_str(),
+                             ObjectPath(id));
     }
     return absl::OkStatus();
   }
 
-  const std::string snapshots_dir_;  // absolute, resolved
-  const UniqueFd snapshots_fd_;
+  const std::unique_ptr<ObjectDir> objects_;
   const OverlayBackendOptions options_;
   const bool index_off_;  // decided at start-up, so mounts need no I/O
   const bool userxattr_;
@@ -945,8 +560,6 @@ class OverlayBackend final : public Backend {
   // shared (a child's node holds its parent's).
   std::unordered_map<uint64_t, std::shared_ptr<const ChainNode>> chains_
       ABSL_GUARDED_BY(mu_);
-  // Remove's busy check: re-read only after a mount change.
-  MountTableCache mount_table_;
 };
 
 }  // namespace
@@ -955,7 +568,7 @@ absl::Status CheckOverlaySupport(const std::string& root) {
   if (root.empty()) {
     return absl::InvalidArgumentError("overlayfs backend: empty root path");
   }
-  if (absl::Status s = MakeDirs(root, 0700); !s.ok()) return s;
+  if (absl::Status s = fstree::MakeDirs(root, 0700); !s.ok()) return s;
   RemoveCheckLeftovers(root, "dtype-check-");
   RemoveCheckLeftovers(root, "overlay-check-");
   absl::StatusOr<bool> dtype = SupportsDType(root);
@@ -992,43 +605,25 @@ absl::StatusOr<bool> NeedsOverlayUserXattr(const std::string& root) {
 
 absl::StatusOr<std::unique_ptr<Backend>> NewOverlayBackend(
     const std::string& root, const OverlayBackendOptions& options) {
-  if (root.empty()) {
-    return absl::InvalidArgumentError("overlayfs backend: empty root path");
-  }
-  if (absl::Status s = MakeDirs(root, 0700); !s.ok()) return s;
   if (!options.skip_support_check) {
     if (absl::Status s = CheckOverlaySupport(root); !s.ok()) return s;
   }
-  const std::string snapshots = absl::StrCat(root, "/snapshots");
-  if (::mkdir(snapshots.c_str(), 0700) == 0) {
-    // Make the new directory itself durable, or every object in it could
-    // vanish with it after a crash.
-    UniqueFd parent(::open(root.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-    if (!parent.valid() || ::fsync(parent.get()) != 0) {
-      return ErrnoError(errno, "fsync", root);
-    }
-  } else if (errno != EEXIST) {
-    return ErrnoError(errno, "mkdir", snapshots);
-  }
-  char resolved[PATH_MAX];
-  if (::realpath(snapshots.c_str(), resolved) == nullptr) {
-    return ErrnoError(errno, "realpath", snapshots);
-  }
+  absl::StatusOr<std::unique_ptr<ObjectDir>> objects =
+      ObjectDir::Open(root, "overlayfs", options.sync);
+  if (!objects.ok()) return objects.status();
+  const std::string& resolved = (*objects)->path();
   // Layer paths are joined into one option string: ',' would end the
   // option, ':' would split a lower dir.
-  if (std::string_view(resolved).find_first_of(",:") !=
-      std::string_view::npos) {
+  if (resolved.find_first_of(",:") != std::string::npos) {
     return absl::InvalidArgumentError(
         absl::StrCat("overlayfs backend: ", resolved,
                      " holds ',' or ':', which overlay mount options cannot "
                      "name; choose another root"));
   }
-  UniqueFd fd(::open(resolved, O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoError(errno, "open", resolved);
   const bool index_off = ::access(kIndexParameter, F_OK) == 0;
   absl::StatusOr<bool> userxattr = NeedsOverlayUserXattr(resolved);
   if (!userxattr.ok()) return userxattr.status();
-  return std::make_unique<OverlayBackend>(resolved, std::move(fd), options,
+  return std::make_unique<OverlayBackend>(*std::move(objects), options,
                                           index_off, *userxattr);
 }
 
