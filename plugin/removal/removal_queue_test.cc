@@ -123,7 +123,7 @@ TEST_F(RemovalTest, RefuseBusyIsFailedPreconditionAndRollsBack) {
   Open(RemovePolicy::kRefuse);
   ASSERT_TRUE(coord_->Prepare("a", "", {}).ok());
   const uint64_t id = IdOf("a");
-  for (absl::Status cause :
+  for (const absl::Status& cause :
        {kBusy, absl::UnavailableError("transient"), absl::InternalError("EIO"),
         absl::NotFoundError("odd")}) {
     if (absl::IsNotFound(cause)) break;  // NotFound means "already gone"
