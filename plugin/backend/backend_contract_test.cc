@@ -27,6 +27,7 @@
 #include "plugin/backend/fs/fs_tree.h"
 #include "plugin/backend/native/native_backend.h"
 #include "plugin/backend/overlayfs/overlay_backend.h"
+#include "plugin/testing/backend_fixture.h"
 #include "plugin/testing/fs_helpers.h"
 #include "plugin/testing/perform_mount.h"
 #include "plugin/testing/private_mount_namespace.h"
@@ -34,6 +35,8 @@
 namespace snapledger {
 namespace {
 
+using ::snapledger::testing::ModeOf;
+using ::snapledger::testing::Names;
 using ::snapledger::testing::PathExists;
 using ::snapledger::testing::PerformMount;
 using ::snapledger::testing::PrivateMountNamespace;
@@ -72,85 +75,15 @@ std::vector<BackendFlavour> Flavours() {
   };
 }
 
-mode_t ModeOf(const std::string& path) {
-  struct stat st;
-  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
-  return st.st_mode;
-}
-
-std::vector<std::string> Names(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-class BackendContractTest : public ::testing::TestWithParam<BackendFlavour> {
+class BackendContractTest
+    : public testing::BackendTest,
+      public ::testing::WithParamInterface<BackendFlavour> {
  protected:
-  void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/backend_contract_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << strerror(errno);
-    char resolved[PATH_MAX];
-    ASSERT_NE(::realpath(tmpl.c_str(), resolved), nullptr);
-    dir_ = resolved;
-    root_ = dir_ + "/state/" + GetParam().name;  // the factory makes it
-    snapshots_ = root_ + "/snapshots";
-    Open();
+  BackendContractTest() : BackendTest("state/" + GetParam().name) {}
+  absl::StatusOr<std::unique_ptr<Backend>> OpenBackend(
+      const std::string& root) override {
+    return GetParam().open(root);
   }
-  void TearDown() override {
-    backend_.reset();
-    if (!fstree::RemoveTree(dir_).ok()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
-  void Open() {
-    backend_.reset();
-    absl::StatusOr<std::unique_ptr<Backend>> backend = GetParam().open(root_);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = *std::move(backend);
-  }
-  std::string Object(uint64_t id) const {
-    return absl::StrCat(snapshots_, "/", id);
-  }
-  std::string Tree(uint64_t id) const { return Object(id) + "/fs"; }
-  void Create(uint64_t id, uint64_t parent, SnapshotKind kind) {
-    absl::Status s = backend_->Create(id, parent, kind);
-    ASSERT_TRUE(s.ok()) << s;
-  }
-  bool Exists(uint64_t id) {
-    absl::StatusOr<bool> exists = backend_->Exists(id);
-    EXPECT_TRUE(exists.ok()) << exists.status();
-    return exists.ok() && *exists;
-  }
-  std::vector<std::pair<uint64_t, uint64_t>> List() {
-    absl::StatusOr<std::vector<BackendObject>> objects = backend_->List();
-    EXPECT_TRUE(objects.ok()) << objects.status();
-    std::vector<std::pair<uint64_t, uint64_t>> out;
-    if (objects.ok()) {
-      for (const BackendObject& o : *objects) {
-        out.emplace_back(o.id, o.parent_id);
-      }
-    }
-    return out;
-  }
-  // Entries of snapshots/ that are not objects.
-  std::vector<std::string> Temporaries() {
-    std::vector<std::string> names;
-    for (const std::string& name : Names(snapshots_)) {
-      if (name.rfind("new-", 0) == 0 || name.rfind("rm-", 0) == 0) {
-        names.push_back(name);
-      }
-    }
-    return names;
-  }
-
-  std::string dir_;
-  std::string root_;
-  std::string snapshots_;
-  std::unique_ptr<Backend> backend_;
 };
 
 INSTANTIATE_TEST_SUITE_P(
@@ -456,23 +389,9 @@ TEST_P(BackendContractTest, ConcurrentCallsOnDifferentIds) {
 }
 
 // Contract tests that mount: in the private mount namespace only.
-class BackendMountContractTest : public BackendContractTest {
+class BackendMountContractTest
+    : public testing::MountingTest<BackendContractTest> {
  protected:
-  void SetUp() override {
-    if (!PrivateMountNamespace::Unavailable().empty()) {
-      GTEST_SKIP() << PrivateMountNamespace::Unavailable();
-    }
-    BackendContractTest::SetUp();
-  }
-  // A new empty directory under the test's directory. (Mounts made on such
-  // directories are undone with MNT_DETACH, which cannot fail, on the way
-  // out of each test, whatever its outcome.)
-  std::string NewDir(const std::string& name) {
-    const std::string path = dir_ + "/" + name;
-    EXPECT_EQ(::mkdir(path.c_str(), 0755), 0)
-        << path << ": " << strerror(errno);
-    return path;
-  }
   // Mounts the single mount of object `id` at `target`.
   void MountObject(uint64_t id, uint64_t parent, SnapshotKind kind,
                    const std::string& target) {

@@ -43,4 +43,18 @@ class PrivateMountNamespace : public ::testing::Environment {
 [[maybe_unused]] inline ::testing::Environment* const kPrivateMountNamespace =
     ::testing::AddGlobalTestEnvironment(new PrivateMountNamespace);
 
+// `Fixture` for tests that mount: skipped, before Fixture's own set-up, when
+// the private mount namespace is unavailable.
+template <typename Fixture>
+class MountingTest : public Fixture {
+ protected:
+  using Fixture::Fixture;
+  void SetUp() override {
+    if (!PrivateMountNamespace::Unavailable().empty()) {
+      GTEST_SKIP() << PrivateMountNamespace::Unavailable();
+    }
+    Fixture::SetUp();
+  }
+};
+
 }  // namespace snapledger::testing

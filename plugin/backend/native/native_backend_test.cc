@@ -22,12 +22,15 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/backend/fs/fs_tree.h"
+#include "plugin/testing/backend_fixture.h"
 #include "plugin/testing/fs_helpers.h"
 
 namespace snapledger {
 namespace {
 
 using ::snapledger::testing::LimitLeavingFreeFds;
+using ::snapledger::testing::ModeOf;
+using ::snapledger::testing::Names;
 using ::snapledger::testing::ReadFile;
 using ::snapledger::testing::WriteFile;
 
@@ -35,85 +38,13 @@ using ::testing::ElementsAre;
 using ::testing::FieldsAre;
 using ::testing::IsEmpty;
 
-mode_t ModeOf(const std::string& path) {
-  struct stat st;
-  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
-  return st.st_mode;
-}
-
-std::vector<std::string> Names(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-// The descriptor limit that leaves exactly `free` descriptors to open.
-class NativeBackendTest : public ::testing::Test {
+class NativeBackendTest : public testing::BackendTest {
  protected:
-  void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/native_backend_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << strerror(errno);
-    char resolved[PATH_MAX];
-    ASSERT_NE(::realpath(tmpl.c_str(), resolved), nullptr);
-    dir_ = resolved;
-    root_ = dir_ + "/state/native";  // not there yet: the factory makes it
-    snapshots_ = root_ + "/snapshots";
-    Open();
+  NativeBackendTest() : BackendTest("state/native") {}
+  absl::StatusOr<std::unique_ptr<Backend>> OpenBackend(
+      const std::string& root) override {
+    return NewNativeBackend(root);
   }
-  void TearDown() override {
-    backend_.reset();
-    if (!fstree::RemoveTree(dir_).ok()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
-  void Open() {
-    backend_.reset();
-    absl::StatusOr<std::unique_ptr<Backend>> backend = NewNativeBackend(root_);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = *std::move(backend);
-  }
-  std::string Object(uint64_t id) const {
-    return absl::StrCat(snapshots_, "/", id);
-  }
-  std::string Tree(uint64_t id) const { return Object(id) + "/fs"; }
-  void Create(uint64_t id, uint64_t parent, SnapshotKind kind) {
-    absl::Status s = backend_->Create(id, parent, kind);
-    ASSERT_TRUE(s.ok()) << s;
-  }
-  bool Exists(uint64_t id) {
-    absl::StatusOr<bool> exists = backend_->Exists(id);
-    EXPECT_TRUE(exists.ok()) << exists.status();
-    return exists.ok() && *exists;
-  }
-  std::vector<std::pair<uint64_t, uint64_t>> List() {
-    absl::StatusOr<std::vector<BackendObject>> objects = backend_->List();
-    EXPECT_TRUE(objects.ok()) << objects.status();
-    std::vector<std::pair<uint64_t, uint64_t>> out;
-    if (objects.ok()) {
-      for (const BackendObject& o : *objects)
-        out.emplace_back(o.id, o.parent_id);
-    }
-    return out;
-  }
-  // Entries of snapshots/ that are not objects.
-  std::vector<std::string> Temporaries() {
-    std::vector<std::string> names;
-    for (const std::string& name : Names(snapshots_)) {
-      if (name.rfind("new-", 0) == 0 || name.rfind("rm-", 0) == 0) {
-        names.push_back(name);
-      }
-    }
-    return names;
-  }
-
-  std::string dir_;
-  std::string root_;
-  std::string snapshots_;
-  std::unique_ptr<Backend> backend_;
 };
 
 TEST_F(NativeBackendTest, Layout) {

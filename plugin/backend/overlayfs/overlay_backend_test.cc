@@ -26,6 +26,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/backend/fs/fs_tree.h"
+#include "plugin/testing/backend_fixture.h"
 #include "plugin/testing/fs_helpers.h"
 #include "plugin/testing/perform_mount.h"
 #include "plugin/testing/private_mount_namespace.h"
@@ -33,6 +34,8 @@
 namespace snapledger {
 namespace {
 
+using ::snapledger::testing::ModeOf;
+using ::snapledger::testing::Names;
 using ::snapledger::testing::PathExists;
 using ::snapledger::testing::PerformMount;
 using ::snapledger::testing::PrivateMountNamespace;
@@ -43,65 +46,28 @@ using ::testing::ElementsAre;
 using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
-std::vector<std::string> Names(const std::string& dir) {
-  std::vector<std::string> names;
-  for (const auto& e : std::filesystem::directory_iterator(dir)) {
-    names.push_back(e.path().filename().string());
-  }
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
-mode_t ModeOf(const std::string& path) {
-  struct stat st;
-  EXPECT_EQ(::lstat(path.c_str(), &st), 0) << path;
-  return st.st_mode;
-}
-
-class OverlayBackendTest : public ::testing::Test {
+class OverlayBackendTest : public testing::BackendTest {
  protected:
+  OverlayBackendTest() : BackendTest("overlayfs") {}
   void SetUp() override {
-    std::string tmpl = ::testing::TempDir() + "/overlay_backend_test.XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr) << strerror(errno);
-    char resolved[PATH_MAX];
-    ASSERT_NE(::realpath(tmpl.c_str(), resolved), nullptr);
-    dir_ = resolved;
-    root_ = dir_ + "/overlayfs";
-    snapshots_ = root_ + "/snapshots";
-    Open();
+    BackendTest::SetUp();
     // What every overlay mount starts with on this machine.
     if (::access("/sys/module/overlay/parameters/index", F_OK) == 0) {
       prefix_.push_back("index=off");
     }
   }
-  void TearDown() override {
-    backend_.reset();
-    if (!fstree::RemoveTree(dir_).ok()) {
-      std::error_code ec;
-      std::filesystem::remove_all(dir_, ec);
-    }
-  }
-  void Open(OverlayBackendOptions options = {}) {
-    backend_.reset();
+  absl::StatusOr<std::unique_ptr<Backend>> OpenBackend(
+      const std::string& root) override {
+    OverlayBackendOptions options = options_;
     options.skip_support_check = !PrivateMountNamespace::Unavailable().empty();
-    absl::StatusOr<std::unique_ptr<Backend>> backend =
-        NewOverlayBackend(root_, options);
-    ASSERT_TRUE(backend.ok()) << backend.status();
-    backend_ = *std::move(backend);
+    return NewOverlayBackend(root, options);
   }
-  std::string Object(uint64_t id) const {
-    return absl::StrCat(snapshots_, "/", id);
+  // Reopens the backend with `options`.
+  void Open(OverlayBackendOptions options = {}) {
+    options_ = std::move(options);
+    BackendTest::Open();
   }
-  std::string Tree(uint64_t id) const { return Object(id) + "/fs"; }
   std::string Work(uint64_t id) const { return Object(id) + "/work"; }
-  void Create(uint64_t id, uint64_t parent, SnapshotKind kind) {
-    absl::Status s = backend_->Create(id, parent, kind);
-    ASSERT_TRUE(s.ok()) << s;
-  }
-  void Commit(uint64_t id) {
-    absl::StatusOr<Usage> usage = backend_->Commit(id);
-    ASSERT_TRUE(usage.ok()) << usage.status();
-  }
   // Objects 1..n, each committed on the one before.
   void MakeChain(uint64_t n) {
     for (uint64_t id = 1; id <= n; ++id) {
@@ -124,11 +90,8 @@ class OverlayBackendTest : public ::testing::Test {
     return all;
   }
 
-  std::string dir_;
-  std::string root_;
-  std::string snapshots_;
+  OverlayBackendOptions options_;
   std::vector<std::string> prefix_;
-  std::unique_ptr<Backend> backend_;
 };
 
 TEST_F(OverlayBackendTest, LayoutOfEachKind) {
@@ -341,20 +304,9 @@ TEST_F(OverlayBackendTest, UserXattrOnlyInAUserNamespace) {
 }
 
 // Real overlay mounts: in the private mount namespace only.
-class OverlayBackendMountTest : public OverlayBackendTest {
+class OverlayBackendMountTest
+    : public testing::MountingTest<OverlayBackendTest> {
  protected:
-  void SetUp() override {
-    if (!PrivateMountNamespace::Unavailable().empty()) {
-      GTEST_SKIP() << PrivateMountNamespace::Unavailable();
-    }
-    OverlayBackendTest::SetUp();
-  }
-  std::string NewDir(const std::string& name) {
-    const std::string path = dir_ + "/" + name;
-    EXPECT_EQ(::mkdir(path.c_str(), 0755), 0)
-        << path << ": " << strerror(errno);
-    return path;
-  }
   // Three committed layers:
   //   1: a=1 b=1 d/x=1
   //   2: b=2 c=2
