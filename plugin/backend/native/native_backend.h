@@ -3,7 +3,8 @@
 // design of containerd's native snapshotter. It works on any filesystem, at
 // the price of a copy per layer.
 //
-// Layout under `root`:
+// Layout under `root` (snapshots/ and the parent files are ObjectDir's, in
+// plugin/backend/fs/object_dir.h, shared with the other local backend):
 //   snapshots/                 mode 0700
 //     <id>/                    one whole object; <id> in canonical decimal
 //       fs/                    its tree (absent for a view with a parent)

@@ -3,7 +3,8 @@
 // mount time, nothing is copied. The design of containerd's overlayfs
 // snapshotter (1.6), whose mounts it returns unchanged.
 //
-// Layout under `root`:
+// Layout under `root` (snapshots/ and the parent files are ObjectDir's, in
+// plugin/backend/fs/object_dir.h, shared with the other local backend):
 //   snapshots/                 mode 0700
 //     <id>/                    one whole object; <id> in canonical decimal
 //       fs/                    its layer: the upper dir while active
