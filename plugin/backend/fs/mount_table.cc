@@ -284,13 +284,15 @@ OverlayLayers ParseOverlayLayers(absl::string_view super_options) {
   return layers;
 }
 
-std::vector<MountEntry> OverlayMountsUsing(const std::vector<MountEntry>& table,
-                                           const std::string& dir,
-                                           const std::string& relative_base) {
+std::vector<MountEntry> OverlayMountsUsing(
+    const std::vector<MountEntry>& table, const std::string& dir,
+    const std::string& relative_base,
+    const std::function<bool(const OverlayLayers&)>& owns_relative) {
+  bool relative_ours = false;  // for the mount being looked at
   auto uses = [&](const std::string& layer) {
     if (layer.empty()) return false;
     if (layer.front() != '/') {
-      if (relative_base.empty()) return false;
+      if (relative_base.empty() || !relative_ours) return false;
       return Within(LexicallyNormal(absl::StrCat(relative_base, "/", layer)),
                     dir);
     }
@@ -300,6 +302,7 @@ std::vector<MountEntry> OverlayMountsUsing(const std::vector<MountEntry>& table,
   for (const MountEntry& e : table) {
     if (e.fs_type != "overlay") continue;
     const OverlayLayers layers = ParseOverlayLayers(e.super_options);
+    relative_ours = !owns_relative || owns_relative(layers);
     bool used = uses(layers.upper_dir) || uses(layers.work_dir);
     for (size_t i = 0; !used && i < layers.lower_dirs.size(); ++i) {
       used = uses(layers.lower_dirs[i]);

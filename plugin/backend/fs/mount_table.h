@@ -10,6 +10,7 @@
 
 #include <sys/types.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -130,11 +131,15 @@ OverlayLayers ParseOverlayLayers(absl::string_view super_options);
 // layer named through a symlink or another bind mount of the same directory
 // is not recognised. A relative layer is taken relative to `relative_base`
 // (an absolute directory, typically where the backend keeps its objects, as
-// containerd's mounter makes them relative to their common parent); with an
-// empty `relative_base` relative layers are ignored. Only mounts of this
-// process's mount namespace are seen.
-std::vector<MountEntry> OverlayMountsUsing(const std::vector<MountEntry>& table,
-                                           const std::string& dir,
-                                           const std::string& relative_base);
+// containerd's mounter makes them relative to their common parent) if
+// `owns_relative` is empty or says the mount's relative layers are
+// relative to it (the mount table does not say relative to what: another
+// root's mount can name the same relative paths); with an empty
+// `relative_base` relative layers are ignored. Only mounts of this process's
+// mount namespace are seen.
+std::vector<MountEntry> OverlayMountsUsing(
+    const std::vector<MountEntry>& table, const std::string& dir,
+    const std::string& relative_base,
+    const std::function<bool(const OverlayLayers&)>& owns_relative = {});
 
 }  // namespace snapledger

@@ -380,5 +380,30 @@ TEST(OverlayMountsUsingTest, FindsEveryKindOfLayer) {
   EXPECT_THAT(OverlayMountsUsing(table, "/s/10", base), IsEmpty());
 }
 
+// Relative lowerdirs do not say what they are relative to: the caller
+// decides, per mount, whether they are its own.
+TEST(OverlayMountsUsingTest, RelativeLayersCountOnlyWhereTheCallerOwnsThem) {
+  const std::vector<MountEntry> table = Parse(
+      "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
+      "70 22 0:50 / /run/ours rw - overlay overlay ro,lowerdir=3/fs:2/fs\n"
+      "71 22 0:51 / /run/theirs rw - overlay overlay ro,lowerdir=9/fs:2/fs\n"
+      "72 22 0:52 / /run/abs rw - overlay overlay ro,lowerdir=/s/2/fs:/s/1/fs\n");
+  std::vector<std::vector<std::string>> asked;
+  auto ours = [&](const OverlayLayers& l) {
+    asked.push_back(l.lower_dirs);
+    return l.lower_dirs.front() == "3/fs";
+  };
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(table, "/s/2", "/s", ours)),
+              ElementsAre("/run/ours", "/run/abs"));
+  EXPECT_THAT(asked, ElementsAre(ElementsAre("3/fs", "2/fs"),
+                                 ElementsAre("9/fs", "2/fs"),
+                                 ElementsAre("/s/2/fs", "/s/1/fs")));
+  // Absolute layers count whatever the caller says.
+  EXPECT_THAT(MountPoints(OverlayMountsUsing(
+                  table, "/s/1", "/s",
+                  [](const OverlayLayers&) { return false; })),
+              ElementsAre("/run/abs"));
+}
+
 }  // namespace
 }  // namespace snapledger

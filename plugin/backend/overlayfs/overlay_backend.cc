@@ -476,9 +476,12 @@ class OverlayBackend final : public Backend {
   // The mounts using `dir`, in table order: MountsUsing's, then overlays
   // stacking a layer in it.
   std::vector<MountEntry> Users(const std::vector<MountEntry>& table,
-                                const std::string& dir, dev_t dev) const {
+                                const std::string& dir, dev_t dev) {
     std::vector<MountEntry> users = MountsUsing(table, dir, dev);
-    for (MountEntry& e : OverlayMountsUsing(table, dir, objects_->path())) {
+    for (MountEntry& e : OverlayMountsUsing(
+             table, dir, objects_->path(), [this](const OverlayLayers& l) {
+               return OwnsRelativeLayers(l);
+             })) {
       const bool listed = std::any_of(
           users.begin(), users.end(),
           [&](const MountEntry& u) { return u.mount_id == e.mount_id; });
@@ -489,6 +492,52 @@ class OverlayBackend final : public Backend {
                        return Position(table, a) < Position(table, b);
                      });
     return users;
+  }
+
+  // Whether the relative layers of overlay mount `l` are this backend's
+  // objects. containerd's mounter writes lowerdirs relative to their common
+  // parent when the option string would be too long, and the kernel shows
+  // them as written: the mount table does not say relative to what, and
+  // containerd's own overlayfs snapshotter (or another snapledger root)
+  // names its layers "<id>/fs" too. So a mount is ours when its upper or
+  // work dir (always absolute) lies in snapshots/; without either (a
+  // read-only view), when its lowerdirs are exactly the ancestor chain of
+  // the first, nearest first down to the base, as we hand them out. Another
+  // root's mount would need the same ids linked the same way all the way
+  // down.
+  bool OwnsRelativeLayers(const OverlayLayers& l) {
+    const std::string ours = absl::StrCat(objects_->path(), "/");
+    for (const std::string* d : {&l.upper_dir, &l.work_dir}) {
+      if (!d->empty() && d->front() == '/') {
+        return absl::StartsWith(*d, ours);
+      }
+    }
+    std::vector<uint64_t> ids;
+    for (const std::string& lower : l.lower_dirs) {
+      if (!lower.empty() && lower.front() == '/') {
+        if (absl::StartsWith(lower, ours)) return true;
+        continue;
+      }
+      absl::string_view id_text = lower;
+      uint64_t id = 0;
+      if (!absl::ConsumeSuffix(&id_text, "/fs") ||
+          !absl::SimpleAtoi(id_text, &id) || id == 0) {
+        return false;
+      }
+      ids.push_back(id);
+    }
+    if (ids.empty()) return false;
+    absl::StatusOr<bool> exists = Exists(ids.front());
+    if (!exists.ok() || !*exists) return false;
+    absl::StatusOr<std::shared_ptr<const ChainNode>> chain =
+        LoadChain(ids.front());
+    if (!chain.ok()) return false;
+    const ChainNode* node = chain->get();
+    for (uint64_t id : ids) {
+      if (node == nullptr || node->id != id) return false;
+      node = node->parent.get();
+    }
+    return node == nullptr;
   }
 
   static size_t Position(const std::vector<MountEntry>& table,

@@ -439,5 +439,31 @@ TEST_F(OverlayBackendMountTest, RemoveSeesLayersNamedRelativeToSnapshots) {
   EXPECT_TRUE(s.ok()) << s;
 }
 
+// Another root (containerd's own overlayfs, another snapledger) names its
+// layers "<id>/fs" too. Its relative-only mount is not ours unless its
+// layers are exactly one of our chains: this one skips our layer 2.
+TEST_F(OverlayBackendMountTest, AnotherRootsRelativeLayersAreNotOurs) {
+  MakeThreeLayers();
+  const std::string other = NewDir("other");
+  for (const char* layer : {"3/fs", "1/fs"}) {
+    ASSERT_TRUE(std::filesystem::create_directories(other + "/" + layer));
+  }
+  const std::string merged = NewDir("merged");
+  const int cwd = ::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  ASSERT_GE(cwd, 0);
+  ASSERT_EQ(::chdir(other.c_str()), 0);
+  const int rc = ::mount("overlay", merged.c_str(), "overlay", 0,
+                         "lowerdir=3/fs:1/fs");
+  const int err = errno;
+  ASSERT_EQ(::fchdir(cwd), 0);
+  ::close(cwd);
+  ASSERT_EQ(rc, 0) << strerror(err);
+  absl::Cleanup unmount = [merged] { ::umount2(merged.c_str(), MNT_DETACH); };
+
+  absl::Status s = backend_->Remove(3);
+  EXPECT_TRUE(s.ok()) << s;
+  EXPECT_FALSE(PathExists(Object(3)));
+}
+
 }  // namespace
 }  // namespace snapledger
