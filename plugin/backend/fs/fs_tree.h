@@ -126,10 +126,25 @@ class UniqueFd {
 // are left as they are). A non-directory in the way is ENOTDIR.
 [[nodiscard]] absl::Status MakeDirs(const std::string& path, mode_t mode);
 
-// Makes directory `name` under `dir_fd` with exactly `mode` (past the
-// umask). Errors name `path`.
+// Who owns a directory MakeDirAt makes.
+struct DirOwner {
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Makes directory `name` under `dir_fd` with exactly `mode` (permission bits,
+// <= 07777), whatever the umask: mkdirat(2) with `mode`, then a look at the
+// new directory, and a chmod only if the umask (or a default ACL, or a
+// setgid parent) made it differ — not assumed from a umask read earlier,
+// since a thread may change the umask meanwhile (the daemon does, briefly,
+// while it creates its sockets). With `owner`, chowns it first. With
+// `flush`, fsyncs it last (through the descriptor opened for the look, so
+// no FsyncAt is needed). Errors name `path`.
 [[nodiscard]] absl::Status MakeDirAt(int dir_fd, const char* name, mode_t mode,
-                                     const std::string& path);
+                                     const std::string& path,
+                                     bool flush = false,
+                                     const std::optional<DirOwner>& owner =
+                                         std::nullopt);
 
 // Flushes directory `name` under `dir_fd` (fsync(2)). Errors name `path`.
 [[nodiscard]] absl::Status FsyncAt(int dir_fd, const char* name,

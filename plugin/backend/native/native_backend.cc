@@ -58,25 +58,20 @@ class NativeBackend final : public Backend {
       absl::Status s = fstree::CopyTree(TreePath(parent_id), tree_path);
       if (!s.ok()) return s;
     } else if (own_tree) {
-      if (absl::Status s =
-              fstree::MakeDirAt(temp->fd(), kTreeDir, 0755, tree_path);
+      // Flushed here with `sync`.
+      if (absl::Status s = fstree::MakeDirAt(temp->fd(), kTreeDir, 0755,
+                                             tree_path, options_.sync);
           !s.ok()) {
         return s;
       }
     }
-    if (!options_.sync) {
-      // Nothing to flush: the rename alone makes the object whole or absent
-      // for anything short of a power loss.
-    } else if (copy_parent) {
+    // Without `sync` nothing is flushed: the rename alone makes the object
+    // whole or absent for anything short of a power loss.
+    if (options_.sync && copy_parent) {
       // One call makes the whole copied tree durable, where an fsync per
       // file and directory would cost one each.
       if (::syncfs(temp->fd()) != 0) {
         return ErrnoError(errno, "syncfs", temp->path());
-      }
-    } else if (own_tree) {
-      if (absl::Status s = fstree::FsyncAt(temp->fd(), kTreeDir, tree_path);
-          !s.ok()) {
-        return s;
       }
     }
     return objects_->Place(*std::move(temp), id, parent_id);

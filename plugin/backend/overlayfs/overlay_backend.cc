@@ -237,37 +237,26 @@ class OverlayBackend final : public Backend {
 
     absl::StatusOr<ObjectDir::NewObject> temp = objects_->Begin();
     if (!temp.ok()) return temp.status();
-    const std::string tree_path = temp->PathOf(kTreeDir);
+    // Each made with its final mode (a chmod only if the umask took bits
+    // away) and, with `sync`, flushed. The upper dir's owner is what the
+    // merged root shows: the parent's.
+    std::optional<fstree::DirOwner> owner;
+    if (parent != nullptr) {
+      owner = fstree::DirOwner{parent_tree.st_uid, parent_tree.st_gid};
+    }
     if (absl::Status s =
-            fstree::MakeDirAt(temp->fd(), kTreeDir, 0755, tree_path);
+            fstree::MakeDirAt(temp->fd(), kTreeDir, 0755,
+                              temp->PathOf(kTreeDir), options_.sync, owner);
         !s.ok()) {
       return s;
     }
-    // The upper dir's owner is what the merged root shows: the parent's.
-    if (parent != nullptr &&
-        ::fchownat(temp->fd(), kTreeDir, parent_tree.st_uid, parent_tree.st_gid,
-                   AT_SYMLINK_NOFOLLOW) != 0) {
-      return ErrnoError(errno, "chown", tree_path);
-    }
-    const std::string work_path = temp->PathOf(kWorkDir);
     const bool active = kind == SnapshotKind::kActive;
     if (active) {
       if (absl::Status s =
-              fstree::MakeDirAt(temp->fd(), kWorkDir, 0711, work_path);
+              fstree::MakeDirAt(temp->fd(), kWorkDir, 0711,
+                                temp->PathOf(kWorkDir), options_.sync);
           !s.ok()) {
         return s;
-      }
-    }
-    if (options_.sync) {
-      if (absl::Status s = fstree::FsyncAt(temp->fd(), kTreeDir, tree_path);
-          !s.ok()) {
-        return s;
-      }
-      if (active) {
-        if (absl::Status s = fstree::FsyncAt(temp->fd(), kWorkDir, work_path);
-            !s.ok()) {
-          return s;
-        }
       }
     }
     if (absl::Status s = objects_->Place(*std::move(temp), id, parent_id);
@@ -275,14 +264,19 @@ class OverlayBackend final : public Backend {
       return s;
     }
     Remember(std::make_shared<const ChainNode>(ChainNode{id, parent}));
+    SetUncommitted(id, true);
     return absl::OkStatus();
   }
 
   absl::StatusOr<Usage> Commit(uint64_t id) override {
     if (absl::Status s = objects_->CheckExists(id); !s.ok()) return s;
-    absl::StatusOr<std::optional<Usage>> stored = ReadUsageFile(id);
-    if (!stored.ok()) return stored.status();
-    if (stored->has_value()) return **stored;  // committed already
+    // An object this process made and has not committed has no usage file
+    // to look for.
+    if (!IsUncommitted(id)) {
+      absl::StatusOr<std::optional<Usage>> stored = ReadUsageFile(id);
+      if (!stored.ok()) return stored.status();
+      if (stored->has_value()) return **stored;  // committed already
+    }
 
     UniqueFd tree(::openat(objects_->fd(),
                            absl::StrCat(id, "/", kTreeDir).c_str(),
@@ -294,6 +288,7 @@ class OverlayBackend final : public Backend {
     absl::StatusOr<Usage> usage = fstree::DiskUsage(TreePath(id));
     if (!usage.ok()) return usage.status();
     if (absl::Status s = WriteUsageFile(id, *usage); !s.ok()) return s;
+    SetUncommitted(id, false);
     return *usage;
   }
 
@@ -303,7 +298,10 @@ class OverlayBackend final : public Backend {
     absl::Status s = objects_->Remove(
         id, [this](const std::vector<MountEntry>& table, const std::string& dir,
                    dev_t dev) { return Users(table, dir, dev); });
-    if (s.ok()) Forget(id);
+    if (s.ok()) {
+      Forget(id);
+      SetUncommitted(id, false);
+    }
     return s;
   }
 
@@ -339,9 +337,11 @@ class OverlayBackend final : public Backend {
 
   absl::StatusOr<Usage> DiskUsage(uint64_t id) override {
     if (absl::Status s = objects_->CheckExists(id); !s.ok()) return s;
-    absl::StatusOr<std::optional<Usage>> stored = ReadUsageFile(id);
-    if (!stored.ok()) return stored.status();
-    if (stored->has_value()) return **stored;
+    if (!IsUncommitted(id)) {
+      absl::StatusOr<std::optional<Usage>> stored = ReadUsageFile(id);
+      if (!stored.ok()) return stored.status();
+      if (stored->has_value()) return **stored;
+    }
     return fstree::DiskUsage(TreePath(id));
   }
 
@@ -426,6 +426,22 @@ class OverlayBackend final : public Backend {
   void Forget(uint64_t id) {
     absl::MutexLock l(&mu_);
     chains_.erase(id);
+  }
+
+  // Whether object `id` is known to have no usage file: made by this
+  // process and not committed since.
+  bool IsUncommitted(uint64_t id) const {
+    absl::MutexLock l(&mu_);
+    return uncommitted_.contains(id);
+  }
+
+  void SetUncommitted(uint64_t id, bool uncommitted) {
+    absl::MutexLock l(&mu_);
+    if (uncommitted) {
+      uncommitted_.insert(id);
+    } else {
+      uncommitted_.erase(id);
+    }
   }
 
   // The chain node of existing object `id`: from the cache, else from the
@@ -609,6 +625,11 @@ class OverlayBackend final : public Backend {
   // shared (a child's node holds its parent's).
   std::unordered_map<uint64_t, std::shared_ptr<const ChainNode>> chains_
       ABSL_GUARDED_BY(mu_);
+  // Objects Create made in this process that Commit has not committed yet:
+  // Commit and DiskUsage need not look for their usage file. Objects from
+  // before a restart are not here, so those calls read it (or find it
+  // missing) as before.
+  std::unordered_set<uint64_t> uncommitted_ ABSL_GUARDED_BY(mu_);
 };
 
 }  // namespace
