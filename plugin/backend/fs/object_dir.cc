@@ -286,15 +286,18 @@ absl::Status ObjectDir::Remove(uint64_t id, const MountUsers& users) {
       errno == ENOENT) {
     return ObjectNotFound(id);  // without a look at the mount table
   }
-  const std::string removing = absl::StrCat(kRemovingPrefix, id);
+  std::string removing = absl::StrCat(kRemovingPrefix, id);
   const std::string removing_path = absl::StrCat(path_, "/", removing);
   if (absl::Status s = CheckNotMounted(id, removing_path, users); !s.ok()) {
     return s;
   }
   int rc = RenameNoReplace(fd_.get(), name.c_str(), removing.c_str());
   if (rc != 0 && (errno == EEXIST || errno == ENOTEMPTY)) {
-    // Left by an interrupted Remove of an earlier object with this id.
-    if (absl::Status s = fstree::RemoveTree(removing_path); !s.ok()) {
+    // Left by an earlier object with this id, removed but not yet deleted
+    // (ids are not reused in service: tests, or a ledger rebuilt from
+    // scratch). Deleted first, whether queued, in hand or left over.
+    Unqueue(removing);
+    if (absl::Status s = DeleteRemoved(removing); !s.ok()) {
       // Mounted there since the check?
       absl::Status busy = CheckNotMounted(id, removing_path, users);
       return busy.ok() ? s : busy;
@@ -321,14 +324,88 @@ absl::Status ObjectDir::Remove(uint64_t id, const MountUsers& users) {
     }
     return ErrnoError(err, "fsync", path_);
   }
-  // The object is gone for good now; leftovers are Cleanup()'s. Even a
-  // busy leftover (mounted since the check) is no failure of this call:
-  // the caller would keep a record of an object that no longer exists.
-  if (absl::Status s = fstree::RemoveTree(removing_path); !s.ok()) {
-    spdlog::warn("{}: object {} removed, but not all its storage: {}", backend_,
-                 id, s.ToString());
-  }
+  // The object is gone for good now; its storage is the deleter's, and
+  // leftovers Cleanup()'s. Even a busy leftover (mounted since the check)
+  // is no failure of this call: the caller would keep a record of an
+  // object that no longer exists.
+  DeleteLater(std::move(removing));
   return absl::OkStatus();
+}
+
+ObjectDir::~ObjectDir() {
+  std::thread deleter;
+  {
+    absl::MutexLock l(&queue_mu_);
+    stopping_ = true;
+    deleter = std::move(deleter_);
+  }
+  if (deleter.joinable()) deleter.join();
+}
+
+void ObjectDir::DeleteLater(std::string name) {
+  {
+    absl::MutexLock l(&queue_mu_);
+    if (!stopping_ && queue_.size() < kMaxQueuedRemovals) {
+      queue_.push_back(std::move(name));
+      if (!deleter_.joinable()) deleter_ = std::thread([this] { RunDeleter(); });
+      return;
+    }
+  }
+  // The deleter is behind by a whole queue: delete on the caller's time,
+  // which bounds the disk that removed objects hold.
+  if (absl::Status s = DeleteRemoved(name); !s.ok()) {
+    spdlog::warn("{}: {}/{} (removed) not deleted, left to Cleanup: {}",
+                 backend_, path_, name, s.ToString());
+  }
+}
+
+bool ObjectDir::Unqueue(const std::string& name) const {
+  absl::MutexLock l(&queue_mu_);
+  auto it = std::find(queue_.begin(), queue_.end(), name);
+  if (it == queue_.end()) return false;
+  queue_.erase(it);
+  return true;
+}
+
+absl::Status ObjectDir::DeleteRemoved(const std::string& name) const {
+  absl::MutexLock l(&delete_mu_);
+  return fstree::RemoveTree(absl::StrCat(path_, "/", name));
+}
+
+bool ObjectDir::DeleterHasWork() const {
+  return stopping_ || (!paused_ && !queue_.empty());
+}
+
+bool ObjectDir::DeleterIdle() const { return queue_.empty() && !deleting_; }
+
+void ObjectDir::RunDeleter() {
+  for (;;) {
+    std::string name;
+    {
+      absl::MutexLock l(&queue_mu_);
+      queue_mu_.Await(absl::Condition(this, &ObjectDir::DeleterHasWork));
+      if (stopping_) return;  // the queue stays on disk, for Cleanup()
+      name = std::move(queue_.front());
+      queue_.pop_front();
+      deleting_ = true;
+    }
+    if (absl::Status s = DeleteRemoved(name); !s.ok()) {
+      spdlog::warn("{}: {}/{} (removed) not deleted, left to Cleanup: {}",
+                   backend_, path_, name, s.ToString());
+    }
+    absl::MutexLock l(&queue_mu_);
+    deleting_ = false;
+  }
+}
+
+void ObjectDir::WaitForRemovals() {
+  absl::MutexLock l(&queue_mu_);
+  queue_mu_.Await(absl::Condition(this, &ObjectDir::DeleterIdle));
+}
+
+void ObjectDir::PauseRemovalsForTesting(bool paused) {
+  absl::MutexLock l(&queue_mu_);
+  paused_ = paused;
 }
 
 absl::Status ObjectDir::CheckNotMounted(uint64_t id,
@@ -420,6 +497,16 @@ absl::Status ObjectDir::Cleanup() const {
   for (const std::string& name : *names) {
     if (!IsTemporary(name)) continue;
     const std::string path = absl::StrCat(path_, "/", name);
+    if (absl::StartsWith(name, kRemovingPrefix)) {
+      // Queued ones are no leftovers: taken from the deleter, quietly.
+      const bool queued = Unqueue(name);
+      absl::Status s = DeleteRemoved(name);
+      if (s.ok() && !queued) {
+        spdlog::info("{}: removed leftover {}", backend_, path);
+      }
+      first.Update(s);
+      continue;
+    }
     absl::Status s = fstree::RemoveTree(path);
     if (s.ok()) spdlog::info("{}: removed leftover {}", backend_, path);
     first.Update(s);

@@ -17,13 +17,32 @@
 // Atomicity. An object is built in a new-XXXXXX directory (Begin), filled by
 // the backend, and made whole by Place(): it writes the parent file and
 // renames the directory to <id>, never over an existing one. Remove()
-// renames <id> to rm-<id> and then deletes that. With `sync`, the parent file
-// and the new directory are flushed before the rename (the backend flushes
-// what it put inside), snapshots/ after each rename, and a failed flush after
-// a rename undoes it. A crash therefore leaves each object whole or absent,
-// plus temporaries that List() ignores and Cleanup() sweeps. Without `sync`
-// this still holds for a killed process (renames are atomic and the page
-// cache survives it), not for a power loss.
+// renames <id> to rm-<id>, and the tree is deleted later (below). With
+// `sync`, the parent file and the new directory are flushed before the
+// rename (the backend flushes what it put inside), snapshots/ after each
+// rename, and a failed flush after a rename undoes it. A crash therefore
+// leaves each object whole or absent, plus temporaries that List() ignores
+// and Cleanup() sweeps. Without `sync` this still holds for a killed process
+// (renames are atomic and the page cache survives it), not for a power loss.
+//
+// Deferred deletion. Remove() answers once the rename to rm-<id> is made
+// (and, with `sync`, flushed): from then on the object is gone — Exists()
+// is false, List() skips it, and <id> is free — whatever becomes of its
+// storage. The tree is deleted off the caller's path, as containerd's own
+// overlayfs snapshotter does (it deletes in Cleanup): Remove() queues
+// rm-<id> for a background deleter, one thread per ObjectDir, started at the
+// first Remove(), which deletes the queued trees one at a time, in order.
+// The queue is bounded (kMaxQueuedRemovals): when it is full, Remove()
+// deletes the tree itself before answering, so removed objects can never
+// hold an unbounded amount of disk. Cleanup() deletes every rm-* there is,
+// queued or left over, so it also drains the queue; the deleter and
+// Cleanup() never delete the same tree at once (one deletion runs at a
+// time). Nothing the deleter does can meet a Create: it touches only rm-*
+// names, which no object ever has. On destruction the deleter finishes the
+// tree it is deleting and stops; what is still queued stays on disk as rm-*
+// (as after a killed daemon) for the next Cleanup(), which containerd calls
+// after every GC pass. A failed deletion is logged and left to Cleanup()
+// likewise.
 //
 // Busy objects. Deleting a tree that is some container's rootfs would pull
 // its files from under it, and neither rename(2) nor rmdir(2) refuses. So
@@ -45,22 +64,28 @@
 // directory, or its parent file is missing or malformed).
 //
 // Thread-safety: calls on different ids may run concurrently; List() may run
-// beside Remove(). Cleanup() must not run beside Begin/Place or Remove. The
-// only mutable state is the mount table cache, which guards itself.
+// beside Remove(). Cleanup() must not run beside Begin/Place or Remove (it
+// may run beside the deleter). The mutable state — the mount table cache
+// and the removal queue — guards itself.
 #pragma once
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "plugin/backend/backend.h"
 #include "plugin/backend/fs/fs_tree.h"
 #include "plugin/backend/fs/mount_table.h"
@@ -94,8 +119,15 @@ class ObjectDir {
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<ObjectDir>> Open(
       const std::string& root, std::string backend, bool sync);
 
+  // How many removed trees may wait for the deleter; Remove() deletes the
+  // tree itself beyond that.
+  static constexpr size_t kMaxQueuedRemovals = 256;
+
   ObjectDir(const ObjectDir&) = delete;
   ObjectDir& operator=(const ObjectDir&) = delete;
+  // Stops the deleter after the tree it is deleting; the rest of the queue
+  // is left to Cleanup() (see the header).
+  ~ObjectDir();
 
   // snapshots/, absolute and resolved, and a descriptor of it.
   const std::string& path() const { return path_; }
@@ -151,11 +183,20 @@ class ObjectDir {
                                    uint64_t parent_id) const;
 
   // Removes object `id` as the header says: refused if `users` finds a mount
-  // using it; renames it to rm-<id> (replacing a stale one), flushes
-  // snapshots/ (putting it back if that fails), then deletes it. Storage
-  // left by a failed deletion is logged and left to Cleanup(): the object
-  // is gone all the same, so the call succeeds.
+  // using it; renames it to rm-<id> (deleting a stale one first), flushes
+  // snapshots/ (putting it back if that fails), and queues rm-<id> for the
+  // deleter (deleting it here if the queue is full). Storage left by a
+  // failed deletion is logged and left to Cleanup(): the object is gone all
+  // the same, so the call succeeds.
   [[nodiscard]] absl::Status Remove(uint64_t id, const MountUsers& users);
+
+  // Blocks until the deleter has nothing queued or in hand (for tests and
+  // orderly shutdowns). Not while paused.
+  void WaitForRemovals();
+
+  // While paused the deleter takes nothing from its queue (as if the
+  // daemon died after each Remove's rename). For tests.
+  void PauseRemovalsForTesting(bool paused);
 
   // Object `id`'s parent, from its parent file. DataLoss if it is missing or
   // malformed.
@@ -165,8 +206,8 @@ class ObjectDir {
   // strangers are skipped with a warning.
   [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() const;
 
-  // Deletes every temporary (new-*, rm-*). The first error is returned, after
-  // trying them all.
+  // Deletes every temporary (new-*, rm-*, the deleter's queue included). The
+  // first error is returned, after trying them all.
   [[nodiscard]] absl::Status Cleanup() const;
 
  private:
@@ -178,12 +219,34 @@ class ObjectDir {
   absl::Status CheckNotMounted(uint64_t id, const std::string& removing_path,
                                const MountUsers& users);
 
+  // Hands rm-* entry `name` to the deleter, or deletes it now if the queue
+  // is full (or the deleter stopping).
+  void DeleteLater(std::string name);
+  // Takes `name` out of the queue; whether it was there.
+  bool Unqueue(const std::string& name) const;
+  // Deletes rm-* entry `name` (absent: OK), one deletion at a time.
+  absl::Status DeleteRemoved(const std::string& name) const;
+  // The deleter thread's loop.
+  void RunDeleter();
+  bool DeleterHasWork() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+  bool DeleterIdle() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(queue_mu_);
+
   const std::string path_;  // absolute, resolved
   const fstree::UniqueFd fd_;
   const std::string backend_;
   const bool sync_;
   // Remove's busy check: re-read only after a mount change.
   MountTableCache mount_table_;
+
+  // Held for each deletion of an rm-* tree (deleter, Remove, Cleanup).
+  mutable absl::Mutex delete_mu_;
+  mutable absl::Mutex queue_mu_;
+  // rm-* entries waiting for the deleter, oldest first.
+  mutable std::deque<std::string> queue_ ABSL_GUARDED_BY(queue_mu_);
+  bool deleting_ ABSL_GUARDED_BY(queue_mu_) = false;  // one in hand
+  bool paused_ ABSL_GUARDED_BY(queue_mu_) = false;
+  bool stopping_ ABSL_GUARDED_BY(queue_mu_) = false;
+  std::thread deleter_ ABSL_GUARDED_BY(queue_mu_);  // started on first use
 };
 
 }  // namespace snapledger

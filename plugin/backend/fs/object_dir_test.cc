@@ -27,6 +27,7 @@ namespace {
 
 using ::snapledger::testing::ModeOf;
 using ::snapledger::testing::Names;
+using ::snapledger::testing::PathExists;
 using ::snapledger::testing::ReadFile;
 using ::testing::ElementsAre;
 using ::testing::FieldsAre;
@@ -103,6 +104,102 @@ TEST_F(ObjectDirTest, ADroppedOrRefusedObjectLeavesNothing) {
   EXPECT_EQ(s.message(), "snapshot object 3 already exists");
   EXPECT_THAT(Names(objects_->path()), ElementsAre("3"));
   EXPECT_EQ(ReadFile(objects_->PathIn(3, "parent")), "0\n");
+}
+
+// Remove() with the background deletion (object_dir.h, "Deferred
+// deletion"); the busy checks are the contract suite's.
+std::vector<MountEntry> NoUsers(const std::vector<MountEntry>&,
+                                const std::string&, dev_t) {
+  return {};
+}
+
+TEST_F(ObjectDirTest, RemoveAnswersBeforeTheTreeIsDeleted) {
+  ASSERT_TRUE(objects_->Place(Filled(), 3, 0).ok());
+  ASSERT_TRUE(objects_->Place(Filled(), 4, 3).ok());
+  objects_->PauseRemovalsForTesting(true);
+  ASSERT_TRUE(objects_->Remove(4, NoUsers).ok());
+
+  // Gone as an object at once; its tree waits, renamed, for the deleter.
+  EXPECT_THAT(Names(objects_->path()), ElementsAre("3", "rm-4"));
+  EXPECT_THAT(Names(objects_->path() + "/rm-4"), ElementsAre("data", "parent"));
+  absl::StatusOr<bool> exists = objects_->Exists(4);
+  ASSERT_TRUE(exists.ok()) << exists.status();
+  EXPECT_FALSE(*exists);
+  absl::StatusOr<std::vector<BackendObject>> listed = objects_->List();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_THAT(*listed, ElementsAre(FieldsAre(3u, 0u)));
+  EXPECT_EQ(objects_->Remove(4, NoUsers).code(), absl::StatusCode::kNotFound);
+  // Objects come and go meanwhile.
+  ASSERT_TRUE(objects_->Place(Filled(), 5, 3).ok());
+
+  objects_->PauseRemovalsForTesting(false);
+  objects_->WaitForRemovals();
+  EXPECT_THAT(Names(objects_->path()), ElementsAre("3", "5"));
+}
+
+TEST_F(ObjectDirTest, RemovedTreesLeftByAStopAreCleanups) {
+  ASSERT_TRUE(objects_->Place(Filled(), 3, 0).ok());
+  ASSERT_TRUE(objects_->Place(Filled(), 4, 0).ok());
+  objects_->PauseRemovalsForTesting(true);
+  ASSERT_TRUE(objects_->Remove(3, NoUsers).ok());
+  // As a daemon killed after the rename: what was queued stays on disk.
+  objects_.reset();
+  absl::StatusOr<std::unique_ptr<ObjectDir>> reopened =
+      ObjectDir::Open(dir_ + "/root", "test", /*sync=*/true);
+  ASSERT_TRUE(reopened.ok()) << reopened.status();
+  objects_ = *std::move(reopened);
+  EXPECT_THAT(Names(objects_->path()), ElementsAre("4", "rm-3"));
+  absl::StatusOr<std::vector<BackendObject>> listed = objects_->List();
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  EXPECT_THAT(*listed, ElementsAre(FieldsAre(4u, 0u)));
+
+  ASSERT_TRUE(objects_->Cleanup().ok());
+  EXPECT_THAT(Names(objects_->path()), ElementsAre("4"));
+}
+
+TEST_F(ObjectDirTest, CleanupDrainsTheRemovalQueue) {
+  for (uint64_t id = 1; id <= 3; ++id) {
+    ASSERT_TRUE(objects_->Place(Filled(), id, 0).ok());
+  }
+  objects_->PauseRemovalsForTesting(true);
+  for (uint64_t id = 1; id <= 3; ++id) {
+    ASSERT_TRUE(objects_->Remove(id, NoUsers).ok());
+  }
+  EXPECT_THAT(Names(objects_->path()), ElementsAre("rm-1", "rm-2", "rm-3"));
+  ASSERT_TRUE(objects_->Cleanup().ok());
+  EXPECT_THAT(Names(objects_->path()), IsEmpty());
+  // Nothing left for the deleter.
+  objects_->PauseRemovalsForTesting(false);
+  objects_->WaitForRemovals();
+  // An id removed, made again and removed again (no reuse in service).
+  ASSERT_TRUE(objects_->Place(Filled(), 2, 0).ok());
+  objects_->PauseRemovalsForTesting(true);
+  ASSERT_TRUE(objects_->Remove(2, NoUsers).ok());
+  ASSERT_TRUE(objects_->Place(Filled(), 2, 0).ok());
+  ASSERT_TRUE(objects_->Remove(2, NoUsers).ok());
+  EXPECT_THAT(Names(objects_->path()), ElementsAre("rm-2"));
+  objects_->PauseRemovalsForTesting(false);
+  objects_->WaitForRemovals();
+  EXPECT_THAT(Names(objects_->path()), IsEmpty());
+}
+
+TEST_F(ObjectDirTest, AFullRemovalQueueDeletesOnTheCallersTime) {
+  const uint64_t n = ObjectDir::kMaxQueuedRemovals + 2;
+  for (uint64_t id = 1; id <= n; ++id) {
+    ASSERT_TRUE(objects_->Place(Filled(), id, 0).ok());
+  }
+  objects_->PauseRemovalsForTesting(true);
+  for (uint64_t id = 1; id <= n; ++id) {
+    ASSERT_TRUE(objects_->Remove(id, NoUsers).ok());
+  }
+  // The first kMaxQueuedRemovals wait; the rest went at once.
+  const std::vector<std::string> names = Names(objects_->path());
+  EXPECT_EQ(names.size(), ObjectDir::kMaxQueuedRemovals);
+  EXPECT_FALSE(PathExists(objects_->path() + "/rm-" + std::to_string(n)));
+  EXPECT_TRUE(PathExists(objects_->path() + "/rm-1"));
+  objects_->PauseRemovalsForTesting(false);
+  objects_->WaitForRemovals();
+  EXPECT_THAT(Names(objects_->path()), IsEmpty());
 }
 
 TEST_F(ObjectDirTest, Checks) {

@@ -14,8 +14,9 @@
 //     rm-<id>/                 an object being removed (Remove)
 // Create builds the whole object in a new-* directory, syncs it (syncfs(2)
 // after a copy; fsync otherwise), renames it to <id> and syncs snapshots/;
-// Remove renames <id> to rm-<id>, syncs snapshots/ and deletes the tree
-// (the syncs only with NativeBackendOptions::sync).
+// Remove renames <id> to rm-<id>, syncs snapshots/ and answers; the tree is
+// deleted in the background, or by Cleanup (ObjectDir's "Deferred
+// deletion"). The syncs only with NativeBackendOptions::sync.
 // A crash therefore leaves each object whole or absent, plus temporaries
 // that List() ignores and Cleanup() sweeps. Anything else in snapshots/ is
 // left alone (and List() warns about it).

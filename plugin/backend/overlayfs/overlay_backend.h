@@ -19,9 +19,11 @@
 //     new-XXXXXX/              an object being built (Create)
 //     rm-<id>/                 an object being removed (Remove)
 // Create builds the object in a new-* directory and renames it to <id>;
-// Remove renames <id> to rm-<id> and deletes the tree (with
+// Remove renames <id> to rm-<id> and answers; the tree is deleted in the
+// background, or by Cleanup (ObjectDir's "Deferred deletion"), as
+// containerd's overlayfs deletes in Cleanup. With
 // OverlayBackendOptions::sync, each rename is followed by an fsync of
-// snapshots/ and what it renames is flushed first). A crash leaves each
+// snapshots/ and what it renames is flushed first. A crash leaves each
 // object whole or absent, plus temporaries that List() ignores and Cleanup()
 // sweeps. Anything else in snapshots/ is left alone.
 //
@@ -57,7 +59,9 @@
 // hard links once, plus the inode count), stores it in the usage file and
 // returns it; committing again returns the stored value, and DiskUsage of a
 // committed object returns it without a walk. DiskUsage of any other object
-// walks its fs/. Nothing is removed at Commit.
+// walks its fs/. Nothing is removed at Commit. Objects this process created
+// and has not committed are known to have no usage file: Commit and
+// DiskUsage do not look for one.
 //
 // Create: an active object cannot be made on a view that has a parent
 // (FailedPrecondition, as in the native backend; a view is not a layer).
