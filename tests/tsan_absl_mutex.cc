@@ -40,6 +40,24 @@ Fn Real(const char* symbol) {
 void Acquired(const void* mu) { __tsan_acquire(const_cast<void*>(mu)); }
 void Releasing(const void* mu) { __tsan_release(const_cast<void*>(mu)); }
 
+// absl evaluates a Condition inside the library while it holds the mutex:
+// in the waiter's thread once it has the lock again (before the wrapper's
+// Acquired after the call), and in an unlocking thread deciding whom to
+// wake. Each evaluation of a wrapped condition is bracketed like a critical
+// section (acquire, evaluate, release), so its reads are ordered after the
+// writes made under the mutex before it and before those made after it, as
+// they are.
+struct GuardedCondition {
+  const absl::Condition* cond;
+  const void* mu;
+  static bool Eval(GuardedCondition* g) {
+    Acquired(g->mu);
+    const bool met = g->cond->Eval();
+    Releasing(g->mu);
+    return met;
+  }
+};
+
 using MutexFn = void (*)(absl::Mutex*);
 using TryFn = bool (*)(absl::Mutex*);
 using CondFn = void (*)(absl::Mutex*, const absl::Condition&);
@@ -54,6 +72,14 @@ using WaitDeadlineFn = bool (*)(absl::CondVar*, absl::Mutex*, absl::Time);
 // The Itanium-mangled names of the library's members (Debian's inline
 // namespace is absl::debian3; a new Abseil fails loudly in Real()).
 #define SNAPLEDGER_ABSL_SYM(name) "_ZN4absl7debian3" name
+
+// absl's own deadlock detector keeps a graph of lock ids behind a spin lock
+// inside the uninstrumented library, which TSan would report as racing
+// memmoves; TSan has a deadlock detector of its own. Off in these binaries.
+const bool kNoAbslDeadlockGraph = [] {
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  return true;
+}();
 
 }  // namespace
 
@@ -106,7 +132,8 @@ void Mutex::Await(const Condition& cond) {
   static const auto real =
       Real<CondFn>(SNAPLEDGER_ABSL_SYM("5Mutex5AwaitERKNS0_9ConditionE"));
   Releasing(this);
-  real(this, cond);
+  GuardedCondition guarded{&cond, this};
+  real(this, absl::Condition(&GuardedCondition::Eval, &guarded));
   Acquired(this);
 }
 
@@ -114,7 +141,8 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
   static const auto real = Real<CondTimeoutFn>(SNAPLEDGER_ABSL_SYM(
       "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE"));
   Releasing(this);
-  const bool met = real(this, cond, timeout);
+  GuardedCondition guarded{&cond, this};
+  const bool met = real(this, absl::Condition(&GuardedCondition::Eval, &guarded), timeout);
   Acquired(this);
   return met;
 }
@@ -123,7 +151,8 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
   static const auto real = Real<CondDeadlineFn>(SNAPLEDGER_ABSL_SYM(
       "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE"));
   Releasing(this);
-  const bool met = real(this, cond, deadline);
+  GuardedCondition guarded{&cond, this};
+  const bool met = real(this, absl::Condition(&GuardedCondition::Eval, &guarded), deadline);
   Acquired(this);
   return met;
 }
@@ -131,14 +160,16 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
 void Mutex::LockWhen(const Condition& cond) {
   static const auto real =
       Real<CondFn>(SNAPLEDGER_ABSL_SYM("5Mutex8LockWhenERKNS0_9ConditionE"));
-  real(this, cond);
+  GuardedCondition guarded{&cond, this};
+  real(this, absl::Condition(&GuardedCondition::Eval, &guarded));
   Acquired(this);
 }
 
 bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   static const auto real = Real<CondTimeoutFn>(SNAPLEDGER_ABSL_SYM(
       "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE"));
-  const bool met = real(this, cond, timeout);
+  GuardedCondition guarded{&cond, this};
+  const bool met = real(this, absl::Condition(&GuardedCondition::Eval, &guarded), timeout);
   Acquired(this);
   return met;
 }
@@ -146,7 +177,8 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
 bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   static const auto real = Real<CondDeadlineFn>(SNAPLEDGER_ABSL_SYM(
       "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE"));
-  const bool met = real(this, cond, deadline);
+  GuardedCondition guarded{&cond, this};
+  const bool met = real(this, absl::Condition(&GuardedCondition::Eval, &guarded), deadline);
   Acquired(this);
   return met;
 }
@@ -154,7 +186,8 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
 void Mutex::ReaderLockWhen(const Condition& cond) {
   static const auto real = Real<CondFn>(
       SNAPLEDGER_ABSL_SYM("5Mutex14ReaderLockWhenERKNS0_9ConditionE"));
-  real(this, cond);
+  GuardedCondition guarded{&cond, this};
+  real(this, absl::Condition(&GuardedCondition::Eval, &guarded));
   Acquired(this);
 }
 
