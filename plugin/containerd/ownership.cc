@@ -22,10 +22,6 @@ std::string Idle(absl::Duration d) {
   return absl::FormatDuration(absl::Trunc(d, absl::Seconds(1)));
 }
 
-std::string TaskWord(TaskStatus status) {
-  return std::string(TaskStatusName(status));
-}
-
 // "<ns>/<id>" -> (ns, id); nullopt without a '/'.
 std::optional<Ownership::NsName> SplitHolder(const std::string& holder) {
   const size_t slash = holder.find('/');
@@ -203,7 +199,7 @@ void OwnerTracker::RunOnce() {
     RecordOwners(*view, tracked);
     ReleaseHeldRemovals(*view, tracked.records);
   }
-  std::vector<DeadFinding> dead = FindDead(*view, tracked, now);
+  std::vector<DeadContainer> dead = FindDead(*view, tracked, now);
   LogDeadChanges(*view, dead, now);
   std::vector<Ownership::NsName> reaped;
   if (view->connected && options_.reaper.enabled && !options_.reaper.dry_run &&
@@ -279,10 +275,10 @@ ReaperAction OwnerTracker::ReaperActionFor(const std::string& id) const {
   return options_.reaper.dry_run ? ReaperAction::kDryRun : ReaperAction::kReap;
 }
 
-std::vector<OwnerTracker::DeadFinding> OwnerTracker::FindDead(
-    const Ownership& view, const TrackedRecords& tracked,
-    absl::Time now) const {
-  std::vector<DeadFinding> dead;
+std::vector<DeadContainer> OwnerTracker::FindDead(const Ownership& view,
+                                                  const TrackedRecords& tracked,
+                                                  absl::Time now) const {
+  std::vector<DeadContainer> dead;
   for (const auto& [name, c] : view.containers) {
     if (TaskIsLive(c.task) || c.idle_since == absl::InfiniteFuture() ||
         now - c.idle_since < options_.dead_after) {
@@ -290,47 +286,44 @@ std::vector<OwnerTracker::DeadFinding> OwnerTracker::FindDead(
     }
     auto rootfs = tracked.by_name.find({c.ns, c.snapshot_key});
     if (rootfs == tracked.by_name.end() || rootfs->second == nullptr) continue;
-    DeadFinding found;
-    found.action = ReaperActionFor(c.id);
-    adminpb::DeadContainer& d = found.report;
-    d.set_namespace_(c.ns);
-    d.set_id(c.id);
-    d.set_image(c.image);
-    d.set_task(TaskWord(c.task));
-    d.set_idle_since_ns(absl::ToUnixNanos(c.idle_since));
-    d.set_snapshot(rootfs->second->key());
+    DeadContainer d;
+    d.ns = c.ns;
+    d.id = c.id;
+    d.image = c.image;
+    d.task = c.task;
+    d.idle_since = c.idle_since;
+    d.snapshot = rootfs->second->key();
     // The rootfs and its ancestors, each once (a loop in bad records ends).
     int64_t bytes = 0;
     std::set<uint64_t> seen;
     for (const Record* r = rootfs->second;
          r != nullptr && seen.insert(r->backend_id()).second;) {
-      d.add_pinned(r->key());
+      d.pinned.push_back(r->key());
       if (r->kind() == store::v1::COMMITTED) bytes += r->size_bytes();
       auto parent = tracked.by_id.find(r->parent_backend_id());
       r = r->parent_backend_id() != 0 && parent != tracked.by_id.end()
               ? parent->second
               : nullptr;
     }
-    d.set_pinned_bytes(bytes);
-    d.set_reaper(std::string(ReaperWord(found.action)));
-    dead.push_back(std::move(found));
+    d.pinned_bytes = bytes;
+    d.reaper = ReaperActionFor(c.id);
+    dead.push_back(std::move(d));
   }
   return dead;
 }
 
 void OwnerTracker::LogDeadChanges(const Ownership& view,
-                                  const std::vector<DeadFinding>& dead,
+                                  const std::vector<DeadContainer>& dead,
                                   absl::Time now) {
   // Each dead container once (again if it comes back after reviving).
   std::map<Ownership::NsName, absl::Time> still_dead;
-  for (const DeadFinding& found : dead) {
-    const adminpb::DeadContainer& d = found.report;
-    Ownership::NsName name{d.namespace_(), d.id()};
-    const absl::Time since = absl::FromUnixNanos(d.idle_since_ns());
+  for (const DeadContainer& d : dead) {
+    Ownership::NsName name{d.ns, d.id};
+    const absl::Time since = d.idle_since;
     still_dead[name] = since;
     if (logged_dead_.contains(name)) continue;
     std::string_view reaper_note;
-    switch (found.action) {
+    switch (d.reaper) {
       case ReaperAction::kReap:
         reaper_note = "; the reaper will delete it";
         break;
@@ -343,8 +336,8 @@ void OwnerTracker::LogDeadChanges(const Ownership& view,
     spdlog::warn(
         "dead container {}/{} (task {}, idle {}): pins {} snapshots ({} "
         "bytes committed): {}{}",
-        d.namespace_(), d.id(), d.task(), Idle(now - since), d.pinned_size(),
-        d.pinned_bytes(), absl::StrJoin(d.pinned(), " <- "), reaper_note);
+        d.ns, d.id, TaskStatusName(d.task), Idle(now - since), d.pinned.size(),
+        d.pinned_bytes, absl::StrJoin(d.pinned, " <- "), reaper_note);
   }
   for (const auto& [name, since] : logged_dead_) {
     if (still_dead.contains(name)) continue;
@@ -360,14 +353,11 @@ void OwnerTracker::LogDeadChanges(const Ownership& view,
                 });
 }
 
-void OwnerTracker::Publish(const Ownership& view, std::vector<DeadFinding> dead,
-                           size_t reaped) {
-  std::vector<adminpb::DeadContainer> reports;
-  reports.reserve(dead.size());
-  for (DeadFinding& found : dead) reports.push_back(std::move(found.report));
+void OwnerTracker::Publish(const Ownership& view,
+                           std::vector<DeadContainer> dead, size_t reaped) {
   {
     absl::MutexLock lock(&mu_);
-    dead_ = std::move(reports);
+    dead_ = std::move(dead);
     reaped_total_ += reaped;
   }
   if (!first_pass_done_ && view.last_sync != absl::InfinitePast()) {
@@ -377,12 +367,12 @@ void OwnerTracker::Publish(const Ownership& view, std::vector<DeadFinding> dead,
 }
 
 std::vector<Ownership::NsName> OwnerTracker::Reap(
-    const Ownership& view, std::vector<DeadFinding>* dead) {
+    const Ownership& view, std::vector<DeadContainer>* dead) {
   std::vector<Ownership::NsName> reaped;
   std::set<std::string> namespaces;
   const absl::Time now = options_.clock();
   for (auto it = dead->begin(); it != dead->end();) {
-    if (it->action != ReaperAction::kReap) {
+    if (it->reaper != ReaperAction::kReap) {
       ++it;
       continue;
     }
@@ -390,14 +380,14 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
       absl::MutexLock lock(&mu_);
       if (stopping_) break;  // the rest waits for the next start
     }
-    if (!ReapOne(view, it->report, now)) {
+    if (!ReapOne(view, *it, now)) {
       ++it;
       continue;
     }
-    const adminpb::DeadContainer& d = it->report;
-    namespaces.insert(d.namespace_());
-    reaped.push_back({d.namespace_(), d.id()});
-    logged_dead_.erase({d.namespace_(), d.id()});
+    const DeadContainer& d = *it;
+    namespaces.insert(d.ns);
+    reaped.push_back({d.ns, d.id});
+    logged_dead_.erase({d.ns, d.id});
     it = dead->erase(it);
   }
   // containerd's collector (one for all namespaces) now removes the
@@ -414,14 +404,14 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
   return reaped;
 }
 
-bool OwnerTracker::ReapOne(const Ownership& view,
-                           const adminpb::DeadContainer& d, absl::Time now) {
-  const Ownership::NsName key{d.namespace_(), d.id()};
+bool OwnerTracker::ReapOne(const Ownership& view, const DeadContainer& d,
+                           absl::Time now) {
+  const Ownership::NsName key{d.ns, d.id};
   if (auto f = reap_failures_.find(key);
       f != reap_failures_.end() && now < f->second.next_try) {
     return false;
   }
-  const std::string name = absl::StrCat(d.namespace_(), "/", d.id());
+  const std::string name = absl::StrCat(d.ns, "/", d.id);
   // Failures are retried with back-off, and logged once per new cause.
   auto failed =
       [&](const std::string& what,
@@ -438,26 +428,27 @@ bool OwnerTracker::ReapOne(const Ownership& view,
         return false;
       };
   // The view may be an event behind: ask once more before deleting.
-  absl::StatusOr<TaskStatus> task = ops_->GetTask(d.namespace_(), d.id());
+  absl::StatusOr<TaskStatus> task = ops_->GetTask(d.ns, d.id);
   if (!task.ok()) return failed("cannot read its task", task.status());
   if (TaskIsLive(*task)) {
     spdlog::info("reaper: {}: its task is {} again; left alone", name,
                  TaskStatusName(*task));
     return false;
   }
-  absl::Status s = ops_->DeleteTask(d.namespace_(), d.id());
-  if (s.ok()) s = ops_->DeleteContainer(d.namespace_(), d.id());
+  absl::Status s = ops_->DeleteTask(d.ns, d.id);
+  if (s.ok()) s = ops_->DeleteContainer(d.ns, d.id);
   if (!s.ok()) return failed("cannot delete the dead container", s);
   reap_failures_.erase(key);
-  const ContainerInfo* c = view.Container(d.namespace_(), d.id());
+  const ContainerInfo* c = view.Container(d.ns, d.id);
   const std::string detail = absl::StrCat(
-      "container ", name, " deleted by the reaper (task ", d.task(),
+      "container ", name, " deleted by the reaper (task ",
+      std::string(TaskStatusName(d.task)),
       c != nullptr
           ? absl::StrCat(", idle since ", absl::FormatTime(c->idle_since))
           : std::string(),
       ")");
   if (absl::Status n =
-          coordinator_->NoteEvent(d.snapshot(), HistoryOp::kReaped, detail);
+          coordinator_->NoteEvent(d.snapshot, HistoryOp::kReaped, detail);
       !n.ok()) {
     spdlog::warn("reaper: {}: cannot note it in the history: {}", name,
                  n.ToString());
@@ -465,11 +456,12 @@ bool OwnerTracker::ReapOne(const Ownership& view,
   spdlog::info(
       "reaper: deleted dead container {} (task {}); it pinned {} "
       "snapshots: {}",
-      name, d.task(), d.pinned_size(), absl::StrJoin(d.pinned(), " <- "));
+      name, TaskStatusName(d.task), d.pinned.size(),
+      absl::StrJoin(d.pinned, " <- "));
   return true;
 }
 
-std::vector<adminpb::DeadContainer> OwnerTracker::DeadContainers() const {
+std::vector<DeadContainer> OwnerTracker::DeadContainers() const {
   absl::MutexLock lock(&mu_);
   return dead_;
 }
@@ -479,30 +471,26 @@ uint64_t OwnerTracker::reaped_total() const {
   return reaped_total_;
 }
 
-adminpb::WatcherStatus OwnerTracker::Status() const {
+WatcherReport OwnerTracker::Status() const {
   std::shared_ptr<const Ownership> view = View();
-  adminpb::WatcherStatus status;
-  status.set_enabled(true);
-  status.set_address(options_.containerd_address);
-  status.set_connected(view->connected);
-  if (view->last_sync != absl::InfinitePast()) {
-    status.set_last_sync_ns(absl::ToUnixNanos(view->last_sync));
-  }
-  if (!view->last_error.ok())
-    status.set_last_error(view->last_error.ToString());
-  status.set_containers(view->containers.size());
-  status.set_leases(view->leases.size());
+  WatcherReport status;
+  status.address = options_.containerd_address;
+  status.connected = view->connected;
+  status.last_sync = view->last_sync;
+  status.last_error = view->last_error;
+  status.containers = view->containers.size();
+  status.leases = view->leases.size();
   return status;
 }
 
-adminpb::DeadResponse OwnerTracker::Dead() const {
-  adminpb::DeadResponse response;
-  *response.mutable_watcher() = Status();
-  response.set_grace_seconds(absl::ToInt64Seconds(options_.dead_after));
+DeadReport OwnerTracker::Dead() const {
+  DeadReport report;
+  report.watcher = Status();
+  report.grace = options_.dead_after;
   absl::MutexLock lock(&mu_);
-  for (const adminpb::DeadContainer& d : dead_) *response.add_containers() = d;
-  response.set_reaped_total(reaped_total_);
-  return response;
+  report.containers = dead_;
+  report.reaped_total = reaped_total_;
+  return report;
 }
 
 }  // namespace snapledger

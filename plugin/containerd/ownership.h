@@ -43,12 +43,9 @@
 #include "plugin/containerd/containerd_ops.h"
 #include "plugin/containerd/watcher.h"
 #include "plugin/core/coordinator.h"
-#include "snapledger/admin/v1/admin.pb.h"
 #include "store/ledger.h"
 
 namespace snapledger {
-
-namespace adminpb = ::snapledger::admin::v1;
 
 struct ReaperOptions {
   bool enabled = false;
@@ -62,6 +59,51 @@ struct ReaperOptions {
 enum class ReaperAction { kNone, kReap, kDryRun };
 // "", "reap", "dry-run": the one place the action becomes the proto's string.
 std::string_view ReaperWord(ReaperAction action);
+
+// A dead container, as a pass found it. The admin API's DeadContainer is
+// made from it on the server side (plugin/server/owner_reports.h).
+struct DeadContainer {
+  std::string ns;
+  std::string id;
+  std::string image;
+  // What containerd reports of its task (never a live state).
+  TaskStatus task = TaskStatus::kNone;
+  // Since when it has had no live task.
+  absl::Time idle_since = absl::InfinitePast();
+  // The ledger key of its rootfs snapshot.
+  std::string snapshot;
+  // That snapshot and every parent it keeps alive, leaf first (ledger keys).
+  std::vector<std::string> pinned;
+  // Disk usage of the committed snapshots among them (frozen at commit).
+  int64_t pinned_bytes = 0;
+  ReaperAction reaper = ReaperAction::kNone;
+};
+
+// The tracker's view of the watcher, for the status report.
+struct WatcherReport {
+  // containerd's address (OwnerTrackerOptions::containerd_address).
+  std::string address;
+  // Listed and following containerd's events now.
+  bool connected = false;
+  // End of the last full listing; InfinitePast: never.
+  absl::Time last_sync = absl::InfinitePast();
+  // The most recent failure (may be from before a reconnection); OK: none.
+  absl::Status last_error;
+  // Containers using our snapshotter, and leases holding our snapshots.
+  uint64_t containers = 0;
+  uint64_t leases = 0;
+};
+
+// The dead-container report: the latest pass's findings and the watcher's
+// status.
+struct DeadReport {
+  WatcherReport watcher;
+  // No live task for this long: dead (OwnerTrackerOptions::dead_after).
+  absl::Duration grace = absl::ZeroDuration();
+  std::vector<DeadContainer> containers;
+  // Containers the reaper deleted since the tracker was made.
+  uint64_t reaped_total = 0;
+};
 
 struct OwnerTrackerOptions {
   // No live task for this long: dead.
@@ -114,9 +156,9 @@ class OwnerTracker {
   std::optional<std::string> Holder(const Record& record);
 
   // The latest pass's dead containers (without the watcher's status).
-  std::vector<adminpb::DeadContainer> DeadContainers() const;
-  adminpb::DeadResponse Dead() const;
-  adminpb::WatcherStatus Status() const;
+  std::vector<DeadContainer> DeadContainers() const;
+  DeadReport Dead() const;
+  WatcherReport Status() const;
   uint64_t reaped_total() const;
 
  private:
@@ -124,11 +166,6 @@ class OwnerTracker {
   void Loop() ABSL_LOCKS_EXCLUDED(mu_);
   std::shared_ptr<const Ownership> View() const;
 
-  // A dead container found by a pass, and what the reaper does with it.
-  struct DeadFinding {
-    adminpb::DeadContainer report;
-    ReaperAction action = ReaperAction::kNone;
-  };
   // The ledger records with a tracked owner, indexed for one pass. The maps
   // point into `records`; not copyable, so that they cannot dangle.
   struct TrackedRecords {
@@ -154,25 +191,25 @@ class OwnerTracker {
                            const std::vector<Record>& records);
   // Containers with no live task for dead_after that pin a tracked record,
   // with the chain of snapshots each pins.
-  std::vector<DeadFinding> FindDead(const Ownership& view,
-                                    const TrackedRecords& tracked,
-                                    absl::Time now) const;
+  std::vector<DeadContainer> FindDead(const Ownership& view,
+                                      const TrackedRecords& tracked,
+                                      absl::Time now) const;
   // Logs containers that became dead, and those that no longer are.
   void LogDeadChanges(const Ownership& view,
-                      const std::vector<DeadFinding>& dead, absl::Time now)
+                      const std::vector<DeadContainer>& dead, absl::Time now)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
   // The reaper's part of a pass: deletes the dead containers it is to reap
   // (taking them out of `dead`); returns the keys (ns, id) it deleted.
   std::vector<Ownership::NsName> Reap(const Ownership& view,
-                                      std::vector<DeadFinding>* dead)
+                                      std::vector<DeadContainer>* dead)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
   // Deletes one dead container unless it is backing off, runs again, or
   // containerd refuses; returns whether it was deleted.
-  bool ReapOne(const Ownership& view, const adminpb::DeadContainer& d,
-               absl::Time now) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
+  bool ReapOne(const Ownership& view, const DeadContainer& d, absl::Time now)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
   // Makes the pass's findings visible (DeadContainers, reaped_total) and
   // runs after_first_pass after the first pass with a full listing.
-  void Publish(const Ownership& view, std::vector<DeadFinding> dead,
+  void Publish(const Ownership& view, std::vector<DeadContainer> dead,
                size_t reaped) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);
   ReaperAction ReaperActionFor(const std::string& id) const;
   bool Matches(const std::string& id) const;
@@ -186,7 +223,7 @@ class OwnerTracker {
   std::shared_ptr<const Ownership> view_ ABSL_GUARDED_BY(mu_);
   uint64_t view_changes_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
-  std::vector<adminpb::DeadContainer> dead_ ABSL_GUARDED_BY(mu_);
+  std::vector<DeadContainer> dead_ ABSL_GUARDED_BY(mu_);
   uint64_t reaped_total_ ABSL_GUARDED_BY(mu_) = 0;
 
   // Passes: one at a time, at most one per kMinPassInterval on the thread.

@@ -12,7 +12,6 @@
 #include "gtest/gtest.h"
 #include "plugin/core/coordinator.h"
 #include "plugin/record/keys.h"
-#include "plugin/record/keys.h"
 #include "plugin/recovery/recovery.h"
 #include "plugin/testing/fake_clock.h"
 #include "plugin/testing/ledger_fixture.h"
@@ -165,7 +164,8 @@ class OwnershipTest : public testing::LedgerFixture {
     CoordinatorOptions options;
     options.remove_policy = policy;
     options.queue.clock = [this] { return clock_.Now(); };
-    options.queue.holder = [this](const Record& r) -> std::optional<std::string> {
+    options.queue.holder =
+        [this](const Record& r) -> std::optional<std::string> {
       return tracker_ != nullptr ? tracker_->Holder(r) : std::nullopt;
     };
     coord_ = std::make_unique<Coordinator>(ledger_.get(), &backend_, options);
@@ -418,19 +418,18 @@ TEST_F(OwnershipTest, DeadAfterTheGraceWithTheChainItPins) {
 
   clock_.Advance(absl::Seconds(1));
   Feed(view());
-  std::vector<adminpb::DeadContainer> dead = tracker_->DeadContainers();
+  std::vector<DeadContainer> dead = tracker_->DeadContainers();
   ASSERT_EQ(dead.size(), 1u);
-  EXPECT_EQ(dead[0].id(), "c1");
-  EXPECT_EQ(dead[0].task(), "stopped");
-  EXPECT_EQ(dead[0].snapshot(), "default/3/ctr1");
-  EXPECT_THAT(
-      dead[0].pinned(),
-      ElementsAre("default/3/ctr1", "default/2/layer2", "default/1/layer1"));
-  EXPECT_EQ(dead[0].pinned_bytes(), Get("default/2/layer2").size_bytes() +
-                                        Get("default/1/layer1").size_bytes());
-  EXPECT_EQ(dead[0].reaper(), "");
-  EXPECT_EQ(tracker_->Dead().grace_seconds(), 300);
-  EXPECT_TRUE(tracker_->Dead().watcher().connected());
+  EXPECT_EQ(dead[0].id, "c1");
+  EXPECT_EQ(dead[0].task, TaskStatus::kStopped);
+  EXPECT_EQ(dead[0].snapshot, "default/3/ctr1");
+  EXPECT_THAT(dead[0].pinned, ElementsAre("default/3/ctr1", "default/2/layer2",
+                                          "default/1/layer1"));
+  EXPECT_EQ(dead[0].pinned_bytes, Get("default/2/layer2").size_bytes() +
+                                      Get("default/1/layer1").size_bytes());
+  EXPECT_EQ(dead[0].reaper, ReaperAction::kNone);
+  EXPECT_EQ(tracker_->Dead().grace, absl::Seconds(300));
+  EXPECT_TRUE(tracker_->Dead().watcher.connected);
 
   // Its rootfs removed (held back): still dead, still pinning it.
   ops_.Add("default/c1", TaskStatus::kStopped);
@@ -438,7 +437,7 @@ TEST_F(OwnershipTest, DeadAfterTheGraceWithTheChainItPins) {
   Feed(view());
   dead = tracker_->DeadContainers();
   ASSERT_EQ(dead.size(), 1u);
-  EXPECT_THAT(dead[0].snapshot(), HasSubstr("snapledger.removed/"));
+  EXPECT_THAT(dead[0].snapshot, HasSubstr("snapledger.removed/"));
 
   // Its task runs again: not dead any more.
   Feed(ViewBuilder(clock_.Now())
@@ -464,9 +463,9 @@ TEST_F(OwnershipTest, ReaperDeletesOnlyMatchingDeadContainersThenCollects) {
               ElementsAre("task default/build-1", "delete-task default/build-1",
                           "delete-container default/build-1", "gc default"));
   EXPECT_EQ(tracker_->reaped_total(), 1u);
-  std::vector<adminpb::DeadContainer> dead = tracker_->DeadContainers();
+  std::vector<DeadContainer> dead = tracker_->DeadContainers();
   ASSERT_EQ(dead.size(), 1u);
-  EXPECT_EQ(dead[0].id(), "keeper");
+  EXPECT_EQ(dead[0].id, "keeper");
   EXPECT_THAT(Ops("default/3/ctr1"),
               ::testing::Contains(HasSubstr(
                   "reaped: container default/build-1 deleted by the reaper")));
@@ -476,9 +475,9 @@ TEST_F(OwnershipTest, ReaperDeletesOnlyMatchingDeadContainersThenCollects) {
 TEST_F(OwnershipTest, ReaperDryRunDeletesNothing) {
   Open(RemovePolicy::kDefer, ReaperOptions{true, {"build-*"}, true});
   EXPECT_THAT(PassOverDeadBuild(TaskStatus::kStopped), IsEmpty());
-  std::vector<adminpb::DeadContainer> dead = tracker_->DeadContainers();
+  std::vector<DeadContainer> dead = tracker_->DeadContainers();
   ASSERT_EQ(dead.size(), 1u);
-  EXPECT_EQ(dead[0].reaper(), "dry-run");
+  EXPECT_EQ(dead[0].reaper, ReaperAction::kDryRun);
   EXPECT_EQ(tracker_->reaped_total(), 0u);
 }
 
@@ -496,7 +495,7 @@ TEST_F(OwnershipTest, ReaperWaitsForAConnectedView) {
               IsEmpty());
   // Reported from the last known state all the same.
   EXPECT_EQ(tracker_->DeadContainers().size(), 1u);
-  EXPECT_FALSE(tracker_->Dead().watcher().connected());
+  EXPECT_FALSE(tracker_->Dead().watcher.connected);
 }
 
 TEST_F(OwnershipTest, ReaperBacksOffAfterAFailure) {

@@ -21,6 +21,7 @@
 #include "plugin/containerd/ownership.h"
 #include "plugin/recovery/reconciler.h"
 #include "plugin/server/coordinator_repairs.h"
+#include "plugin/server/owner_reports.h"
 #include "plugin/server/snapshot_service.h"
 #include "plugin/containerd/watcher.h"
 #include "spdlog/spdlog.h"
@@ -332,24 +333,22 @@ absl::Status Daemon::State::ServeAdmin() {
   if (owners != nullptr) {
     // The watcher's own view for the time of the last listing: the tracker
     // hears of a view only when its content changes.
-    auto with_last_sync = [this](adminpb::WatcherStatus status) {
+    auto with_last_sync = [this](WatcherReport status) {
       if (watcher != nullptr) {
         const absl::Time synced = watcher->Current()->last_sync;
-        if (synced != absl::InfinitePast()) {
-          status.set_last_sync_ns(absl::ToUnixNanos(synced));
-        }
+        if (synced != absl::InfinitePast()) status.last_sync = synced;
       }
       return status;
     };
     OwnerTracker* tracker = owners.get();
     sources.dead = [tracker,
                     with_last_sync]() -> absl::StatusOr<adminpb::DeadResponse> {
-      adminpb::DeadResponse response = tracker->Dead();
-      *response.mutable_watcher() = with_last_sync(response.watcher());
-      return response;
+      DeadReport report = tracker->Dead();
+      report.watcher = with_last_sync(std::move(report.watcher));
+      return DeadResponseProto(report);
     };
     sources.watcher_status = [tracker, with_last_sync] {
-      return with_last_sync(tracker->Status());
+      return WatcherStatusProto(with_last_sync(tracker->Status()));
     };
   }
   admin_core = std::make_unique<AdminCore>(std::move(sources));
