@@ -43,7 +43,6 @@ using ::snapledger::testing::ReadFile;
 using ::snapledger::testing::WriteFile;
 
 using ::testing::ElementsAre;
-using ::testing::ElementsAreArray;
 using ::testing::HasSubstr;
 
 class OverlayBackendTest : public testing::BackendTest {

@@ -302,22 +302,21 @@ T TimedBackend::Run(const CallInfo& info, Fn fn) {
         pool_, [call, fn = std::move(fn), inner = inner_, state = state_,
                 name = name_, info, started]() mutable {
           T result = fn(*inner);
-          bool abandoned = false;
           uint64_t seq = 0;
           {
             absl::MutexLock l(&call->mu);
-            abandoned = call->abandoned;
-            seq = call->seq;
-            if (!abandoned) {
+            call->done = true;
+            if (!call->abandoned) {
               // Let go first, so that a caller holding the result knows this
               // thread holds the backend no more. (Only drops a reference: the
               // waiting caller's TimedBackend holds another.)
               inner.reset();
               call->result.emplace(std::move(result));
+              return;
             }
-            call->done = true;
+            seq = call->seq;
           }
-          if (!abandoned) return;
+          // Abandoned: nobody waits for `result` any more.
           // Logged before the entry goes, so that WaitIdle() implies the log.
           spdlog::warn(
               "{} backend: {} finished {} after it started, past its time "
