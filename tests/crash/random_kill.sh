@@ -25,7 +25,7 @@ set -uo pipefail
 [[ $# -ge 2 ]] || { echo "usage: $0 SNAPLEDGERD CRASH_CLIENT [ROUNDS]" >&2; exit 2; }
 CR_DAEMON=$(readlink -f "$1")
 CR_CLIENT=$(readlink -f "$2")
-ROUNDS=${3:-200}
+ROUNDS=${RK_ROUNDS:-${3:-200}}  # RK_ROUNDS (env) overrides: CTest's overlayfs run
 KEYS=${KEYS:-48}
 CLIENTS=${CLIENTS:-4}
 CLEAN_EVERY=${CLEAN_EVERY:-10}
