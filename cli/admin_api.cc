@@ -13,8 +13,8 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "grpcpp/create_channel.h"
-#include "plugin/rpc/status.h"
 #include "grpcpp/security/credentials.h"
+#include "plugin/rpc/status.h"
 
 namespace snapledger::cli {
 namespace {
@@ -124,8 +124,8 @@ absl::StatusOr<Response> GrpcAdminApi::Call(Method method,
   const grpc::Status status =
       (stub_.get()->*method)(&context, request, &response);
   if (!status.ok()) {
-    return DescribeRpcError(CodeOf(status),
-                            status.error_message(), path_, timeout_);
+    return DescribeRpcError(CodeOf(status), status.error_message(), path_,
+                            timeout_);
   }
   return response;
 }

@@ -251,8 +251,8 @@ absl::StatusOr<Record> Ledger::Get(std::string_view key) const {
 
 absl::StatusOr<std::string> Ledger::GetSetting(std::string_view name) const {
   std::string value;
-  rocksdb::Status s =
-      db_->Get({}, absl::StrCat(std::string(kSettingPrefix), std::string(name)), &value);
+  rocksdb::Status s = db_->Get(
+      {}, absl::StrCat(std::string(kSettingPrefix), std::string(name)), &value);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
         absl::StrCat("ledger setting ", std::string(name), " is not set"));

@@ -298,10 +298,11 @@ TEST_F(LedgerTest, SettingsSurviveAReopenAndAreNotRecords) {
   ASSERT_TRUE(backend.ok()) << backend.status();
   EXPECT_EQ(*backend, "overlayfs");
   int records = 0;
-  ASSERT_TRUE(ledger_->ForEach([&](const Record&) {
-                        ++records;
-                        return true;
-                      })
+  ASSERT_TRUE(ledger_
+                  ->ForEach([&](const Record&) {
+                    ++records;
+                    return true;
+                  })
                   .ok());
   EXPECT_EQ(records, 0);
   Reopen(/*read_only=*/true);

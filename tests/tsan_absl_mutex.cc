@@ -142,7 +142,8 @@ bool Mutex::AwaitWithTimeout(const Condition& cond, Duration timeout) {
       "5Mutex16AwaitWithTimeoutERKNS0_9ConditionENS0_8DurationE"));
   Releasing(this);
   GuardedCondition guarded{&cond, this};
-  const bool met = real(this, absl::Condition(&GuardedCondition::Eval, &guarded), timeout);
+  const bool met =
+      real(this, absl::Condition(&GuardedCondition::Eval, &guarded), timeout);
   Acquired(this);
   return met;
 }
@@ -152,7 +153,8 @@ bool Mutex::AwaitWithDeadline(const Condition& cond, Time deadline) {
       "5Mutex17AwaitWithDeadlineERKNS0_9ConditionENS0_4TimeE"));
   Releasing(this);
   GuardedCondition guarded{&cond, this};
-  const bool met = real(this, absl::Condition(&GuardedCondition::Eval, &guarded), deadline);
+  const bool met =
+      real(this, absl::Condition(&GuardedCondition::Eval, &guarded), deadline);
   Acquired(this);
   return met;
 }
@@ -169,7 +171,8 @@ bool Mutex::LockWhenWithTimeout(const Condition& cond, Duration timeout) {
   static const auto real = Real<CondTimeoutFn>(SNAPLEDGER_ABSL_SYM(
       "5Mutex19LockWhenWithTimeoutERKNS0_9ConditionENS0_8DurationE"));
   GuardedCondition guarded{&cond, this};
-  const bool met = real(this, absl::Condition(&GuardedCondition::Eval, &guarded), timeout);
+  const bool met =
+      real(this, absl::Condition(&GuardedCondition::Eval, &guarded), timeout);
   Acquired(this);
   return met;
 }
@@ -178,7 +181,8 @@ bool Mutex::LockWhenWithDeadline(const Condition& cond, Time deadline) {
   static const auto real = Real<CondDeadlineFn>(SNAPLEDGER_ABSL_SYM(
       "5Mutex20LockWhenWithDeadlineERKNS0_9ConditionENS0_4TimeE"));
   GuardedCondition guarded{&cond, this};
-  const bool met = real(this, absl::Condition(&GuardedCondition::Eval, &guarded), deadline);
+  const bool met =
+      real(this, absl::Condition(&GuardedCondition::Eval, &guarded), deadline);
   Acquired(this);
   return met;
 }
@@ -209,8 +213,8 @@ bool CondVar::WaitWithTimeout(Mutex* mu, Duration timeout) {
 }
 
 bool CondVar::WaitWithDeadline(Mutex* mu, Time deadline) {
-  static const auto real = Real<WaitDeadlineFn>(SNAPLEDGER_ABSL_SYM(
-      "7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE"));
+  static const auto real = Real<WaitDeadlineFn>(
+      SNAPLEDGER_ABSL_SYM("7CondVar16WaitWithDeadlineEPNS0_5MutexENS0_4TimeE"));
   Releasing(mu);
   const bool timed_out = real(this, mu, deadline);
   Acquired(mu);

@@ -10,11 +10,11 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "plugin/backend/factory/backend_factory.h"
-#include "plugin/text/human_units.h"
 #include "plugin/record/keys.h"
 #include "plugin/record/states.h"
 #include "plugin/recovery/reconciler.h"
 #include "plugin/rpc/status.h"
+#include "plugin/text/human_units.h"
 
 namespace snapledger {
 namespace {

@@ -4,13 +4,13 @@
 // without a containerd watcher (a canned dead-container report: the
 // tracker that makes real ones is tested in plugin/ownership_test.cc).
 #include "plugin/admin/admin_service.h"
-#include "plugin/server/coordinator_repairs.h"
 
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/record/keys.h"
 #include "plugin/recovery/recovery.h"
+#include "plugin/server/coordinator_repairs.h"
 #include "plugin/testing/ledger_fixture.h"
 
 namespace snapledger {

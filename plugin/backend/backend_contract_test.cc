@@ -9,8 +9,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <functional>
@@ -58,10 +58,9 @@ std::vector<std::string> NamesOnceDeleted(const std::string& snapshots) {
       std::chrono::steady_clock::now() + std::chrono::seconds(10);
   for (;;) {
     std::vector<std::string> names = Names(snapshots);
-    const bool removing =
-        std::any_of(names.begin(), names.end(), [](const std::string& n) {
-          return n.rfind("rm-", 0) == 0;
-        });
+    const bool removing = std::any_of(
+        names.begin(), names.end(),
+        [](const std::string& n) { return n.rfind("rm-", 0) == 0; });
     if (!removing || std::chrono::steady_clock::now() > deadline) return names;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }

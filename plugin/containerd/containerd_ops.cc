@@ -17,9 +17,9 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "containerd/services/containers/v1/containers.grpc.pb.h"
-#include "plugin/rpc/status.h"
 #include "containerd/services/leases/v1/leases.grpc.pb.h"
 #include "containerd/services/tasks/v1/tasks.grpc.pb.h"
+#include "plugin/rpc/status.h"
 
 namespace snapledger {
 
@@ -202,8 +202,8 @@ class GrpcContainerdOps final : public ContainerdOps {
     ctx.AddMetadata(kNamespaceHeader, ns);
     const grpc::Status st = call(&ctx);
     return FromGrpcStatus(
-        st, absl::StrCat("containerd ", std::string(method), " ", ns, "/", subject, ": ",
-                         absl::StatusCodeToString(CodeOf(st))));
+        st, absl::StrCat("containerd ", std::string(method), " ", ns, "/",
+                         subject, ": ", absl::StatusCodeToString(CodeOf(st))));
   }
 
   // The task's init process; nullopt when there is no task.

@@ -195,8 +195,9 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   record.set_state(store::v1::LIVE);
   Ledger::Batch done;
   done.Put(record);
-  done.Note(MakeEvent(kind == SnapshotKind::kView ? HistoryOp::kView : HistoryOp::kPrepare, record,
-                      absl::StrCat("backend object ", record.backend_id())));
+  done.Note(MakeEvent(
+      kind == SnapshotKind::kView ? HistoryOp::kView : HistoryOp::kPrepare,
+      record, absl::StrCat("backend object ", record.backend_id())));
   if (absl::Status s = ledger_->Write(done); !s.ok()) {
     // The intent stays and is rolled back once the ledger heals: the caller
     // sees a failure, which is what the roll-back makes true.
@@ -299,7 +300,8 @@ absl::Status Coordinator::Commit(const std::string& name,
   Ledger::Batch done;
   done.Delete(*active);
   done.Put(committed);
-  done.Note(MakeEvent(HistoryOp::kCommit, committed, absl::StrCat("from ", key)));
+  done.Note(
+      MakeEvent(HistoryOp::kCommit, committed, absl::StrCat("from ", key)));
   if (absl::Status s = ledger_->Write(done); !s.ok()) {
     pending_intents_.Note(key);  // rolled back to the active snapshot later
     return s;
@@ -347,8 +349,8 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
     }
     // Waits, without a due time, for the removal of its last child.
     return queue_
-        .Defer(record, {.cause = absl::StrCat("waiting for children [", names,
-                                              "]")})
+        .Defer(record,
+               {.cause = absl::StrCat("waiting for children [", names, "]")})
         .status();
   }
 
@@ -413,8 +415,7 @@ absl::Status Coordinator::RemoveFailed(const Record& record,
     rollback.set_last_error(removed.ToString());
     Ledger::Batch undo;
     undo.Put(rollback);
-    undo.Note(
-        MakeEvent(HistoryOp::kRemoveRefused, record, removed.ToString()));
+    undo.Note(MakeEvent(HistoryOp::kRemoveRefused, record, removed.ToString()));
     if (absl::Status u = ledger_->Write(undo); !u.ok()) {
       spdlog::error("remove {}: cannot roll back the intent: {}", key,
                     u.ToString());
@@ -435,8 +436,8 @@ absl::Status Coordinator::RemoveFailed(const Record& record,
   if (!defer) {
     return absl::FailedPreconditionError(absl::StrCat(
         "cannot remove snapshot ", Quote(key), " now: ", removed.message(),
-        " (its removal continues in the background, queued as ",
-        pending->key(), ")"));
+        " (its removal continues in the background, queued as ", pending->key(),
+        ")"));
   }
   return absl::OkStatus();
 }

@@ -21,8 +21,7 @@ void TellQueue(Ledger& ledger, RemovalQueue& queue, const Record& intent,
     absl::StatusOr<Record> pending =
         ledger.Get(RemovedKey(intent.backend_id()));
     if (pending.ok()) queue.Reschedule(*pending);
-  } else if (report.removes_completed > 0 ||
-             report.prepares_rolled_back > 0) {
+  } else if (report.removes_completed > 0 || report.prepares_rolled_back > 0) {
     queue.CascadeTo(intent.parent_backend_id());
   }
 }

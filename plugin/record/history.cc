@@ -46,8 +46,7 @@ std::string_view HistoryOpName(HistoryOp op) {
   return "unknown";
 }
 
-HistoryEvent MakeEvent(HistoryOp op, const Record& record,
-                       std::string detail) {
+HistoryEvent MakeEvent(HistoryOp op, const Record& record, std::string detail) {
   HistoryEvent event;
   event.set_op(std::string(HistoryOpName(op)));
   event.set_key(ClientKey(record));

@@ -134,9 +134,8 @@ TEST(TransitionsTest, DeferMovesALiveRecordUnderItsRemovedKey) {
 
   // Deferred again (waiting, no due time): same key, attempts kept.
   Ledger::Batch again;
-  Record waiting =
-      DeferRemoval(pending, {.cause = "children", .held_by = "ns/c"}, now,
-                   &again);
+  Record waiting = DeferRemoval(
+      pending, {.cause = "children", .held_by = "ns/c"}, now, &again);
   EXPECT_EQ(waiting.key(), RemovedKey(9));
   EXPECT_EQ(waiting.remove_attempts(), 1);
   EXPECT_EQ(waiting.next_attempt_ns(), 0);
@@ -151,7 +150,8 @@ TEST(TransitionsTest, RemovalHistoryIsBounded) {
   }
   EXPECT_EQ(r.remove_history_size(), kMaxRemovalHistory);
   EXPECT_EQ(r.remove_attempts(), kMaxRemovalHistory + 5);
-  EXPECT_EQ(r.remove_history(0).at_ns(), absl::ToUnixNanos(absl::FromUnixSeconds(5)));
+  EXPECT_EQ(r.remove_history(0).at_ns(),
+            absl::ToUnixNanos(absl::FromUnixSeconds(5)));
 }
 
 TEST(TransitionsTest, AdoptAndMissingCarryTheirReason) {

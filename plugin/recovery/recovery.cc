@@ -65,7 +65,8 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
         return QueueRemoval(ledger, r, s, report);
       }
       batch.Delete(r);
-      batch.Note(MakeEvent(HistoryOp::kRemoved, r, "interrupted removal completed"));
+      batch.Note(
+          MakeEvent(HistoryOp::kRemoved, r, "interrupted removal completed"));
       ++report->removes_completed;
       break;
     case store::v1::COMMITTING: {

@@ -1,4 +1,3 @@
-#include "plugin/record/keys.h"
 #include "plugin/recovery/recovery.h"
 
 #include <stdlib.h>
@@ -7,6 +6,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "plugin/record/keys.h"
 #include "plugin/testing/ledger_fixture.h"
 
 namespace snapledger {

@@ -143,7 +143,8 @@ void RemovalQueue::AttemptLocked(const Record& record) {
     Ledger::Batch batch;
     batch.Put(held);
     if (record.held_by() != *holder) {
-      batch.Note(MakeEvent(HistoryOp::kRemoveDeferred, held, held.last_error()));
+      batch.Note(
+          MakeEvent(HistoryOp::kRemoveDeferred, held, held.last_error()));
     }
     if (absl::Status s = deps_.ledger->Write(batch); !s.ok()) {
       return RetryLater(id, s);
@@ -168,10 +169,10 @@ void RemovalQueue::AttemptLocked(const Record& record) {
   CRASH_POINT("queue.after_backend");
   Ledger::Batch done;
   done.Delete(intent_record);
-  done.Note(MakeEvent(HistoryOp::kRemoved, record,
-                      absl::StrCat("by the removal queue after ",
-                                   record.remove_attempts(),
-                                   " failed attempts")));
+  done.Note(
+      MakeEvent(HistoryOp::kRemoved, record,
+                absl::StrCat("by the removal queue after ",
+                             record.remove_attempts(), " failed attempts")));
   if (absl::Status s = deps_.ledger->Write(done); !s.ok()) {
     deps_.pending_intents->Note(record.key());  // rolled forward later
     return;
@@ -319,13 +320,13 @@ void RemovalQueue::WorkerLoop() {
     // worker tries too, every second.
     const bool healing = deps_.pending_intents->Any() && deps_.heal;
     if (healing) deadline = std::min(deadline, absl::Now() + absl::Seconds(1));
-    mu_.AwaitWithDeadline(
-        absl::Condition(
-            +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-              return w->self->stop_ || w->self->version_ != w->version;
-            },
-            &wake),
-        deadline);
+    mu_.AwaitWithDeadline(absl::Condition(
+                              +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+                                return w->self->stop_ ||
+                                       w->self->version_ != w->version;
+                              },
+                              &wake),
+                          deadline);
     if (healing && !stop_) {
       mu_.Unlock();
       deps_.heal();

@@ -211,7 +211,8 @@ TEST_F(RemovalTest, BackoffDoublesUpToTheCap) {
     const absl::Time due = absl::FromUnixNanos(Pending(id).next_attempt_ns());
     EXPECT_EQ(due - clock_.Now(), absl::Seconds(want));
     clock_.Advance(absl::Seconds(want) - absl::Milliseconds(1));
-    EXPECT_EQ(coord_->removal_queue().RunDue(), 0) << "attempted before it was due";
+    EXPECT_EQ(coord_->removal_queue().RunDue(), 0)
+        << "attempted before it was due";
     clock_.Advance(absl::Milliseconds(1));
     EXPECT_EQ(coord_->removal_queue().RunDue(), 1);
   }

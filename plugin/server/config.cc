@@ -77,23 +77,24 @@ absl::Status ForEachSetting(
 
 absl::Status Unknown(const std::string& path, const toml::node& node,
                      const std::string& table, const std::string& key) {
-  return Bad(path, node,
-             absl::StrCat("unknown setting `",
-                          table.empty() ? key : absl::StrCat(table, ".", key),
-                          "`"));
+  return Bad(
+      path, node,
+      absl::StrCat("unknown setting `",
+                   table.empty() ? key : absl::StrCat(table, ".", key), "`"));
 }
 
 // The top-level string settings. NotFound: `key` is not one of them.
 absl::Status LoadTopLevel(const std::string& path, const std::string& key,
                           const toml::node& node, Config* c) {
-  std::string* text = key == "root"                     ? &c->root
-                      : key == "address"                ? &c->address
-                      : key == "admin_address"          ? &c->admin_address
-                      : key == "backend"                ? &c->backend
-                      : key == "log_level"              ? &c->log_level
-                      : key == "containerd_address"     ? &c->containerd_address
-                      : key == "containerd_snapshotter" ? &c->containerd_snapshotter
-                                                        : nullptr;
+  std::string* text = key == "root"                 ? &c->root
+                      : key == "address"            ? &c->address
+                      : key == "admin_address"      ? &c->admin_address
+                      : key == "backend"            ? &c->backend
+                      : key == "log_level"          ? &c->log_level
+                      : key == "containerd_address" ? &c->containerd_address
+                      : key == "containerd_snapshotter"
+                          ? &c->containerd_snapshotter
+                          : nullptr;
   absl::Duration* duration = key == "shutdown_timeout" ? &c->shutdown_timeout
                              : key == "reconcile_interval"
                                  ? &c->reconcile_interval
@@ -210,16 +211,17 @@ absl::Status LoadRemoveQueue(const std::string& path, const toml::node& node,
 
 absl::Status LoadContainers(const std::string& path, const toml::node& node,
                             Config* c) {
-  return ForEachSetting(
-      path, "containers", node,
-      [&](const std::string& key, const toml::node& n) {
-        if (key != "dead_after") return Unknown(path, n, "containers", key);
-        absl::StatusOr<std::string> v =
-            GetString(path, n, "containers.dead_after");
-        if (!v.ok()) return v.status();
-        return ParseDurationOr(path, n, "containers.dead_after", *v, "10m",
-                               &c->dead_after);
-      });
+  return ForEachSetting(path, "containers", node,
+                        [&](const std::string& key, const toml::node& n) {
+                          if (key != "dead_after")
+                            return Unknown(path, n, "containers", key);
+                          absl::StatusOr<std::string> v =
+                              GetString(path, n, "containers.dead_after");
+                          if (!v.ok()) return v.status();
+                          return ParseDurationOr(path, n,
+                                                 "containers.dead_after", *v,
+                                                 "10m", &c->dead_after);
+                        });
 }
 
 absl::Status LoadReaper(const std::string& path, const toml::node& node,
@@ -261,8 +263,8 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
         path, ":", e.source().begin.line, ":", e.source().begin.column, ": ",
         std::string(e.description())));
   }
-  using TableLoader = absl::Status (*)(const std::string&, const toml::node&,
-                                       Config*);
+  using TableLoader =
+      absl::Status (*)(const std::string&, const toml::node&, Config*);
   const std::map<std::string, TableLoader> tables = {
       {"ledger", &LoadLedger},         {"native", &LoadNative},
       {"overlayfs", &LoadOverlay},     {"remove_queue", &LoadRemoveQueue},
@@ -281,7 +283,6 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
   }
   return base;
 }
-
 
 absl::Status ValidateConfig(const Config& config) {
   if (config.root.empty() || config.root[0] != '/') {

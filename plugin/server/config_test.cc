@@ -294,8 +294,8 @@ mount_options = ["volatile"]
   EXPECT_TRUE(c->overlay_sync);
   EXPECT_THAT(c->overlay_mount_options, ElementsAre("volatile"));
   EXPECT_TRUE(ValidateConfig(*c).ok());
-  auto bad = LoadConfigFile(Write("[overlayfs]\nmount_options = \"x\"\n"),
-                            Config{});
+  auto bad =
+      LoadConfigFile(Write("[overlayfs]\nmount_options = \"x\"\n"), Config{});
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(std::string(bad.status().message()),
               HasSubstr("`overlayfs.mount_options` must be an array"));

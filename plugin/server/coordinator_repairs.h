@@ -26,7 +26,7 @@ class CoordinatorRepairs final : public LiveRepairs {
     return coordinator_->AdoptObject(id);
   }
   [[nodiscard]] absl::StatusOr<bool> MarkMissing(const std::string& key,
-                                   uint64_t seq) override {
+                                                 uint64_t seq) override {
     return coordinator_->MarkMissing(key, seq);
   }
 

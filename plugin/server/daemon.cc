@@ -17,13 +17,13 @@
 #include "plugin/backend/factory/backend_factory.h"
 #include "plugin/backend/timed/timed_backend.h"
 #include "plugin/containerd/containerd_ops.h"
-#include "plugin/core/coordinator.h"
 #include "plugin/containerd/ownership.h"
+#include "plugin/containerd/watcher.h"
+#include "plugin/core/coordinator.h"
 #include "plugin/recovery/reconciler.h"
 #include "plugin/server/coordinator_repairs.h"
 #include "plugin/server/owner_reports.h"
 #include "plugin/server/snapshot_service.h"
-#include "plugin/containerd/watcher.h"
 #include "spdlog/spdlog.h"
 #include "store/ledger.h"
 
@@ -127,10 +127,14 @@ absl::Status CheckBackendIdentity(Ledger& ledger, const Config& config) {
       !std::filesystem::is_empty(config.root + "/snapshots", ec) && !ec;
   if ((has_records || has_objects) && config.backend != "native") {
     return absl::FailedPreconditionError(absl::StrCat(
-        "root ", config.root, " holds snapshots of backend \"native\" "
+        "root ", config.root,
+        " holds snapshots of backend \"native\" "
         "(made before the backend was recorded) and cannot be served with "
-        "backend \"", config.backend, "\": set backend = \"native\", or use a "
-        "new root for ", config.backend));
+        "backend \"",
+        config.backend,
+        "\": set backend = \"native\", or use a "
+        "new root for ",
+        config.backend));
   }
   return ledger.PutSetting(kBackendSetting, config.backend);
 }
@@ -300,9 +304,9 @@ void Daemon::State::MakeOwnerTracker() {
   options.request_relist = [this] {
     if (watcher != nullptr) watcher->RequestRelist();
   };
-  owners = std::make_unique<OwnerTracker>(ledger.get(), coordinator.get(),
-                                          containerd_ops.get(),
-                                          std::move(options));
+  owners =
+      std::make_unique<OwnerTracker>(ledger.get(), coordinator.get(),
+                                     containerd_ops.get(), std::move(options));
 }
 
 absl::Status Daemon::State::ServeSnapshots() {
@@ -357,8 +361,9 @@ absl::Status Daemon::State::ServeAdmin() {
   absl::StatusOr<std::unique_ptr<grpc::Server>> started =
       ServeOnUnixSocket(admin_address, 0177, admin_service.get());
   if (!started.ok()) {
-    return absl::Status(started.status().code(),
-                        absl::StrCat("admin API: ", started.status().message()));
+    return absl::Status(
+        started.status().code(),
+        absl::StrCat("admin API: ", started.status().message()));
   }
   admin_server = *std::move(started);
   return absl::OkStatus();

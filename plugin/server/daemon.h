@@ -11,8 +11,8 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "plugin/server/config.h"
 #include "plugin/recovery/recovery.h"
+#include "plugin/server/config.h"
 #include "store/ledger.h"
 
 namespace snapledger {

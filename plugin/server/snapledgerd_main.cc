@@ -1,6 +1,6 @@
 // snapledgerd: the snapledger daemon. Flags override the config file, which
-// overrides the defaults (plugin/server/config.h). Exits 0 after SIGTERM or SIGINT
-// once in-flight calls have finished (a second signal while draining is
+// overrides the defaults (plugin/server/config.h). Exits 0 after SIGTERM or
+// SIGINT once in-flight calls have finished (a second signal while draining is
 // ignored: the drain is bounded by shutdown_timeout); non-zero with a one-line
 // reason when it cannot start.
 #include <fcntl.h>
@@ -79,7 +79,8 @@ absl::StatusOr<snapledger::Config> ConfigFrom(const Flags& f) {
     config = *loaded;
   }
   for (auto [flag, setting] :
-       {std::pair{&f.root, &config.root}, {&f.address, &config.address},
+       {std::pair{&f.root, &config.root},
+        {&f.address, &config.address},
         {&f.admin_address, &config.admin_address},
         {&f.backend, &config.backend},
         {&f.containerd_address, &config.containerd_address},

@@ -446,9 +446,9 @@ TEST_F(SnapshotServiceTest, OverlayfsRootServesAndRefusesNative) {
   ASSERT_TRUE(Prepare("default/1/base", "", &resp).ok());
   ASSERT_EQ(resp.mounts_size(), 1);
   EXPECT_EQ(resp.mounts(0).type(), "bind");
-  EXPECT_EQ(resp.mounts(0).source(),
-            std::filesystem::canonical(config_.root).string() +
-                "/snapshots/1/fs");
+  EXPECT_EQ(
+      resp.mounts(0).source(),
+      std::filesystem::canonical(config_.root).string() + "/snapshots/1/fs");
   stub_.reset();
   daemon_->Shutdown(absl::Seconds(5));
   daemon_.reset();

@@ -1035,14 +1035,14 @@ class Checker {
 
   bool LoadBackend() {
     // Opened only to List(): no support check (it would mount), no sync.
-    auto backend =
-        overlay_ ? snapledger::NewOverlayBackend(
-                       root_, {.sync = false, .skip_support_check = true})
-                 : snapledger::NewNativeBackend(root_);
+    auto backend = overlay_
+                       ? snapledger::NewOverlayBackend(
+                             root_, {.sync = false, .skip_support_check = true})
+                       : snapledger::NewNativeBackend(root_);
     if (!backend.ok()) {
       Violation(absl::StrCat("cannot open the ",
-                             overlay_ ? "overlayfs" : "native", " backend: ",
-                             backend.status().ToString()));
+                             overlay_ ? "overlayfs" : "native",
+                             " backend: ", backend.status().ToString()));
       return false;
     }
     auto objects = (*backend)->List();

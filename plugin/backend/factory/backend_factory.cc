@@ -24,9 +24,9 @@ absl::StatusOr<std::unique_ptr<Backend>> OpenBackend(
     options.skip_support_check = settings.skip_support_check;
     return NewOverlayBackend(root, options);
   }
-  return absl::InvalidArgumentError(
-      absl::StrCat("unknown backend \"", settings.name, "\" (available: ",
-                   absl::StrJoin(BackendNames(), ", "), ")"));
+  return absl::InvalidArgumentError(absl::StrCat(
+      "unknown backend \"", settings.name,
+      "\" (available: ", absl::StrJoin(BackendNames(), ", "), ")"));
 }
 
 }  // namespace snapledger

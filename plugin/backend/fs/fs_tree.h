@@ -140,11 +140,9 @@ struct DirOwner {
 // while it creates its sockets). With `owner`, chowns it first. With
 // `flush`, fsyncs it last (through the descriptor opened for the look, so
 // no FsyncAt is needed). Errors name `path`.
-[[nodiscard]] absl::Status MakeDirAt(int dir_fd, const char* name, mode_t mode,
-                                     const std::string& path,
-                                     bool flush = false,
-                                     const std::optional<DirOwner>& owner =
-                                         std::nullopt);
+[[nodiscard]] absl::Status MakeDirAt(
+    int dir_fd, const char* name, mode_t mode, const std::string& path,
+    bool flush = false, const std::optional<DirOwner>& owner = std::nullopt);
 
 // Flushes directory `name` under `dir_fd` (fsync(2)). Errors name `path`.
 [[nodiscard]] absl::Status FsyncAt(int dir_fd, const char* name,

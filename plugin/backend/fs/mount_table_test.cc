@@ -387,7 +387,8 @@ TEST(OverlayMountsUsingTest, RelativeLayersCountOnlyWhereTheCallerOwnsThem) {
       "22 1 8:1 / / rw - ext4 /dev/sda1 rw\n"
       "70 22 0:50 / /run/ours rw - overlay overlay ro,lowerdir=3/fs:2/fs\n"
       "71 22 0:51 / /run/theirs rw - overlay overlay ro,lowerdir=9/fs:2/fs\n"
-      "72 22 0:52 / /run/abs rw - overlay overlay ro,lowerdir=/s/2/fs:/s/1/fs\n");
+      "72 22 0:52 / /run/abs rw - overlay overlay "
+      "ro,lowerdir=/s/2/fs:/s/1/fs\n");
   std::vector<std::vector<std::string>> asked;
   auto ours = [&](const OverlayLayers& l) {
     asked.push_back(l.lower_dirs);
@@ -399,10 +400,10 @@ TEST(OverlayMountsUsingTest, RelativeLayersCountOnlyWhereTheCallerOwnsThem) {
                                  ElementsAre("9/fs", "2/fs"),
                                  ElementsAre("/s/2/fs", "/s/1/fs")));
   // Absolute layers count whatever the caller says.
-  EXPECT_THAT(MountPoints(OverlayMountsUsing(
-                  table, "/s/1", "/s",
-                  [](const OverlayLayers&) { return false; })),
-              ElementsAre("/run/abs"));
+  EXPECT_THAT(
+      MountPoints(OverlayMountsUsing(
+          table, "/s/1", "/s", [](const OverlayLayers&) { return false; })),
+      ElementsAre("/run/abs"));
 }
 
 }  // namespace

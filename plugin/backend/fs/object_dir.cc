@@ -347,7 +347,8 @@ void ObjectDir::DeleteLater(std::string name) {
     absl::MutexLock l(&queue_mu_);
     if (!stopping_ && queue_.size() < kMaxQueuedRemovals) {
       queue_.push_back(std::move(name));
-      if (!deleter_.joinable()) deleter_ = std::thread([this] { RunDeleter(); });
+      if (!deleter_.joinable())
+        deleter_ = std::thread([this] { RunDeleter(); });
       return;
     }
   }

@@ -494,10 +494,10 @@ class OverlayBackend final : public Backend {
   std::vector<MountEntry> Users(const std::vector<MountEntry>& table,
                                 const std::string& dir, dev_t dev) {
     std::vector<MountEntry> users = MountsUsing(table, dir, dev);
-    for (MountEntry& e : OverlayMountsUsing(
-             table, dir, objects_->path(), [this](const OverlayLayers& l) {
-               return OwnsRelativeLayers(l);
-             })) {
+    for (MountEntry& e : OverlayMountsUsing(table, dir, objects_->path(),
+                                            [this](const OverlayLayers& l) {
+                                              return OwnsRelativeLayers(l);
+                                            })) {
       const bool listed = std::any_of(
           users.begin(), users.end(),
           [&](const MountEntry& u) { return u.mount_id == e.mount_id; });

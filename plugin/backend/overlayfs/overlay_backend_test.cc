@@ -451,8 +451,8 @@ TEST_F(OverlayBackendMountTest, AnotherRootsRelativeLayersAreNotOurs) {
   const int cwd = ::open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   ASSERT_GE(cwd, 0);
   ASSERT_EQ(::chdir(other.c_str()), 0);
-  const int rc = ::mount("overlay", merged.c_str(), "overlay", 0,
-                         "lowerdir=3/fs:1/fs");
+  const int rc =
+      ::mount("overlay", merged.c_str(), "overlay", 0, "lowerdir=3/fs:1/fs");
   const int err = errno;
   ASSERT_EQ(::fchdir(cwd), 0);
   ::close(cwd);

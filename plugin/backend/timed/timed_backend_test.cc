@@ -234,8 +234,8 @@ absl::Status StatusOf(const absl::StatusOr<T>& s) {
 #define SNAPLEDGER_UNDER_TSAN 1
 #endif
 #endif
-#define SKIP_THREAD_COUNTS_UNDER_TSAN()                                     \
-  do {                                                                      \
+#define SKIP_THREAD_COUNTS_UNDER_TSAN()                                      \
+  do {                                                                       \
     if (kUnderTsan) GTEST_SKIP() << "TSan's runtime threads skew the count"; \
   } while (0)
 #ifdef SNAPLEDGER_UNDER_TSAN
@@ -581,8 +581,8 @@ TEST_F(TimedBackendTest, ConcurrentCallsOnDifferentIds) {
 }
 
 TEST_F(TimedBackendTest, SequentialCallsReuseWorkers) {
-  timed_ = NewTimedBackend(inner_, {.timeout = kGenerous,
-                                    .max_idle_workers = kMaxIdleWorkers});
+  timed_ = NewTimedBackend(
+      inner_, {.timeout = kGenerous, .max_idle_workers = kMaxIdleWorkers});
   std::set<pid_t> threads;
   for (int i = 0; i < 100; ++i) {
     ASSERT_TRUE(timed_->Exists(1).ok());
@@ -596,8 +596,8 @@ TEST_F(TimedBackendTest, SequentialCallsReuseWorkers) {
 
 TEST_F(TimedBackendTest, IdleWorkersAreBoundedAndEndWithTheBackend) {
   SKIP_THREAD_COUNTS_UNDER_TSAN();
-  timed_ = NewTimedBackend(inner_, {.timeout = kGenerous,
-                                    .max_idle_workers = kMaxIdleWorkers});
+  timed_ = NewTimedBackend(
+      inner_, {.timeout = kGenerous, .max_idle_workers = kMaxIdleWorkers});
   const int baseline = SettledThreadCount();
   ASSERT_GT(baseline, 0);
   // 20 calls at once: 20 workers.
