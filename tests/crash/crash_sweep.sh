@@ -19,7 +19,7 @@
 #    the points documented in docs/architecture.md the direction (rolled
 #    back or applied) and the number of intents recovery resolved are
 #    checked too. Then the recovered daemon must serve a further workload
-#    and pass the check again.
+#    and a Cleanup, and pass the check again.
 # Prints PASS/FAIL per case and ends with `N passed, M failed`.
 # CRASH_KEEP=1 keeps the temp dir; SEED fixes the workloads' seeds.
 set -uo pipefail
@@ -222,6 +222,12 @@ for point in "${POINTS[@]}"; do
     fi
     post_ok=1
     if ! out=$(workload "$R" "$S" "$J" "$((SEED + 1000 + n))" 25); then
+      post_ok=0
+    # A stop leaves removed trees the background deleter has not reached yet
+    # as rm-* for the next Cleanup, by design (plugin/backend/fs/
+    # object_dir.h); containerd calls Cleanup after every GC pass, and so
+    # does this before the stop, so that the check below finds none.
+    elif ! out=$("$CR_CLIENT" step --address "$S" --journal "$J" --op cleanup 2>&1); then
       post_ok=0
     fi
     cr_daemon_stop
