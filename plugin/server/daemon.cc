@@ -71,16 +71,38 @@ absl::Status PrepareSocketPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+// The sync server's idle threads: it keeps at least `min` threads waiting
+// for calls and ends a thread that finds `max` others waiting. Zero: gRPC's
+// defaults (1 and 2).
+struct SyncPollers {
+  int min = 0;
+  int max = 0;
+};
+
+// The Snapshots socket's: gRPC's default of at most 2 idle threads makes
+// a server under 4 concurrent clients start and end a thread for about
+// every third call (some 1,000 per `snapbench --clients 4 --chains 40`);
+// keeping up to 10 idle costs their stacks only, and no call waits for a
+// thread to start (docs/benchmarks.md, Session 5).
+constexpr SyncPollers kSnapshotsPollers{4, 10};
+
 // Serves `service` on unix socket `path`, created with `umask` in force so
 // that no client ever sees it with wider permissions.
 absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
-    const std::string& path, mode_t umask, grpc::Service* service) {
+    const std::string& path, mode_t umask, grpc::Service* service,
+    SyncPollers pollers = {}) {
   if (absl::Status s = PrepareSocketPath(path); !s.ok()) return s;
   grpc::ServerBuilder builder;
   int bound = 0;
   builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials(),
                            &bound);
   builder.RegisterService(service);
+  if (pollers.min > 0) {
+    builder.SetSyncServerOption(
+        grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, pollers.min);
+    builder.SetSyncServerOption(
+        grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, pollers.max);
+  }
   const mode_t old_umask = ::umask(umask);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ::umask(old_umask);
@@ -314,7 +336,7 @@ absl::Status Daemon::State::ServeSnapshots() {
   grpc::EnableDefaultHealthCheckService(true);
   // 0660: containerd (root) and a group an operator may grant.
   absl::StatusOr<std::unique_ptr<grpc::Server>> started =
-      ServeOnUnixSocket(config.address, 0117, service.get());
+      ServeOnUnixSocket(config.address, 0117, service.get(), kSnapshotsPollers);
   if (!started.ok()) return started.status();
   server = *std::move(started);
   reconciler = std::make_unique<Reconciler>(ledger.get(), backend.get());

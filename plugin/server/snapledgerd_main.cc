@@ -14,6 +14,7 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "plugin/server/config.h"
 #include "plugin/server/daemon.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -120,6 +121,13 @@ int WaitForStopSignal() {
 }  // namespace
 
 int main(int argc, char** argv) {
+#ifdef NDEBUG
+  // Debian's Abseil is built with its lock-order checker on: every Mutex
+  // acquisition then updates a global graph of lock orders (it showed in the
+  // daemon's profile, docs/benchmarks.md Session 5). Release builds turn it
+  // off; debug builds and every test binary keep it.
+  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+#endif
   if (!InstallStopSignals()) return 1;
   CLI::App app{
       "snapledgerd: a containerd proxy snapshotter that records every "
