@@ -17,7 +17,15 @@ using Labels = std::map<std::string, std::string>;
 // containerd's limit on one label (key and value together), in bytes.
 inline constexpr size_t kMaxLabelBytes = 4096;
 
-// Checks every label against kMaxLabelBytes; InvalidArgument names the key.
+// snapledger's limit on all of one snapshot's labels together (keys and
+// values), in bytes: containerd sets none, but a List message must hold at
+// least one snapshot, and gRPC's default limit on a message is 4 MiB (see
+// kListBatchBytes in plugin/server/snapshot_service.h). 64 labels of the
+// largest size.
+inline constexpr size_t kMaxLabelsTotalBytes = 64 * kMaxLabelBytes;
+
+// Checks every label against kMaxLabelBytes (InvalidArgument names the key)
+// and all of them together against kMaxLabelsTotalBytes (InvalidArgument).
 [[nodiscard]] absl::Status ValidateLabels(const Labels& labels);
 
 // Replaces `to`'s labels with `from`.

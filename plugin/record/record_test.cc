@@ -1,6 +1,7 @@
 #include <set>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -112,6 +113,22 @@ TEST(LabelsTest, ValidateNamesTheOversizedKey) {
   absl::Status s = ValidateLabels({{"big", std::string(kMaxLabelBytes, 'x')}});
   EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
   EXPECT_THAT(std::string(s.message()), HasSubstr("key: big"));
+}
+
+TEST(LabelsTest, ValidateBoundsTheLabelsTogether) {
+  // Each label within its own limit; together exactly at the bound.
+  const std::string value(kMaxLabelBytes - 8, 'x');
+  Labels labels;
+  for (size_t i = 0; labels.size() * kMaxLabelBytes < kMaxLabelsTotalBytes;
+       ++i) {
+    std::string key = absl::StrCat("k", 1000000 + i);  // 8 bytes
+    labels[key] = value;
+  }
+  EXPECT_TRUE(ValidateLabels(labels).ok());
+  labels["one-more"] = "x";
+  absl::Status s = ValidateLabels(labels);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()), HasSubstr("maximum total size"));
 }
 
 TEST(TransitionsTest, DeferMovesALiveRecordUnderItsRemovedKey) {

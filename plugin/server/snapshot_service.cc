@@ -3,6 +3,7 @@
 #include <chrono>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "plugin/rpc/status.h"
 #include "spdlog/spdlog.h"
@@ -153,35 +154,79 @@ grpc::Status SnapshotService::Update(
   return log.Done(record.status());
 }
 
-grpc::Status SnapshotService::List(
-    grpc::ServerContext* ctx, const snapshots_v1::ListSnapshotsRequest* req,
-    grpc::ServerWriter<snapshots_v1::ListSnapshotsResponse>* writer) {
+namespace {
+
+// One List stream. The matching snapshots are read at once, in one pass of
+// the coordinator (as one synchronous pass did before), into the stream's
+// messages; these then go out one at a time, each started when the client
+// took the previous one. Between writes no thread is held: a client that
+// does not read costs its messages' memory, not a thread. Deletes itself
+// when gRPC is done with the stream.
+class ListReactor final
+    : public grpc::ServerWriteReactor<snapshots_v1::ListSnapshotsResponse> {
+ public:
+  ListReactor(std::vector<snapshots_v1::ListSnapshotsResponse> batches,
+              grpc::Status status)
+      : batches_(std::move(batches)), status_(std::move(status)) {
+    WriteNext();
+  }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) {
+      // The stream broke: the client went away or cancelled.
+      Finish(grpc::Status(grpc::StatusCode::CANCELLED,
+                          "client went away while listing"));
+      return;
+    }
+    ++next_;
+    WriteNext();
+  }
+  void OnDone() override { delete this; }
+
+ private:
+  void WriteNext() {
+    if (next_ < batches_.size()) {
+      StartWrite(&batches_[next_]);
+    } else {
+      Finish(status_);
+    }
+  }
+
+  std::vector<snapshots_v1::ListSnapshotsResponse> batches_;
+  const grpc::Status status_;
+  size_t next_ = 0;
+};
+
+}  // namespace
+
+grpc::ServerWriteReactor<snapshots_v1::ListSnapshotsResponse>*
+SnapshotService::List(grpc::CallbackServerContext*,
+                      const snapshots_v1::ListSnapshotsRequest* req) {
   static const std::string kNoKey;
   CallLog log("List", kNoKey);
   std::vector<std::string> exprs(req->filters().begin(), req->filters().end());
   auto filter = filter::Filter::ParseAll(exprs);
-  if (!filter.ok()) return log.Done(filter.status());
+  if (!filter.ok()) return new ListReactor({}, log.Done(filter.status()));
 
-  snapshots_v1::ListSnapshotsResponse batch;
-  bool stream_broken = false;
+  std::vector<snapshots_v1::ListSnapshotsResponse> batches(1);
+  size_t batch_bytes = 0;
   absl::Status s = coordinator_->List(*filter, [&](const Record& record) {
-    ToInfo(record, batch.add_info());
-    if (batch.info_size() >= kListBatchSize) {
-      if (ctx->IsCancelled() || !writer->Write(batch)) {
-        stream_broken = true;
-        return false;
-      }
-      batch.Clear();
+    snapshots_v1::Info info;
+    ToInfo(record, &info);
+    // The Info's bytes, its field tag and its length prefix (at most 5).
+    const size_t bytes = info.ByteSizeLong() + 6;
+    snapshots_v1::ListSnapshotsResponse* batch = &batches.back();
+    if (batch->info_size() >= kListBatchSize ||
+        (batch->info_size() > 0 && batch_bytes + bytes > kListBatchBytes)) {
+      batch = &batches.emplace_back();
+      batch_bytes = 0;
     }
+    *batch->add_info() = std::move(info);
+    batch_bytes += bytes;
     return true;
   });
-  if (s.ok() && stream_broken) {
-    s = absl::CancelledError("client went away while listing");
-  }
-  if (s.ok() && batch.info_size() > 0 && !writer->Write(batch)) {
-    s = absl::CancelledError("client went away while listing");
-  }
-  return log.Done(s);
+  if (batches.back().info_size() == 0) batches.pop_back();
+  return new ListReactor(std::move(batches), log.Done(s));
 }
 
 grpc::Status SnapshotService::Usage(grpc::ServerContext*,

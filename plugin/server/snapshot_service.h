@@ -9,6 +9,8 @@
 // thread-safe.
 #pragma once
 
+#include <cstddef>
+
 #include "absl/status/status.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
@@ -19,10 +21,24 @@ namespace snapledger {
 
 namespace snapshots_v1 = ::containerd::services::snapshots::v1;
 
-// Number of snapshots per streamed List message.
+// A streamed List message holds at most kListBatchSize snapshots, and is
+// closed before it would grow beyond kListBatchBytes; a snapshot bigger than
+// that alone goes in a message of its own (ValidateLabels bounds a
+// snapshot's labels to kMaxLabelsTotalBytes, so that message stays well
+// below the 4 MiB gRPC's default limit allows, and far below the 16 MiB
+// containerd 1.6's client accepts).
 inline constexpr int kListBatchSize = 100;
+inline constexpr size_t kListBatchBytes = size_t{1} << 20;
 
-class SnapshotService final : public snapshots_v1::Snapshots::Service {
+// The unary calls are synchronous: each runs on a thread of gRPC's sync
+// server (see daemon.cc for its pool). List uses gRPC's callback API: its
+// stream holds no thread while the client does not read (see ListReactor in
+// the .cc). docs/benchmarks.md (Session 5) has the figures behind the
+// split: with gRPC 1.51 the callback API runs every handler on two threads,
+// and the unary calls block on fsync and backend I/O.
+class SnapshotService final
+    : public snapshots_v1::Snapshots::WithCallbackMethod_List<
+          snapshots_v1::Snapshots::Service> {
  public:
   // `coordinator` is not owned and must outlive the service.
   explicit SnapshotService(Coordinator* coordinator);
@@ -48,9 +64,9 @@ class SnapshotService final : public snapshots_v1::Snapshots::Service {
   grpc::Status Update(grpc::ServerContext* ctx,
                       const snapshots_v1::UpdateSnapshotRequest* req,
                       snapshots_v1::UpdateSnapshotResponse* resp) override;
-  grpc::Status List(
-      grpc::ServerContext* ctx, const snapshots_v1::ListSnapshotsRequest* req,
-      grpc::ServerWriter<snapshots_v1::ListSnapshotsResponse>* writer) override;
+  grpc::ServerWriteReactor<snapshots_v1::ListSnapshotsResponse>* List(
+      grpc::CallbackServerContext* ctx,
+      const snapshots_v1::ListSnapshotsRequest* req) override;
   grpc::Status Usage(grpc::ServerContext* ctx,
                      const snapshots_v1::UsageRequest* req,
                      snapshots_v1::UsageResponse* resp) override;

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/admin/admin_service.h"
@@ -393,6 +394,34 @@ TEST_F(SnapshotServiceTest, ListFiltersAndStreamsInBatches) {
   ASSERT_TRUE(List({}, &names, &messages).ok());
   EXPECT_EQ(names.size(), 254u);
   EXPECT_EQ(messages, 3);  // 100 + 100 + 54
+}
+
+TEST_F(SnapshotServiceTest, ListClosesAMessageBeforeItGrowsBeyondItsByteBound) {
+  // Snapshots whose labels take a quarter of kListBatchBytes each: three
+  // fit in a message, a fourth would not.
+  std::map<std::string, std::string> labels;
+  for (int i = 0; i < 64; ++i) {
+    labels[absl::StrCat("k", 1000 + i)] = std::string(4090, 'x');
+  }
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(Prepare(absl::StrCat("big", i), "", nullptr, labels).ok());
+  }
+  std::vector<std::string> names;
+  int messages = 0;
+  ASSERT_TRUE(List({}, &names, &messages).ok());
+  EXPECT_THAT(names, ElementsAre("big0", "big1", "big2", "big3", "big4"));
+  EXPECT_EQ(messages, 2);  // 3 + 2
+}
+
+TEST_F(SnapshotServiceTest, LabelsBeyondTheirTotalBoundAreInvalidArgument) {
+  std::map<std::string, std::string> labels;
+  for (int i = 0; i < 65; ++i) {
+    labels[absl::StrCat("k", 1000 + i)] = std::string(4090, 'x');
+  }
+  grpc::Status s = Prepare("too-many-labels", "", nullptr, labels);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("maximum total size"));
+  EXPECT_EQ(Prepare("too-many-labels", "").error_code(), grpc::StatusCode::OK);
 }
 
 TEST_F(SnapshotServiceTest, CleanupSweepsTemporaries) {
