@@ -18,33 +18,50 @@
 #                      snapledgerd --backend native
 #   direct-sync        snapbench straight at snapledgerd's socket (native
 #                      backend, default config: ledger durability "sync")
-#   direct-async       the same against snapledgerd --config with
-#                      [ledger] durability = "async"   (what fsync costs)
+#   direct-goproxy     snapbench straight at tests/go/snapshotter-serve
+#                      -type native: containerd's own native snapshotter
+#                      served over gRPC (bolt metadata, synced per
+#                      transaction: the same durability as direct-sync)
+#   direct-async       the same as direct-sync against snapledgerd --config
+#                      with [ledger] durability = "async" (what fsync costs)
 #   overlayfs pair (CMP_KIND overlayfs or both):
 #   ctrd-overlayfs     snapbench --containerd --snapshotter overlayfs
 #   ctrd-sl-overlayfs  snapbench --containerd --snapshotter snapledger,
 #                      snapledgerd --backend overlayfs
 #   direct-ovl-sync    snapbench straight at snapledgerd --backend overlayfs
+#   direct-goproxy-ovl direct-goproxy with -type overlayfs
+# (direct-goproxy and direct-goproxy-ovl, the plain Go proxy, run by default
+# when snapshotter-serve is found, see CMP_GOSERVE; each right after the
+# snapledger configuration it is compared with.)
 # all with --clients 4 --chains 40 --depth 5 (CMP_ARGS overrides). Every
 # snapledger configuration gets a freshly started snapledgerd on an empty
-# root of its backend (log level warn).
+# root of its backend (log level warn), every direct-goproxy* one a freshly
+# started snapshotter-serve on an empty root.
 #
 # Per run it also counts what the daemons spend, which swings far less with
 # outside load than ops/s does: CPU time (utime+stime from /proc/PID/stat,
-# exited threads included) and context switches (`perf stat -e
+# exited threads included), context switches (`perf stat -e
 # context-switches -p PID`, which follows the threads a daemon creates and
-# ends during the run: snapledgerd's gRPC server starts and ends hundreds
-# per run, so summing /proc/PID/task/*/status would miss most of them;
-# without perf the column is "-") of containerd (ctrd-* configurations) and
-# of snapledgerd (snapledger configurations), each divided by snapbench's
-# RPC count.
+# ends during the run, so that none is missed; without perf the column is
+# "-") and synced writes (the daemon's fdatasync and fsync calls, counted
+# with perf's syscalls:sys_enter_fdatasync/sys_enter_fsync tracepoints; "-"
+# without them) of containerd (ctrd-* configurations) and of the proxy
+# (snapledgerd, or snapshotter-serve for direct-goproxy*). CPU and context
+# switches are divided by snapbench's RPC count, synced writes by its
+# mutations (prepares, commits and removes). The proxy's per-RPC costs are
+# checked against issue 14's budget: CPU <= 0.4 ms per RPC, <= 3 context
+# switches per RPC, <= 1 synced write per mutation (every fsync and
+# fdatasync of the daemon counts, the backend's data flushes included, so
+# this bounds the synced ledger writes from above).
 #
 # Prints the machine facts, a table (per configuration: median over rounds of
 # total ops/s, and of prepare/commit/remove p50/p99; the median share of
 # wall time some task waited for a CPU, PSI, as a disturbance gauge), a table
 # of per-RPC costs (median over rounds) and, per pair, the snapledger/
 # containerd ratio through containerd (median of the per-round ratios; each
-# round's pair ran back to back) against its floor (0.85x) and goal (1.00x).
+# round's pair ran back to back) against its floor (0.90x) and goal
+# (1.00x); and direct, snapledgerd/Go proxy (direct-sync/direct-goproxy,
+# direct-ovl-sync/direct-goproxy-ovl) against its goal (3.00x; floor 1.00x).
 # The verdict is informational: exit 0 whatever it says; 1 if snapbench
 # failed (calls failed, setup errors) or anything leaked (snapshots left in
 # containerd, snapledgerd or a backend directory).
@@ -63,9 +80,13 @@
 #       $'[native]\nsync = false' (no backend data flushes)
 #   CMP_SAVE=DIR     copy the raw snapbench JSON (and per-run PSI and cost)
 #       files to DIR
+#   CMP_GOSERVE=PATH the snapshotter-serve binary (default: go/snapshotter-
+#       serve of the build tree SNAPLEDGERD is in, as `cmake --build BUILD
+#       --target go_tools` makes it); without it the direct-goproxy*
+#       configurations are left out (an error if CMP_CONFIGS names them)
 #   IT_KEEP=1        keep the temp dir (logs, roots) — see lib.sh
 # Needs root (like the integration tests), containerd/ctr 1.6, jq; perf
-# (linux-perf) for the context-switch counts.
+# (linux-perf) for the context-switch and synced-write counts.
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
@@ -75,8 +96,8 @@ source "$LIB"
 IT_SUMMARY=0   # read by lib.sh's it_cleanup: no "N passed" summary
 export IT_SUMMARY
 
-ALL_CONFIGS=(ctrd-native ctrd-sl-native direct-sync direct-async
-             ctrd-overlayfs ctrd-sl-overlayfs direct-ovl-sync)
+ALL_CONFIGS=(ctrd-native ctrd-sl-native direct-sync direct-goproxy direct-async
+             ctrd-overlayfs ctrd-sl-overlayfs direct-ovl-sync direct-goproxy-ovl)
 if [[ ${IT_IN_PRIVATE_NS:-} != 1 ]]; then
   if [[ $# -lt 2 || $# -gt 3 ]]; then
     echo "usage: $0 SNAPLEDGERD SNAPBENCH [ROUNDS]" >&2
@@ -97,9 +118,19 @@ if [[ ${IT_IN_PRIVATE_NS:-} != 1 ]]; then
       { echo "unknown configuration in CMP_CONFIGS: $c (known: ${ALL_CONFIGS[*]})" >&2; exit 2; }
   done
   set -- "$(readlink -f "$1")" "$(readlink -f "$2")" "${3:-3}"
+  # build/plugin/server/snapledgerd -> build/go/snapshotter-serve
+  CMP_GOSERVE=${CMP_GOSERVE:-$(dirname "$1")/../../go/snapshotter-serve}
+  if [[ -x $CMP_GOSERVE && -f $CMP_GOSERVE ]]; then
+    CMP_GOSERVE=$(readlink -f "$CMP_GOSERVE")
+  else
+    [[ " ${CMP_CONFIGS:-} " == *" direct-goproxy"* ]] &&
+      { echo "no snapshotter-serve at $CMP_GOSERVE (cmake --build BUILD --target go_tools, or set CMP_GOSERVE)" >&2; exit 2; }
+    echo "compare.sh: no snapshotter-serve at $CMP_GOSERVE: the direct-goproxy configurations are left out" >&2
+    CMP_GOSERVE=
+  fi
   export CMP_CTRD_CONFIG=${CMP_CTRD_CONFIG:-default} CMP_ARGS=${CMP_ARGS:-} \
     CMP_KIND=${CMP_KIND:-both} CMP_CONFIGS=${CMP_CONFIGS:-} \
-    CMP_SAVE=${CMP_SAVE:+$(realpath -m "$CMP_SAVE")}
+    CMP_SAVE=${CMP_SAVE:+$(realpath -m "$CMP_SAVE")} CMP_GOSERVE
 fi
 it_enter_private_namespace "$@"
 it_setup
@@ -111,12 +142,23 @@ if [[ -n ${CMP_CONFIGS:-} ]]; then
   read -r -a CONFIGS <<<"$CMP_CONFIGS"
 else
   CONFIGS=()
-  [[ $CMP_KIND != overlayfs ]] && CONFIGS+=(ctrd-native ctrd-sl-native direct-sync direct-async)
-  [[ $CMP_KIND != native ]] && CONFIGS+=(ctrd-overlayfs ctrd-sl-overlayfs direct-ovl-sync)
+  if [[ $CMP_KIND != overlayfs ]]; then
+    CONFIGS+=(ctrd-native ctrd-sl-native direct-sync)
+    [[ -n $CMP_GOSERVE ]] && CONFIGS+=(direct-goproxy)
+    CONFIGS+=(direct-async)
+  fi
+  if [[ $CMP_KIND != native ]]; then
+    CONFIGS+=(ctrd-overlayfs ctrd-sl-overlayfs direct-ovl-sync)
+    [[ -n $CMP_GOSERVE ]] && CONFIGS+=(direct-goproxy-ovl)
+  fi
 fi
-# the pairs reported: BASELINE:SNAPLEDGER
-PAIRS=(ctrd-native:ctrd-sl-native ctrd-overlayfs:ctrd-sl-overlayfs)
-FLOOR=0.85 GOAL=1.00
+# the pairs reported: BASELINE:SNAPLEDGER:FLOOR:GOAL (x)
+PAIRS=(ctrd-native:ctrd-sl-native:0.90:1.00
+       ctrd-overlayfs:ctrd-sl-overlayfs:0.90:1.00
+       direct-goproxy:direct-sync:1.00:3.00
+       direct-goproxy-ovl:direct-ovl-sync:1.00:3.00)
+# issue 14's per-operation budget for the proxy
+BUDGET_CPU_US=400 BUDGET_CS=3 BUDGET_SYNCS=1
 TOOL_ERRORS=0
 LEAKS=0
 want() { [[ " ${CONFIGS[*]} " == *" $1 "* ]]; }
@@ -124,7 +166,8 @@ want() { [[ " ${CONFIGS[*]} " == *" $1 "* ]]; }
 # The binaries are copied first, so a rebuild during the run changes nothing.
 BIN=$IT_TMP/bin RES=$IT_TMP/results
 mkdir -p "$BIN" "$RES"
-if ! cp "$1" "$BIN/snapledgerd.real" || ! cp "$2" "$BIN/snapbench"; then
+if ! cp "$1" "$BIN/snapledgerd.real" || ! cp "$2" "$BIN/snapbench" ||
+   { [[ -n $CMP_GOSERVE ]] && ! cp "$CMP_GOSERVE" "$BIN/snapshotter-serve"; }; then
   it_die "cannot copy the binaries"
 fi
 SNAPBENCH=$BIN/snapbench
@@ -151,13 +194,20 @@ chmod +x "$BIN/snapledgerd"
 printf '%s\n' "${CMP_SL_TOML:-}" >"$IT_TMP/sl.toml"
 printf '[ledger]\ndurability = "async"\n%s\n' "${CMP_SL_TOML:-}" >"$IT_TMP/async.toml"
 
-# Context switches need perf: the daemons' threads come and go.
-HAVE_PERF=0
+# Context switches need perf: the daemons' threads come and go. Synced
+# writes need its syscall tracepoints too.
+HAVE_PERF=0 PERF_EVENTS=context-switches
+SYNC_EVENTS=syscalls:sys_enter_fdatasync,syscalls:sys_enter_fsync
 if command -v perf >/dev/null &&
    perf stat -x, -e context-switches -o "$IT_TMP/perf.check" true >/dev/null 2>&1; then
   HAVE_PERF=1
+  if perf stat -x, -e "$SYNC_EVENTS" -o "$IT_TMP/perf.check" true >/dev/null 2>&1; then
+    PERF_EVENTS=context-switches,$SYNC_EVENTS
+  else
+    it_log "perf has no syscall tracepoints (debugfs/tracefs?): no synced-write counts"
+  fi
 else
-  it_log "perf unusable (install linux-perf): no context-switch counts"
+  it_log "perf unusable (install linux-perf): no context-switch or synced-write counts"
 fi
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -176,6 +226,7 @@ ctrd_listed() { # SNAPSHOTTER : snapshots containerd lists in the bench namespac
 backend_dir() { # SNAPSHOTTER : where its backend objects live
   case $1 in
     native|overlayfs) echo "$IT_CTRD_ROOT/io.containerd.snapshotter.v1.$1/snapshots" ;;
+    goproxy) echo "$GP_ROOT/snapshots" ;;
     *) echo "$IT_SL_ROOT/snapshots" ;;
   esac
 }
@@ -190,6 +241,30 @@ sl_fresh() {
   rm -rf --one-file-system "$IT_SL_ROOT"
   snapledgerd_start "$BIN/snapledgerd" --backend "$backend" "$@" ||
     it_die "snapledgerd (--backend $backend) did not start"
+}
+
+# gp_fresh TYPE : (re)start snapshotter-serve -type TYPE on an empty root;
+# gp_stop stops it.
+GP_PID="" GP_ROOT=$IT_TMP/goproxy GP_SOCK=$IT_TMP/goproxy.sock
+gp_stop() {
+  [[ -n $GP_PID ]] || return 0
+  kill -TERM "$GP_PID" 2>/dev/null
+  wait "$GP_PID" || { it_log "snapshotter-serve exited non-zero on SIGTERM"; TOOL_ERRORS=$((TOOL_ERRORS + 1)); }
+  GP_PID=""
+}
+gp_fresh() {
+  gp_stop
+  rm -rf --one-file-system "$GP_ROOT"
+  mkdir -p "$GP_ROOT"
+  "$BIN/snapshotter-serve" -type "$1" -root "$GP_ROOT" -address "$GP_SOCK" \
+    >>"$IT_TMP/goproxy.log" 2>&1 &
+  GP_PID=$!
+  wait_for 30 "snapshotter-serve socket" test -S "$GP_SOCK" ||
+    it_die "snapshotter-serve -type $1 did not start (see $IT_TMP/goproxy.log)"
+}
+gp_listed() { # snapshots snapshotter-serve lists
+  timeout -k 5 "$IT_TIMEOUT" ctr -a "$GP_SOCK" snapshots --snapshotter goproxy ls |
+    awk 'NR > 1' | grep -c .
 }
 
 # probe SNAPSHOTTER : one prepare+remove through containerd (its proxy client
@@ -229,19 +304,21 @@ PERF_PIDS=()
 cost_start() {
   awk '{print $14 + $15}' "/proc/$1/stat" >"$RES/$2.cpu0"
   if ((HAVE_PERF)); then
-    perf stat -x, -e context-switches -p "$1" -o "$RES/$2.perf" 2>/dev/null &
+    perf stat -x, -e "$PERF_EVENTS" -p "$1" -o "$RES/$2.perf" 2>/dev/null &
     PERF_PIDS+=($!)
     sleep 0.5  # perf gives no sign of having attached; it takes << 0.5 s
   fi
 }
-cost_stop() { # prints "CPU_MS CTX" (CTX "nan" without perf)
-  local c0 c1 ctx=nan
+cost_stop() { # prints "CPU_MS CTX SYNCS" (CTX, SYNCS "nan" without perf)
+  local c0 c1 ctx=nan syncs=nan
   c0=$(cat "$RES/$2.cpu0"); c1=$(awk '{print $14 + $15}' "/proc/$1/stat")
   if [[ -s $RES/$2.perf ]]; then
     ctx=$(awk -F, '$3 == "context-switches" {print $1}' "$RES/$2.perf")
     [[ $ctx =~ ^[0-9]+$ ]] || ctx=nan
+    syncs=$(awk -F, '$3 ~ /^syscalls:sys_enter_f(data)?sync$/ {n++; s += $1} END {if (n == 2) print s}' "$RES/$2.perf")
+    [[ $syncs =~ ^[0-9]+$ ]] || syncs=nan
   fi
-  echo "$(((c1 - c0) * 1000 / CLK_TCK)) $ctx"
+  echo "$(((c1 - c0) * 1000 / CLK_TCK)) $ctx $syncs"
 }
 perf_stop_all() {
   local p
@@ -252,7 +329,7 @@ perf_stop_all() {
 
 # run_config CONFIG ROUND
 run_config() {
-  local cfg=$1 round=$2 rc sn="" args la sl=0
+  local cfg=$1 round=$2 rc sn="" args la sl=0 gp=0 ppid=""
   local json=$RES/$cfg.r$round.json
   case $cfg in
     ctrd-native|ctrd-overlayfs) sn=${cfg#ctrd-} ;;
@@ -260,21 +337,27 @@ run_config() {
     direct-sync) sl=1; sl_fresh native --config "$IT_TMP/sl.toml" ;;
     direct-async) sl=1; sl_fresh native --config "$IT_TMP/async.toml" ;;
     direct-ovl-sync) sl=1; sl_fresh overlayfs --config "$IT_TMP/sl.toml" ;;
+    direct-goproxy) gp=1; gp_fresh native ;;
+    direct-goproxy-ovl) gp=1; gp_fresh overlayfs ;;
     *) it_die "unknown configuration $cfg" ;;
   esac
+  ((sl)) && ppid=$IT_SL_PID
+  ((gp)) && ppid=$GP_PID
   if [[ -n $sn ]]; then
     wait_for 30 "containerd reaches $sn" probe "$sn" || it_die "no $sn via containerd"
     # the probe's backend object goes with the next GC
     wait_for 30 "$sn backend empty" gc_then_empty "$sn" ||
       it_log "warning: $sn backend not empty before the run"
     args=(--containerd --address "unix://$IT_CTRD_SOCK" --snapshotter "$sn")
+  elif ((gp)); then
+    args=(--address "unix://$GP_SOCK")
   else
     args=(--address "unix://$IT_SL_SOCK")
   fi
   sync  # earlier runs' dirty data must not land in this run's fsyncs
   la=$(loadavg)
   [[ -n $sn ]] && cost_start "$IT_CTRD_PID" "$cfg.r$round.ctrd"
-  ((sl)) && cost_start "$IT_SL_PID" "$cfg.r$round.sl"
+  [[ -n $ppid ]] && cost_start "$ppid" "$cfg.r$round.sl"
   local p0 p1 t0 t1
   p0=$(psi); t0=$(date +%s%N)
   timeout -k 10 1800 "$SNAPBENCH" "${args[@]}" "${WORKLOAD[@]}" \
@@ -282,11 +365,14 @@ run_config() {
   rc=$?
   p1=$(psi); t1=$(date +%s%N)
   perf_stop_all
-  # per-RPC costs: "ctrd_cpu_ms ctrd_ctx sl_cpu_ms sl_ctx total_ops"
-  local ccost="nan nan" scost="nan nan"
-  [[ -n $sn ]] && ccost=$(cost_stop "$IT_CTRD_PID" "$cfg.r$round.ctrd")
-  ((sl)) && scost=$(cost_stop "$IT_SL_PID" "$cfg.r$round.sl")
-  echo "$ccost $scost $(jq -r '.total_ops // 0' "$json" 2>/dev/null)" >"$RES/$cfg.r$round.cost"
+  # costs: "ctrd_cpu_ms ctrd_ctx proxy_cpu_ms proxy_ctx total_ops
+  # ctrd_syncs proxy_syncs mutations" (proxy: snapledgerd or snapshotter-serve)
+  local ccost=(nan nan nan) scost=(nan nan nan)
+  [[ -n $sn ]] && read -r -a ccost < <(cost_stop "$IT_CTRD_PID" "$cfg.r$round.ctrd")
+  [[ -n $ppid ]] && read -r -a scost < <(cost_stop "$ppid" "$cfg.r$round.sl")
+  echo "${ccost[0]} ${ccost[1]} ${scost[0]} ${scost[1]} $(jq -r '.total_ops // 0' "$json" 2>/dev/null)" \
+    "${ccost[2]} ${scost[2]} $(jq -r '[.ops.prepare.count, .ops.commit.count, .ops.remove.count] | map(. // 0) | add' "$json" 2>/dev/null || echo 0)" \
+    >"$RES/$cfg.r$round.cost"
   # cpu/io stall %: PSI "some" time over wall time, during this run
   read -r cpu_stall io_stall < <(awk -v a="$p0" -v b="$p1" -v w="$(((t1 - t0) / 1000))" 'BEGIN {
     n = split(a, x, " "); split(b, y, " ");
@@ -322,12 +408,19 @@ run_config() {
     backend_empty snapledger ||
       { it_log "$cfg: objects left in $IT_SL_ROOT/snapshots"; LEAKS=$((LEAKS + 1)); }
   fi
+  if ((gp)); then
+    local g; g=$(gp_listed)
+    [[ $g -eq 0 ]] || { it_log "$cfg: snapshotter-serve still lists $g snapshots"; LEAKS=$((LEAKS + 1)); }
+    backend_empty goproxy ||
+      { it_log "$cfg: objects left in $GP_ROOT/snapshots"; LEAKS=$((LEAKS + 1)); }
+  fi
   local c; read -r -a c <"$RES/$cfg.r$round.cost"
-  it_log "$(printf '%-17s round %d: %8.1f ops/s  wall %6.1fs  cpu/io stall %s%%/%s%%  load before %s, after %s; per RPC: containerd %s µs %s cs, snapledgerd %s µs %s cs' \
+  it_log "$(printf '%-18s round %d: %8.1f ops/s  wall %6.1fs  cpu/io stall %s%%/%s%%  load before %s, after %s; per RPC: containerd %s µs %s cs, proxy %s µs %s cs; proxy syncs/mutation %s' \
     "$cfg" "$round" "$(jq -r '.total_ops_per_s // 0' "$json" 2>/dev/null)" \
     "$(jq -r '.wall_time_s // 0' "$json" 2>/dev/null)" "$cpu_stall" "$io_stall" "$la" "$(loadavg)" \
     "$(per_op "${c[0]}" "${c[4]}" 1000)" "$(per_op "${c[1]}" "${c[4]}" 1)" \
-    "$(per_op "${c[2]}" "${c[4]}" 1000)" "$(per_op "${c[3]}" "${c[4]}" 1)")"
+    "$(per_op "${c[2]}" "${c[4]}" 1000)" "$(per_op "${c[3]}" "${c[4]}" 1)" \
+    "$(per_op "${c[6]}" "${c[7]}" 1)")"
 }
 per_op() { # VALUE OPS SCALE : VALUE*SCALE/OPS, "-" if unknown
   awk -v v="$1" -v n="$2" -v s="$3" 'BEGIN {if (v == "nan" || v == "" || n <= 0) print "-"; else printf (s == 1 ? "%.2f" : "%.0f"), v * s / n}'
@@ -368,6 +461,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   else order=(); for ((i = ${#CONFIGS[@]} - 1; i >= 0; i--)); do order+=("${CONFIGS[i]}"); done; fi
   for cfg in "${order[@]}"; do run_config "$cfg" "$r"; done
 done
+gp_stop
 LOAD_AFTER=$(loadavg) PSI_AFTER=$(psi_line)
 
 # ---------------------------------------------------------------- report ---
@@ -413,21 +507,42 @@ for cfg in "${CONFIGS[@]}"; do
     "$(printf '%.0f-%.0f' "${mn:-0}" "${mx:-0}")" "${cols[@]}" "$stall"
 done
 echo
-echo "== daemon cost per RPC (median over rounds; CPU in µs, cs = context switches)"
-printf '%-17s %14s %12s %14s %12s %12s %10s\n' config "containerd CPU" "containerd cs" \
-  "snapledgerd CPU" "snapledgerd cs" "total CPU" "total cs"
+echo "== daemon cost per RPC (median over rounds; CPU in µs, cs = context switches; syncs per mutation)"
+printf '%-18s %14s %13s %10s %10s %9s %11s %10s %9s  %s\n' config "containerd CPU" "containerd cs" \
+  "ctrd syncs" "proxy CPU" "proxy cs" "proxy syncs" "total CPU" "total cs" "proxy budget"
+sync_field() { # CONFIG COLUMN(6-7) : synced writes per mutation, per round
+  local f
+  for f in "$RES/$1".r*.cost; do
+    awk -v k="$2" '$k != "nan" && $k != "" && $8 > 0 {print $k / $8}' "$f"
+  done
+}
+budget() { # CPU_US CS SYNCS : issue 14's budget for the proxy, per RPC
+  awk -v c="$1" -v x="$2" -v y="$3" -v bc="$BUDGET_CPU_US" -v bx="$BUDGET_CS" -v by="$BUDGET_SYNCS" 'BEGIN {
+    if (c == "nan") { print "-"; exit }
+    out = (c <= bc ? "cpu ok" : "CPU OVER")
+    if (x != "nan") out = out ", " (x <= bx ? "cs ok" : "CS OVER")
+    if (y != "nan") out = out ", " (y <= by ? "syncs ok" : "SYNCS OVER")
+    print out }'
+}
 for cfg in "${CONFIGS[@]}"; do
   cc=$(cost_field "$cfg" 1 1000 | median); cx=$(cost_field "$cfg" 2 1 | median)
   sc=$(cost_field "$cfg" 3 1000 | median); sx=$(cost_field "$cfg" 4 1 | median)
+  cy=$(sync_field "$cfg" 6 | median); sy=$(sync_field "$cfg" 7 | median)
   tc=$(for f in "$RES/$cfg".r*.cost; do awk '$5 > 0 {print (($1 == "nan" ? 0 : $1) + ($3 == "nan" ? 0 : $3)) * 1000 / $5}' "$f"; done | median)
   tx=$(for f in "$RES/$cfg".r*.cost; do awk '$5 > 0 && ($2 != "nan" || $4 != "nan") {print (($2 == "nan" ? 0 : $2) + ($4 == "nan" ? 0 : $4)) / $5}' "$f"; done | median)
-  printf '%-17s %14s %13s %15s %14s %12s %10s\n' "$cfg" "$(fmt "$cc" %.0f)" "$(fmt "$cx" %.2f)" \
-    "$(fmt "$sc" %.0f)" "$(fmt "$sx" %.2f)" "$(fmt "$tc" %.0f)" "$(fmt "$tx" %.2f)"
+  printf '%-18s %14s %13s %10s %10s %9s %11s %10s %9s  %s\n' "$cfg" "$(fmt "$cc" %.0f)" "$(fmt "$cx" %.2f)" \
+    "$(fmt "$cy" %.2f)" "$(fmt "$sc" %.0f)" "$(fmt "$sx" %.2f)" "$(fmt "$sy" %.2f)" \
+    "$(fmt "$tc" %.0f)" "$(fmt "$tx" %.2f)" \
+    "$(if [[ $cfg == direct-goproxy* ]]; then echo -; else budget "$sc" "$sx" "$sy"; fi)"
 done
-echo "(CPU: utime+stime of the whole process; context switches: perf, every thread; per snapbench RPC)"
+echo "(CPU: utime+stime of the whole process; context switches: perf, every thread; per snapbench RPC."
+echo " syncs: fdatasync+fsync calls of the daemon per prepare/commit/remove. proxy: snapledgerd, or"
+echo " snapshotter-serve for direct-goproxy*; snapledgerd's budget (issue 14): CPU <= ${BUDGET_CPU_US} µs, cs <= ${BUDGET_CS}, syncs <= ${BUDGET_SYNCS})"
 echo
 for pair in "${PAIRS[@]}"; do
-  base=${pair%%:*} sl=${pair#*:}
+  IFS=: read -r base sl FLOOR GOAL <<<"$pair"
+  how="through containerd"
+  [[ $base == direct-* ]] && how="direct"
   if ! want "$base" || ! want "$sl"; then continue; fi
   ratios=()
   for ((r = 0; r < ROUNDS; r++)); do
@@ -440,11 +555,11 @@ for pair in "${PAIRS[@]}"; do
     ratio=$(printf '%s\n' "${ratios[@]}" | median)
     verdict=$(awk -v v="$ratio" -v f="$FLOOR" -v g="$GOAL" 'BEGIN {
       if (v >= g) print "goal met"; else if (v >= f) print "above floor, below goal"; else print "BELOW FLOOR" }')
-    printf '%s through containerd: %.2fx (per round %s); floor %sx, goal %sx: %s (informational)\n' \
-      "$name" "$ratio" "$(printf '%s\n' "${ratios[@]}" | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $1}')" \
+    printf '%s %s: %.2fx (per round %s); floor %sx, goal %sx: %s (informational)\n' \
+      "$name" "$how" "$ratio" "$(printf '%s\n' "${ratios[@]}" | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $1}')" \
       "$FLOOR" "$GOAL" "$verdict"
   else
-    echo "$name through containerd: n/a (no complete round)"
+    echo "$name $how: n/a (no complete round)"
   fi
 done
 echo "tool errors: $TOOL_ERRORS, leak findings: $LEAKS"
