@@ -8,13 +8,14 @@ namespace snapledger::cli {
 namespace {
 
 int Fail(const CommandContext& ctx, const absl::Status& status) {
-  *ctx.err << "snapledger: " << status.message() << "\n";
+  *ctx.err << "snapledger: " << TerminalSafe(std::string(status.message()))
+           << "\n";
   return kExitError;
 }
 
 int Usage(const CommandContext& ctx, const std::string& command,
           const std::string& message) {
-  *ctx.err << "snapledger " << command << ": " << message << "\n"
+  *ctx.err << "snapledger " << command << ": " << TerminalSafe(message) << "\n"
            << "Run with --help for more information.\n";
   return kExitError;
 }
@@ -35,7 +36,7 @@ int Show(const CommandContext& ctx, Ask&& ask, ToJson&& to_json,
   if (ctx.json) {
     PrintJson(ctx, to_json(*response));
   } else {
-    *ctx.out << to_text(*response);
+    *ctx.out << TerminalSafe(to_text(*response));
   }
   return kExitOk;
 }
@@ -157,7 +158,7 @@ int RunCheck(const CommandContext& ctx) {
   if (ctx.json) {
     PrintJson(ctx, CheckJson(*response));
   } else {
-    *ctx.out << RenderCheck(*response);
+    *ctx.out << TerminalSafe(RenderCheck(*response));
   }
   return response->problems().empty() ? kExitOk : kExitProblems;
 }

@@ -15,6 +15,76 @@
 namespace snapledger::cli {
 namespace {
 
+// Decodes one UTF-8 code point at s[i]; returns its length (0: not valid
+// UTF-8 there: a stray continuation byte, a truncated or overlong sequence,
+// a surrogate or a value past U+10FFFF).
+size_t DecodeUtf8(std::string_view s, size_t i, char32_t* out) {
+  const unsigned char c = static_cast<unsigned char>(s[i]);
+  size_t len = 0;
+  char32_t cp = 0;
+  char32_t min = 0;
+  if (c < 0x80) {
+    *out = c;
+    return 1;
+  } else if ((c & 0xE0) == 0xC0) {
+    len = 2, cp = c & 0x1F, min = 0x80;
+  } else if ((c & 0xF0) == 0xE0) {
+    len = 3, cp = c & 0x0F, min = 0x800;
+  } else if ((c & 0xF8) == 0xF0) {
+    len = 4, cp = c & 0x07, min = 0x10000;
+  } else {
+    return 0;
+  }
+  if (i + len > s.size()) return 0;
+  for (size_t k = 1; k < len; ++k) {
+    const unsigned char d = static_cast<unsigned char>(s[i + k]);
+    if ((d & 0xC0) != 0x80) return 0;
+    cp = (cp << 6) | (d & 0x3F);
+  }
+  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
+  *out = cp;
+  return len;
+}
+
+// Code points a terminal acts on or that reorder the text around them:
+// C0 and C1 controls (ESC, CSI U+009B…), DEL, and Unicode's bidirectional
+// formatting characters (U+202E RIGHT-TO-LEFT OVERRIDE and its kin), which
+// can make a key read as something it is not.
+bool IsUnsafeForTerminal(char32_t cp) {
+  return cp < 0x20 || (cp >= 0x7F && cp <= 0x9F) || cp == 0x061C ||
+         cp == 0x200E || cp == 0x200F || (cp >= 0x202A && cp <= 0x202E) ||
+         (cp >= 0x2066 && cp <= 0x2069);
+}
+
+}  // namespace
+
+std::string TerminalSafe(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (size_t i = 0; i < text.size();) {
+    char32_t cp = 0;
+    const size_t len = DecodeUtf8(text, i, &cp);
+    if (len == 0) {
+      absl::StrAppend(
+          &out, "\\x",
+          absl::Hex(static_cast<unsigned char>(text[i]), absl::kZeroPad2));
+      ++i;
+      continue;
+    }
+    if (cp == '\n' || !IsUnsafeForTerminal(cp)) {
+      out.append(text.substr(i, len));
+    } else if (cp < 0x80) {
+      absl::StrAppend(&out, "\\x", absl::Hex(cp, absl::kZeroPad2));
+    } else {
+      absl::StrAppend(&out, "\\u", absl::Hex(cp, absl::kZeroPad4));
+    }
+    i += len;
+  }
+  return out;
+}
+
+namespace {
+
 // --- Small helpers ----------------------------------------------------------
 
 std::string OrDash(const std::string& s) { return s.empty() ? "-" : s; }
@@ -61,12 +131,36 @@ size_t CodePoints(const std::string& s) {
   return n;
 }
 
+// Control characters flattened to spaces, so that a cell or field stays
+// one line, and made terminal-safe (TerminalSafe).
 std::string OneLine(std::string s) {
   for (char& c : s) {
     const unsigned char u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f) c = ' ';
+    if (u < 0x20) c = ' ';
   }
-  return s;
+  return TerminalSafe(s);
+}
+
+// At most kMaxCellCodePoints code points of `cell` (already OneLine): the
+// beginning and the end, joined by an ellipsis, so that both a key's
+// namespace and its digest stay visible.
+std::string Truncated(const std::string& cell) {
+  const size_t n = CodePoints(cell);
+  if (n <= kMaxCellCodePoints) return cell;
+  const size_t keep_head = (kMaxCellCodePoints - 1) / 2;
+  const size_t keep_tail = kMaxCellCodePoints - 1 - keep_head;
+  // The byte offset of code point `i` (cells are valid UTF-8 after OneLine).
+  auto offset_of = [&cell](size_t i) {
+    size_t seen = 0;
+    for (size_t b = 0; b < cell.size(); ++b) {
+      if ((static_cast<unsigned char>(cell[b]) & 0xC0) == 0x80) continue;
+      if (seen++ == i) return b;
+    }
+    return cell.size();
+  };
+  return absl::StrCat(cell.substr(0, offset_of(keep_head)),
+                      "\xe2\x80\xa6",  // U+2026 HORIZONTAL ELLIPSIS
+                      cell.substr(offset_of(n - keep_tail)));
 }
 
 // "name: value" lines with the values aligned.
@@ -308,8 +402,12 @@ Table::Table(std::vector<std::string> header) {
 }
 
 void Table::AddRow(std::vector<std::string> cells) {
-  for (std::string& cell : cells) cell = OneLine(std::move(cell));
   cells.resize(rows_[0].size());
+  // Only padded columns are shortened: the last column pads nothing.
+  for (size_t c = 0; c < cells.size(); ++c) {
+    cells[c] = OneLine(std::move(cells[c]));
+    if (c + 1 < cells.size()) cells[c] = Truncated(std::move(cells[c]));
+  }
   rows_.push_back(std::move(cells));
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <set>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/time/time.h"
@@ -59,12 +60,26 @@ std::string ShortDuration(absl::Duration d);
 // containerd_address configured)".
 std::string WatcherText(const admin::WatcherStatus& watcher);
 
+// `text` with everything a terminal would act on made visible: C0 controls
+// other than newline, DEL and C1 controls as \xNN / \u00NN, Unicode's
+// bidirectional formatting characters (U+202E…) as \uNNNN, bytes that are
+// not UTF-8 as \xNN. Keys and labels may hold any bytes; every text the CLI
+// prints passes through this (JSON output is escaped by its encoder).
+std::string TerminalSafe(std::string_view text);
+
 // --- Tables -----------------------------------------------------------------
+
+// A table cell longer than this (in code points) is shortened to its
+// beginning and end around an ellipsis, except in the last column (which is
+// not padded): one huge key must not pad every row of `ls` to megabytes.
+// --json output is never shortened.
+inline constexpr size_t kMaxCellCodePoints = 120;
 
 // Columns padded to their widest cell (in code points), separated by three
 // spaces, like `ctr snapshots ls`. The last column is not padded. Control
 // characters in cells (a key may hold anything) are shown as spaces so that
-// every row stays one line.
+// every row stays one line, then made terminal-safe (TerminalSafe); long
+// cells are shortened (kMaxCellCodePoints).
 class Table {
  public:
   explicit Table(std::vector<std::string> header);

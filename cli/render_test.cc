@@ -176,6 +176,54 @@ TEST(RenderListTest, ShowsOneAlignedRowPerSnapshot) {
             " 3m ago\n");
 }
 
+TEST(TerminalSafeTest, EscapesWhatATerminalWouldActOn) {
+  // ESC, DEL, C1 CSI (U+009B), RIGHT-TO-LEFT OVERRIDE (U+202E), a stray
+  // byte, and a tab; newlines and ordinary UTF-8 stay.
+  EXPECT_EQ(TerminalSafe("a\x1b[2Jb"), "a\\x1b[2Jb");
+  EXPECT_EQ(TerminalSafe("x\x7fy"), "x\\x7fy");
+  EXPECT_EQ(TerminalSafe("k\xc2\x9b"
+                         "31m"),
+            "k\\u009b31m");
+  EXPECT_EQ(TerminalSafe("evil\xe2\x80\xaetxt.exe"), "evil\\u202etxt.exe");
+  EXPECT_EQ(TerminalSafe("\xff\xc3"), "\\xff\\xc3");
+  EXPECT_EQ(TerminalSafe("tab\there"), "tab\\x09here");
+  EXPECT_EQ(TerminalSafe("caf\xc3\xa9\nline 2\n"), "caf\xc3\xa9\nline 2\n");
+  // Overlong encodings and surrogates are not UTF-8.
+  EXPECT_EQ(TerminalSafe("\xc0\xaf"), "\\xc0\\xaf");
+  EXPECT_EQ(TerminalSafe("\xed\xa0\x80"), "\\xed\\xa0\\x80");
+  // Idempotent: escaped text is plain ASCII.
+  EXPECT_EQ(TerminalSafe(TerminalSafe("k\xc2\x9b")), "k\\u009b");
+}
+
+TEST(TableTest, ShowsBidiOverridesAndC1ControlsEscaped) {
+  Table t({"KEY"});
+  t.AddRow(
+      {"a\xe2\x80\xae"
+       "b"});
+  t.AddRow(
+      {"c\xc2\x9b"
+       "d"});
+  EXPECT_EQ(t.Render(), "KEY\na\\u202eb\nc\\u009bd\n");
+}
+
+TEST(RenderListTest, AHugeKeyIsShortenedInTablesButNotInJson) {
+  admin::ListResponse list;
+  const std::string huge = "ns/1/" + std::string(4 << 20, 'k') + "-tail";
+  *list.add_snapshots() =
+      Snap(huge, 1, 0, "", store::COMMITTED, store::LIVE, 4096);
+  for (int i = 0; i < 13; ++i) {
+    *list.add_snapshots() = Snap("small" + std::to_string(i), 2 + i, 0, "",
+                                 store::COMMITTED, store::LIVE, 1);
+  }
+  const std::string text = RenderList(list, kNow);
+  // 15 lines of at most ~kMaxCellCodePoints plus the other columns.
+  EXPECT_LT(text.size(), 15 * (kMaxCellCodePoints + 80));
+  EXPECT_THAT(text, ::testing::HasSubstr("ns/1/kkk"));
+  EXPECT_THAT(text, ::testing::HasSubstr("kkk\xe2\x80\xa6kkk"));
+  EXPECT_THAT(text, ::testing::HasSubstr("k-tail "));
+  EXPECT_EQ(ListJson(list)[0]["key"].get<std::string>(), huge);
+}
+
 TEST(RenderListTest, EmptyListIsTheHeaderOnly) {
   EXPECT_EQ(RenderList(admin::ListResponse(), kNow),
             "KEY   PARENT   KIND   STATE   SIZE   AGE\n");

@@ -20,7 +20,10 @@ std::string RemovedKeyOfParent(uint64_t parent_id) {
 }
 
 bool IsReservedKey(std::string_view key) {
-  return key.starts_with("snapledger.");
+  // A containerd key in a namespace that happens to begin with
+  // "snapledger." ("snapledger.ci/4/x") is the client's, not ours: our own
+  // keys never have containerd's three-part form.
+  return key.starts_with("snapledger.") && !ParseProxyKey(key).has_value();
 }
 
 std::optional<ProxyKey> ParseProxyKey(std::string_view backend_key) {

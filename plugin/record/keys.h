@@ -28,8 +28,9 @@ std::string RemovedKey(uint64_t backend_id);
 // RemovedKey(parent_id), or "" when there is no parent (id 0): the key a
 // removal locks, shared, beside the parent's client key.
 std::string RemovedKeyOfParent(uint64_t parent_id);
-// Keys snapledger names its own records with ("snapledger." prefix); clients
-// may not create snapshots under them.
+// Keys snapledger names its own records with ("snapledger." prefix, and
+// not of containerd's "<namespace>/<seq>/<key>" form); clients may not
+// create snapshots under them.
 bool IsReservedKey(std::string_view key);
 
 // The key the client knows a record by: removed_key for a queued removal

@@ -40,6 +40,10 @@ TEST(KeysTest, ReservedKeysAreSnapledgersOwn) {
   EXPECT_EQ(RemovedKeyOfParent(3), "snapledger.removed/3");
   EXPECT_TRUE(IsReservedKey(RemovedKey(1)));
   EXPECT_FALSE(IsReservedKey("default/1/snapledger.x"));
+  EXPECT_TRUE(IsReservedKey("snapledger.anything"));
+  // A containerd namespace may begin with "snapledger." (found by
+  // tests/fuzz/fuzz_keys): its keys are the client's.
+  EXPECT_FALSE(IsReservedKey("snapledger.ci/4/x"));
 }
 
 TEST(KeysTest, SetIdentityParsesTheKeyAndClearsOwnership) {

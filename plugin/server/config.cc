@@ -1,10 +1,12 @@
 #include "plugin/server/config.h"
 
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
 #include <optional>
 #include <set>
+#include <sstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -255,9 +257,21 @@ absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
     return absl::NotFoundError(
         absl::StrCat("config file ", path, " does not exist"));
   }
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  if (!in) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("cannot read config file ", path));
+  }
+  return LoadConfigText(text.str(), path, std::move(base));
+}
+
+absl::StatusOr<Config> LoadConfigText(std::string_view text,
+                                      const std::string& path, Config base) {
   toml::table table;
   try {
-    table = toml::parse_file(path);
+    table = toml::parse(text, path);
   } catch (const toml::parse_error& e) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ":", e.source().begin.line, ":", e.source().begin.column, ": ",

@@ -36,6 +36,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -96,6 +97,11 @@ struct Config {
 // (naming the file, and the line where known) for syntax errors, unknown
 // keys and bad values; NotFound if the file does not exist.
 [[nodiscard]] absl::StatusOr<Config> LoadConfigFile(const std::string& path,
+                                                    Config base);
+
+// LoadConfigFile on TOML text already read; `path` names it in errors.
+[[nodiscard]] absl::StatusOr<Config> LoadConfigText(std::string_view text,
+                                                    const std::string& path,
                                                     Config base);
 
 // Checks a finished configuration; InvalidArgument says what is wrong.

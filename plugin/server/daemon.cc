@@ -1,13 +1,9 @@
 #include "plugin/server/daemon.h"
 
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -22,6 +18,7 @@
 #include "plugin/core/coordinator.h"
 #include "plugin/recovery/reconciler.h"
 #include "plugin/server/coordinator_repairs.h"
+#include "plugin/server/host_paths.h"
 #include "plugin/server/owner_reports.h"
 #include "plugin/server/snapshot_service.h"
 #include "spdlog/spdlog.h"
@@ -30,88 +27,12 @@
 namespace snapledger {
 namespace {
 
-// Whether some process accepts connections on unix socket `path`.
-bool SocketIsServed(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  bool served =
-      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return served;
-}
-
-absl::Status PrepareSocketPath(const std::string& path) {
-  std::error_code ec;
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  std::filesystem::create_directories(parent, ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create the socket's directory ", parent.string(),
-                     ": ", ec.message()));
-  }
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " exists and is not a socket; refusing to replace it"));
-  }
-  if (SocketIsServed(path)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("another process is already serving on ", path,
-                     " (is snapledgerd running?)"));
-  }
-  spdlog::info("removing stale socket {}", path);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot remove stale socket ", path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-// The sync server's idle threads: it keeps at least `min` threads waiting
-// for calls and ends a thread that finds `max` others waiting. Zero: gRPC's
-// defaults (1 and 2).
-struct SyncPollers {
-  int min = 0;
-  int max = 0;
-};
-
-// The Snapshots socket's: gRPC's default of at most 2 idle threads makes
-// a server under 4 concurrent clients start and end a thread for about
-// every third call (some 1,000 per `snapbench --clients 4 --chains 40`);
-// keeping up to 10 idle costs their stacks only, and no call waits for a
-// thread to start (docs/benchmarks.md, Session 5).
+// The Snapshots socket's idle threads: gRPC's default of at most 2 idle
+// threads makes a server under 4 concurrent clients start and end a thread
+// for about every third call (some 1,000 per `snapbench --clients 4
+// --chains 40`); keeping up to 10 idle costs their stacks only, and no call
+// waits for a thread to start (docs/benchmarks.md, Session 5).
 constexpr SyncPollers kSnapshotsPollers{4, 10};
-
-// Serves `service` on unix socket `path`, created with `umask` in force so
-// that no client ever sees it with wider permissions.
-absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
-    const std::string& path, mode_t umask, grpc::Service* service,
-    SyncPollers pollers = {}) {
-  if (absl::Status s = PrepareSocketPath(path); !s.ok()) return s;
-  grpc::ServerBuilder builder;
-  int bound = 0;
-  builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials(),
-                           &bound);
-  builder.RegisterService(service);
-  if (pollers.min > 0) {
-    builder.SetSyncServerOption(
-        grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, pollers.min);
-    builder.SetSyncServerOption(
-        grpc::ServerBuilder::SyncServerOption::MAX_POLLERS, pollers.max);
-  }
-  const mode_t old_umask = ::umask(umask);
-  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
-  ::umask(old_umask);
-  if (server == nullptr || bound == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve on unix socket ", path));
-  }
-  return server;
-}
 
 BackendSettings BackendSettingsOf(const Config& config) {
   BackendSettings settings;
@@ -227,13 +148,7 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
 }
 
 absl::Status Daemon::State::OpenStorage() {
-  std::error_code ec;
-  std::filesystem::create_directories(config.root, ec);
-  if (ec) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot create root directory ", config.root, ": ", ec.message()));
-  }
-  ::chmod(config.root.c_str(), 0700);
+  if (absl::Status s = PrepareRoot(config.root); !s.ok()) return s;
 
   Ledger::Options ledger_options;
   ledger_options.path = config.root + "/ledger";

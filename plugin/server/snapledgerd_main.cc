@@ -5,10 +5,12 @@
 // reason when it cannot start.
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <utility>
 
@@ -118,6 +120,24 @@ int WaitForStopSignal() {
   return sig;
 }
 
+// Raises the soft limit on open files to the hard limit, as containerd does
+// for itself: every client connection, RocksDB file and backend directory
+// walk takes descriptors, and the distribution's default soft limit (1024)
+// is reached by an ordinary burst of clients.
+void RaiseOpenFileLimit() {
+  struct rlimit lim {};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) return;
+  if (lim.rlim_cur >= lim.rlim_max) return;
+  const rlim_t was = lim.rlim_cur;
+  lim.rlim_cur = lim.rlim_max;
+  if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    spdlog::warn("cannot raise the open-file limit from {}: {}", was,
+                 std::strerror(errno));
+    return;
+  }
+  spdlog::debug("open-file limit raised from {} to {}", was, lim.rlim_cur);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -150,6 +170,7 @@ int main(int argc, char** argv) {
   spdlog::set_default_logger(spdlog::stderr_color_mt("snapledgerd"));
   spdlog::set_level(spdlog::level::from_str(config->log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
+  RaiseOpenFileLimit();
 
   auto daemon = snapledger::Daemon::Start(*config);
   if (!daemon.ok()) {
