@@ -192,14 +192,21 @@ void Ledger::FlushLoop() {
     // Cleared before the flush: a deferred write after this point wakes the
     // flusher again; one before it is in the buffer this flush writes.
     unflushed_.store(false);
+    // A ledger refusing writes heals through Write (TryResume), and the
+    // first synced write after that carries the buffer: a flush attempt now
+    // would only raise the error again in the middle of RocksDB's recovery.
+    if (degraded_.load()) continue;
     flush_mu_.Unlock();
     rocksdb::Status s = db_->FlushWAL(/*sync=*/false);
-    flush_mu_.Lock();
     if (!s.ok()) {
-      // The next synced write reports the condition to its caller.
+      // Like a failed write: later writes first try to resume.
+      absl::MutexLock lock(&resume_mu_);
+      if (!degraded_.exchange(true)) last_write_error_ = s.ToString();
+      last_resume_attempt_ = absl::Now();
       spdlog::warn("ledger: handing deferred writes to the OS failed: {}",
                    s.ToString());
     }
+    flush_mu_.Lock();
   }
   flush_mu_.Unlock();
 }
