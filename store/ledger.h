@@ -9,7 +9,10 @@
 //
 // Every write is one atomic batch, stamped with a new ledger sequence number
 // that is stored in each record it puts. With Options::sync (the default) a
-// write returns only once it is on stable storage.
+// synced write (Durability::kSynced) returns only once it is on stable
+// storage; a deferred one (kDeferred) is made durable by the next synced
+// write. The write-ahead log is one sequence, so a crash loses a suffix of
+// the writes (deferred ones and those after them), never one from the middle.
 //
 // Thread-safety: all methods are safe to call concurrently. The ledger does
 // not serialise writers on the same key: callers (the coordinator's key
@@ -21,6 +24,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "absl/functional/function_ref.h"
@@ -47,11 +51,31 @@ bool IsVisible(const Record& record);
 
 class Ledger {
  public:
+  // How durable a write is when Ledger::Write returns. Without Options::sync
+  // no write is synced, and both behave alike (handed to the OS at once).
+  enum class Durability {
+    // On stable storage: survives a crash and a power loss.
+    kSynced,
+    // Visible at once to readers of this Ledger, but kept in the write-ahead
+    // log's buffer in memory until the next synced write (any caller's)
+    // carries it to stable storage, or until the ledger has had no deferred
+    // write for Options::deferred_flush_delay, when it is handed to the OS
+    // (not synced). A crash (even a killed process) before either loses it,
+    // and with it every write that began after it returned. For completions
+    // whose intent was synced: recovery redoes them from the intent.
+    kDeferred,
+  };
+
   struct Options {
     // Directory of the RocksDB database; created if missing.
     std::string path;
-    // fsync the write-ahead log before a write returns.
+    // fsync the write-ahead log before a synced write returns. Without it no
+    // write is synced (each is handed to the OS as it is made).
     bool sync = true;
+    // With `sync`: how long the ledger waits, after its last deferred write,
+    // before it hands deferred writes to the OS, so that readers in other
+    // processes (read_only) see them. Synced writes carry them earlier.
+    absl::Duration deferred_flush_delay = absl::Milliseconds(20);
     // Open without writing anything and without taking the database lock: for
     // post-mortem reading beside (or without) a running daemon.
     bool read_only = false;
@@ -65,6 +89,9 @@ class Ledger {
   // A set of changes applied atomically by Ledger::Write.
   class Batch {
    public:
+    explicit Batch(Durability durability = Durability::kSynced)
+        : durability_(durability) {}
+    Durability durability() const { return durability_; }
     // Stores `record` under its key (replacing any record there) and indexes
     // it as a child of its parent (by record.parent_backend_id()).
     void Put(Record record);
@@ -81,8 +108,15 @@ class Ledger {
       bool put;
       Record record;
     };
+    Durability durability_;
     std::vector<Op> ops_;
     std::vector<HistoryEvent> events_;
+  };
+
+  // How many writes Write() made since Open, by how they were made.
+  struct WriteCounts {
+    uint64_t synced = 0;    // fsynced before returning
+    uint64_t unsynced = 0;  // deferred, or any write without Options::sync
   };
 
   [[nodiscard]] static absl::StatusOr<std::unique_ptr<Ledger>> Open(
@@ -117,15 +151,21 @@ class Ledger {
   void ReserveIdsUpTo(uint64_t id);
 
   // Applies `batch` atomically, stamping each put record with a new sequence
-  // number. Unavailable (naming the cause) when the write cannot be made
-  // durable, e.g. the disk is full; nothing of the batch is applied then.
-  // After such a failure RocksDB refuses writes until it is resumed: each
-  // later Write first tries to resume (at most every kResumeInterval), so the
-  // ledger heals by itself once space returns. Reads keep working throughout.
+  // number, as durably as batch.durability() says. Unavailable (naming the
+  // cause) when the write cannot be made durable, e.g. the disk is full;
+  // nothing of the batch is applied then. After such a failure RocksDB refuses
+  // writes until it is resumed: each later Write first tries to resume (at most
+  // every kResumeInterval), so the ledger heals by itself once space returns.
+  // Reads keep working throughout.
   [[nodiscard]] absl::Status Write(Batch& batch);
 
   // Whether the last write failed and the ledger is refusing writes.
   bool degraded() const { return degraded_.load(); }
+
+  WriteCounts write_counts() const {
+    return {synced_writes_.load(std::memory_order_relaxed),
+            unsynced_writes_.load(std::memory_order_relaxed)};
+  }
 
   // A setting of the ledger itself, such as "backend" (the backend the root
   // was created with). NotFound if it was never set.
@@ -144,6 +184,13 @@ class Ledger {
   Ledger(Options options, std::unique_ptr<rocksdb::DB> db,
          std::shared_ptr<rocksdb::Cache> cache);
   [[nodiscard]] absl::Status LoadCounters();
+  // Whether deferred writes stay in RocksDB's buffer (manual WAL flush).
+  bool defers_writes() const { return options_.sync && !options_.read_only; }
+  // Notes a deferred write made at `now_ns`, waking the flusher if idle.
+  void NoteDeferredWrite(int64_t now_ns);
+  // The flusher thread: hands deferred writes to the OS once the ledger has
+  // had none for deferred_flush_delay.
+  void FlushLoop();
 
   const Options options_;
   std::shared_ptr<rocksdb::Cache> cache_;
@@ -157,6 +204,17 @@ class Ledger {
   absl::Mutex resume_mu_;
   absl::Time last_resume_attempt_ ABSL_GUARDED_BY(resume_mu_);
   std::string last_write_error_ ABSL_GUARDED_BY(resume_mu_);
+
+  std::atomic<uint64_t> synced_writes_{0};
+  std::atomic<uint64_t> unsynced_writes_{0};
+  // Deferred writes not yet handed to the OS (or synced), and the time of the
+  // latest one.
+  std::atomic<bool> unflushed_{false};
+  std::atomic<int64_t> last_deferred_ns_{0};
+  absl::Mutex flush_mu_;
+  absl::CondVar flush_cv_;
+  bool flush_stop_ ABSL_GUARDED_BY(flush_mu_) = false;
+  std::thread flusher_;  // runs while defers_writes()
 };
 
 }  // namespace snapledger

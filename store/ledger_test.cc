@@ -1,6 +1,7 @@
 #include "store/ledger.h"
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <set>
@@ -9,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -323,6 +325,144 @@ TEST_F(LedgerTest, OpenOfUnusablePathIsUnavailable) {
   options.path = "";
   EXPECT_EQ(Ledger::Open(options).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(LedgerTest, WritesAreCountedByHowTheyWereMade) {
+  Put(Make("a", "", 1));
+  Ledger::Batch deferred(Ledger::Durability::kDeferred);
+  deferred.Put(Make("b", "", 2));
+  ASSERT_TRUE(ledger_->Write(deferred).ok());
+  EXPECT_EQ(ledger_->write_counts().synced, 1u);
+  EXPECT_EQ(ledger_->write_counts().unsynced, 1u);
+  // Readers of this ledger see a deferred write at once.
+  EXPECT_TRUE(ledger_->Get("b").ok());
+  // A clean close makes it durable.
+  Reopen();
+  EXPECT_TRUE(ledger_->Get("b").ok());
+}
+
+// Durability across a killed process. The writes run in a child process that
+// dies without closing the ledger (_exit, as after kill -9): gtest's
+// "threadsafe" death tests run the child as a fresh run of this test, which
+// finds the ledger's directory in the environment.
+class LedgerDurabilityTest : public ::testing::Test {
+ protected:
+  static constexpr char kDirVariable[] = "SNAPLEDGER_LEDGER_TEST_DIR";
+
+  void SetUp() override {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    if (const char* inherited = getenv(kDirVariable)) {
+      dir_ = inherited;  // the child
+      return;
+    }
+    char tmpl[] = "/tmp/ledger_durability_test.XXXXXX";
+    ASSERT_NE(mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    owner_ = true;
+    ASSERT_EQ(setenv(kDirVariable, dir_.c_str(), 1), 0);
+  }
+  void TearDown() override {
+    if (!owner_) return;
+    unsetenv(kDirVariable);
+    std::filesystem::remove_all(dir_);
+  }
+
+  absl::StatusOr<std::unique_ptr<Ledger>> Open(bool sync) {
+    Ledger::Options options;
+    options.path = dir_ + "/ledger";
+    options.sync = sync;
+    // Nothing hands deferred writes to the OS within the test.
+    options.deferred_flush_delay = absl::Hours(1);
+    return Ledger::Open(options);
+  }
+
+  static Record Live(std::string key, uint64_t id) {
+    Record r;
+    r.set_key(std::move(key));
+    r.set_backend_id(id);
+    r.set_kind(store::v1::COMMITTED);
+    r.set_state(store::v1::LIVE);
+    return r;
+  }
+
+  // In the child: opens the ledger, makes the writes (key, deferred?) in
+  // order, and dies without closing it.
+  void WriteAndDie(bool sync,
+                   const std::vector<std::pair<std::string, bool>>& writes) {
+    auto ledger = Open(sync);
+    if (!ledger.ok()) _exit(2);
+    uint64_t id = 1;
+    for (const auto& [key, deferred] : writes) {
+      Ledger::Batch b(deferred ? Ledger::Durability::kDeferred
+                               : Ledger::Durability::kSynced);
+      b.Put(Live(key, id++));
+      if (!(*ledger)->Write(b).ok()) _exit(3);
+    }
+    _exit(0);
+  }
+
+  // After the child died: which of `keys` the reopened ledger holds.
+  std::vector<std::string> Surviving(const std::vector<std::string>& keys) {
+    auto ledger = Open(/*sync=*/true);
+    EXPECT_TRUE(ledger.ok()) << ledger.status();
+    std::vector<std::string> found;
+    if (!ledger.ok()) return found;
+    for (const std::string& key : keys) {
+      if ((*ledger)->Get(key).ok()) found.push_back(key);
+    }
+    return found;
+  }
+
+  std::string dir_;
+  bool owner_ = false;
+};
+
+TEST_F(LedgerDurabilityTest, AKilledProcessLosesADeferredWriteNotASyncedOne) {
+  EXPECT_EXIT(WriteAndDie(/*sync=*/true, {{"synced", false}, {"lost", true}}),
+              ::testing::ExitedWithCode(0), "");
+  EXPECT_THAT(Surviving({"synced", "lost"}), ElementsAre("synced"));
+}
+
+TEST_F(LedgerDurabilityTest, ASyncedWriteCarriesTheDeferredOnesBeforeIt) {
+  EXPECT_EXIT(WriteAndDie(/*sync=*/true, {{"deferred-1", true},
+                                          {"deferred-2", true},
+                                          {"synced", false},
+                                          {"after", true}}),
+              ::testing::ExitedWithCode(0), "");
+  EXPECT_THAT(Surviving({"deferred-1", "deferred-2", "synced", "after"}),
+              ElementsAre("deferred-1", "deferred-2", "synced"));
+}
+
+TEST_F(LedgerDurabilityTest, WithoutSyncEveryWriteReachesTheOSAtOnce) {
+  // durability = "async": nothing is synced, and nothing waits in the
+  // process either, so a killed process loses nothing.
+  EXPECT_EXIT(WriteAndDie(/*sync=*/false, {{"a", false}, {"b", true}}),
+              ::testing::ExitedWithCode(0), "");
+  EXPECT_THAT(Surviving({"a", "b"}), ElementsAre("a", "b"));
+}
+
+TEST_F(LedgerDurabilityTest, TheFlusherHandsDeferredWritesToTheOSWhenIdle) {
+  {
+    Ledger::Options options;
+    options.path = dir_ + "/ledger";
+    options.deferred_flush_delay = absl::Milliseconds(1);
+    auto ledger = Ledger::Open(options);
+    ASSERT_TRUE(ledger.ok()) << ledger.status();
+    Ledger::Batch b(Ledger::Durability::kDeferred);
+    b.Put(Live("a", 1));
+    ASSERT_TRUE((*ledger)->Write(b).ok());
+    // A reader in another process sees it once the flusher ran.
+    Ledger::Options ro = options;
+    ro.read_only = true;
+    bool seen = false;
+    for (int i = 0; i < 500 && !seen; ++i) {
+      auto reader = Ledger::Open(ro);
+      ASSERT_TRUE(reader.ok()) << reader.status();
+      seen = (*reader)->Get("a").ok();
+      if (!seen) absl::SleepFor(absl::Milliseconds(10));
+    }
+    EXPECT_TRUE(seen);
+  }
 }
 
 TEST(LedgerVisibility, OnlyLiveAndMissingAreVisible) {

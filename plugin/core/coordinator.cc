@@ -193,7 +193,9 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   CRASH_POINT("prepare.after_backend");
 
   record.set_state(store::v1::LIVE);
-  Ledger::Batch done;
+  // Deferred: carried to disk by the next synced write. If a crash loses
+  // it, recovery finds the intent with a whole object and rolls it forward.
+  Ledger::Batch done(Ledger::Durability::kDeferred);
   done.Put(record);
   done.Note(MakeEvent(
       kind == SnapshotKind::kView ? HistoryOp::kView : HistoryOp::kPrepare,
@@ -268,6 +270,13 @@ absl::Status Coordinator::Commit(const std::string& name,
   intent_record.set_state(store::v1::COMMITTING);
   intent_record.set_prior_state(store::v1::LIVE);
   intent_record.set_commit_name(name);
+  {
+    // Commit replaces the labels; the intent carries them so that recovery
+    // can complete the commit if the completion is lost.
+    Record with_labels;
+    CopyLabels(labels, &with_labels);
+    *intent_record.mutable_commit_labels() = with_labels.labels();
+  }
   Ledger::Batch intent;
   intent.Put(intent_record);
   if (absl::Status s = ledger_->Write(intent); !s.ok()) return s;
@@ -285,19 +294,9 @@ absl::Status Coordinator::Commit(const std::string& name,
   }
   CRASH_POINT("commit.after_backend");
 
-  const int64_t now = NowNanos();
-  Record committed = *active;
-  committed.set_key(name);
-  committed.set_kind(store::v1::COMMITTED);
-  committed.set_state(store::v1::LIVE);
-  committed.set_created_ns(now);
-  committed.set_updated_ns(now);
-  committed.set_size_bytes(usage->size_bytes);
-  committed.set_inodes(usage->inodes);
-  committed.clear_last_error();
-  SetIdentity(&committed);
-  CopyLabels(labels, &committed);
-  Ledger::Batch done;
+  Record committed = CompleteCommit(intent_record, *usage, absl::Now());
+  // Deferred, as Prepare's: recovery completes the commit from the intent.
+  Ledger::Batch done(Ledger::Durability::kDeferred);
   done.Delete(*active);
   done.Put(committed);
   done.Note(
@@ -390,7 +389,8 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
   if (!removed.ok()) return RemoveFailed(record, intent_record, removed);
   CRASH_POINT("remove.after_backend");
 
-  Ledger::Batch done;
+  // Deferred: recovery rolls a REMOVING intent forward anyway.
+  Ledger::Batch done(Ledger::Durability::kDeferred);
   done.Delete(record);
   done.Note(MakeEvent(HistoryOp::kRemove, record));
   if (absl::Status s = ledger_->Write(done); !s.ok()) {

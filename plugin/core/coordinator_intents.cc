@@ -43,7 +43,8 @@ absl::Status Coordinator::RollBackIntent(Record intent,
   }
   intent.set_last_error(cause.ToString());
   RecoveryReport report;
-  absl::Status s = ResolveIntent(*ledger_, *backend_, intent, *stored, &report);
+  absl::Status s = ResolveIntent(*ledger_, *backend_, intent, *stored,
+                                 IntentOrigin::kFailedCall, &report);
   if (!s.ok()) {
     pending_intents_.Note(intent.key());
     return s;
@@ -68,8 +69,8 @@ absl::Status Coordinator::ResolvePendingIntent(const std::string& key) {
   absl::StatusOr<bool> stored = backend_->Exists(record->backend_id());
   if (!stored.ok()) return stored.status();
   RecoveryReport report;
-  if (absl::Status s =
-          ResolveIntent(*ledger_, *backend_, *record, *stored, &report);
+  if (absl::Status s = ResolveIntent(*ledger_, *backend_, *record, *stored,
+                                     IntentOrigin::kFailedCall, &report);
       !s.ok()) {
     return s;
   }

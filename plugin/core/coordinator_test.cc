@@ -52,6 +52,40 @@ class CoordinatorTest : public testing::LedgerFixture {
   std::unique_ptr<Coordinator> coord_;
 };
 
+// Issue 14's budget: one synced ledger write per mutation. The intent is
+// synced before the backend is touched; the completion is deferred (carried
+// to disk by the next synced write, redone by recovery if a crash loses it).
+TEST_F(CoordinatorTest, EachMutationMakesOneSyncedLedgerWrite) {
+  struct Delta {
+    uint64_t synced, unsynced;
+  };
+  auto measure = [&](auto&& op) {
+    const Ledger::WriteCounts before = ledger_->write_counts();
+    op();
+    const Ledger::WriteCounts after = ledger_->write_counts();
+    return Delta{after.synced - before.synced,
+                 after.unsynced - before.unsynced};
+  };
+  auto expect = [](Delta d, uint64_t synced, uint64_t unsynced,
+                   const char* what) {
+    EXPECT_EQ(d.synced, synced) << what;
+    EXPECT_EQ(d.unsynced, unsynced) << what;
+  };
+  expect(measure([&] { ASSERT_TRUE(coord_->Prepare("a", "", {}).ok()); }), 1, 1,
+         "prepare");
+  expect(measure([&] { ASSERT_TRUE(coord_->Commit("base", "a", {}).ok()); }), 1,
+         1, "commit");
+  expect(measure([&] { ASSERT_TRUE(coord_->View("v", "base", {}).ok()); }), 1,
+         1, "view");
+  expect(measure([&] {
+           ASSERT_TRUE(coord_->Update("base", {{"x", "y"}}, {}).ok());
+         }),
+         1, 0, "update");
+  expect(measure([&] { ASSERT_TRUE(coord_->Remove("v").ok()); }), 1, 1,
+         "remove");
+  ExpectNoIntents();
+}
+
 TEST_F(CoordinatorTest, PrepareWithoutParentGivesWritableMount) {
   auto mounts = coord_->Prepare("k", "", {{"a", "b"}});
   ASSERT_TRUE(mounts.ok()) << mounts.status();

@@ -81,6 +81,25 @@ Record AdoptObject(uint64_t id, uint64_t parent_id,
   return adopted;
 }
 
+Record CompleteCommit(const Record& intent, const Usage& usage,
+                      absl::Time now) {
+  Record committed = intent;
+  committed.set_key(intent.commit_name());
+  committed.set_kind(store::v1::COMMITTED);
+  committed.set_state(store::v1::LIVE);
+  committed.set_created_ns(absl::ToUnixNanos(now));
+  committed.set_updated_ns(absl::ToUnixNanos(now));
+  committed.set_size_bytes(usage.size_bytes);
+  committed.set_inodes(usage.inodes);
+  committed.clear_last_error();
+  committed.clear_commit_name();
+  committed.clear_prior_state();
+  *committed.mutable_labels() = intent.commit_labels();
+  committed.clear_commit_labels();
+  SetIdentity(&committed);
+  return committed;
+}
+
 Record MarkMissing(const Record& record, const std::string& reason,
                    absl::Time now, Ledger::Batch* batch) {
   Record missing = record;

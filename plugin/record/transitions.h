@@ -12,6 +12,7 @@
 #include <string>
 
 #include "absl/time/time.h"
+#include "plugin/backend/backend.h"
 #include "store/ledger.h"
 
 namespace snapledger {
@@ -63,6 +64,13 @@ Record DeferRemoval(const Record& record, const Deferral& deferral,
 Record AdoptObject(uint64_t id, uint64_t parent_id,
                    const std::string& parent_key, const std::string& reason,
                    Ledger::Batch* batch);
+
+// The committed record that a COMMITTING intent becomes once the backend
+// committed its object with `usage`: stored under intent.commit_name(), with
+// intent.commit_labels() as its labels (Commit replaces them), created at
+// `now`, the intent's fields cleared. The coordinator's completion and
+// recovery's roll-forward both build it here, so they cannot differ.
+Record CompleteCommit(const Record& intent, const Usage& usage, absl::Time now);
 
 // `record` (LIVE) marked MISSING because `reason`, put into `batch` with a
 // "missing" event.

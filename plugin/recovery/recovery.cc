@@ -46,11 +46,83 @@ absl::Status QueueRemoval(Ledger& ledger, const Record& r,
 
 }  // namespace
 
+namespace {
+
+// The rolled-back commit: the active snapshot again, MISSING if its object is
+// gone.
+void RollBackCommit(const Record& r, bool stored, const std::string& why,
+                    Ledger::Batch* batch, RecoveryReport* report) {
+  Record active = r;
+  active.clear_commit_name();
+  active.clear_commit_labels();
+  active.set_state(stored ? store::v1::LIVE : store::v1::MISSING);
+  if (!why.empty()) active.set_last_error(why);
+  if (!stored) report->missing.push_back(r.key());
+  batch->Put(active);
+  batch->Note(
+      MakeEvent(HistoryOp::kRolledBack, r,
+                absl::StrCat("commit as ", r.commit_name(), " interrupted",
+                             stored ? "" : "; storage missing",
+                             why.empty() ? "" : "; ", why)));
+  ++report->commits_rolled_back;
+}
+
+// A COMMITTING intent whose object is whole, after a crash: completes the
+// commit (its reply may have reached the client). Rolls back instead when
+// the backend cannot commit the object or the name is taken.
+absl::Status RollForwardCommit(Ledger& ledger, Backend& backend,
+                               const Record& r, Ledger::Batch* batch,
+                               RecoveryReport* report) {
+  absl::StatusOr<Record> taken = ledger.Get(r.commit_name());
+  if (taken.ok()) {
+    RollBackCommit(r, /*stored=*/true,
+                   absl::StrCat("the name ", r.commit_name(), " is taken"),
+                   batch, report);
+    return absl::OkStatus();
+  }
+  if (!absl::IsNotFound(taken.status())) return taken.status();
+  absl::StatusOr<Usage> usage = backend.Commit(r.backend_id());
+  if (!usage.ok()) {
+    RollBackCommit(r, /*stored=*/true,
+                   absl::StrCat("the backend cannot commit it: ",
+                                usage.status().ToString()),
+                   batch, report);
+    return absl::OkStatus();
+  }
+  Record committed = CompleteCommit(r, *usage, absl::Now());
+  batch->Delete(r);
+  batch->Put(committed);
+  batch->Note(MakeEvent(
+      HistoryOp::kCommit, committed,
+      absl::StrCat("from ", r.key(),
+                   "; completed at start-up (the crash came after the intent; "
+                   "its object is whole)")));
+  ++report->commits_rolled_forward;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
-                           bool stored, RecoveryReport* report) {
+                           bool stored, IntentOrigin origin,
+                           RecoveryReport* report) {
   Ledger::Batch batch;
   switch (r.state()) {
     case store::v1::PREPARING:
+      if (stored && origin == IntentOrigin::kCrash) {
+        Record live = r;
+        live.set_state(store::v1::LIVE);
+        batch.Put(live);
+        batch.Note(MakeEvent(
+            r.kind() == store::v1::VIEW ? HistoryOp::kView
+                                        : HistoryOp::kPrepare,
+            live,
+            absl::StrCat("backend object ", r.backend_id(),
+                         "; completed at start-up (the crash came after the "
+                         "intent; its object is whole)")));
+        ++report->prepares_rolled_forward;
+        break;
+      }
       if (stored) {
         if (absl::Status s = RemoveObject(backend, r.backend_id()); !s.ok()) {
           return QueueRemoval(ledger, r, s, report);
@@ -69,19 +141,17 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
           MakeEvent(HistoryOp::kRemoved, r, "interrupted removal completed"));
       ++report->removes_completed;
       break;
-    case store::v1::COMMITTING: {
-      Record active = r;
-      active.clear_commit_name();
-      active.set_state(stored ? store::v1::LIVE : store::v1::MISSING);
-      if (!stored) report->missing.push_back(r.key());
-      batch.Put(active);
-      batch.Note(
-          MakeEvent(HistoryOp::kRolledBack, r,
-                    absl::StrCat("commit as ", r.commit_name(), " interrupted",
-                                 stored ? "" : "; storage missing")));
-      ++report->commits_rolled_back;
+    case store::v1::COMMITTING:
+      if (stored && origin == IntentOrigin::kCrash) {
+        if (absl::Status s =
+                RollForwardCommit(ledger, backend, r, &batch, report);
+            !s.ok()) {
+          return s;
+        }
+        break;
+      }
+      RollBackCommit(r, stored, "", &batch, report);
       break;
-    }
     case store::v1::LIVE: {
       if (stored) return absl::OkStatus();
       MarkMissing(r, "backend object not found at start-up", absl::Now(),
@@ -151,7 +221,8 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
 
   for (const Record& r : intents) {
     const bool stored = present.contains(r.backend_id());
-    if (absl::Status s = ResolveIntent(ledger, backend, r, stored, &report);
+    if (absl::Status s = ResolveIntent(ledger, backend, r, stored,
+                                       IntentOrigin::kCrash, &report);
         !s.ok()) {
       return s;
     }

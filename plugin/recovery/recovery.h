@@ -1,19 +1,36 @@
 // Start-up recovery: resolves every intent a crash left in the ledger by
 // asking the backend, so that the daemon serves only from a consistent state.
 //
-//   PREPARING  -> rolled back: the backend object (if made) is removed and
-//                 the record deleted. No client was told the snapshot exists,
-//                 and containerd dropped its own record when the call failed.
-//   COMMITTING -> rolled back to the active snapshot: containerd's Commit
-//                 runs in a metadata transaction that aborted with the call,
-//                 so containerd still knows the active key, not the name.
-//                 Marked MISSING if the backend object is gone.
+// Every mutation writes its intent synced and its completion deferred
+// (Ledger::Durability::kDeferred): a crash may lose a completion whose reply
+// already reached the client. So at start-up an intent whose backend work is
+// whole is rolled forward — the client may have been told it succeeded —
+// and one whose backend work never happened is rolled back (no client can
+// have been told). What is rolled forward without its client having been
+// told is a snapshot containerd does not know; containerd's garbage
+// collector removes those (docs/reliability.md has the argument).
+//
+//   PREPARING  -> the backend object is whole: rolled forward to LIVE (a
+//                 "prepare"/"view" event says it was completed at start-up).
+//                 No object: rolled back, the record deleted.
+//   COMMITTING -> the backend object is whole: the commit is completed (the
+//                 backend's Commit is idempotent and returns the usage) and
+//                 the record becomes the committed one, under the commit
+//                 name with the commit's labels (a "commit" event says so).
+//                 If the backend cannot commit it, or the name is taken,
+//                 rolled back to the active snapshot. No object: the active
+//                 snapshot, marked MISSING.
 //   REMOVING   -> rolled forward: the backend object is removed (if still
 //                 there) and the record deleted. If the backend cannot
 //                 remove it now (in use, failing), the removal is queued
 //                 instead (REMOVE_PENDING, due at once): never lost, and it
 //                 does not keep the daemon from starting. The same holds
 //                 for a PREPARING object that cannot be removed.
+//
+// While serving, the coordinator resolves intents of calls whose client was
+// told they failed (a backend failure or time-out, a ledger that refused the
+// completion) with the same function: then a prepare or a commit is rolled
+// back whatever the backend holds (IntentOrigin::kFailedCall).
 // REMOVE_PENDING and STUCK records are not intents: the coordinator's
 // removal queue owns them (plugin/removal/removal_queue.h).
 // Backend objects that no record names (storage copied in from outside, a
@@ -37,9 +54,21 @@
 
 namespace snapledger {
 
+// How the operation that left an intent ended, as far as its client knows.
+enum class IntentOrigin {
+  // A crash (start-up recovery): the reply may have reached the client, so
+  // whole backend work is rolled forward.
+  kCrash,
+  // The client was told the call failed: a prepare or a commit is rolled
+  // back (a removal still goes forward).
+  kFailedCall,
+};
+
 struct RecoveryReport {
   int prepares_rolled_back = 0;
+  int prepares_rolled_forward = 0;
   int commits_rolled_back = 0;
+  int commits_rolled_forward = 0;
   int removes_completed = 0;
   // Intents whose backend object could not be removed now: queued.
   int removals_queued = 0;
@@ -51,17 +80,23 @@ struct RecoveryReport {
   std::vector<std::string> adopted;
 
   int intents_resolved() const {
-    return prepares_rolled_back + commits_rolled_back + removes_completed +
+    return prepares_rolled_back + prepares_rolled_forward +
+           commits_rolled_back + commits_rolled_forward + removes_completed +
            removals_queued;
+  }
+  // Intents completed from their backend work (see the header).
+  int rolled_forward() const {
+    return prepares_rolled_forward + commits_rolled_forward + removes_completed;
   }
 };
 
 // Resolves one record as described above; `stored` says whether the backend
-// holds its object. Records that are not intents (and live records whose
-// object is stored) are left alone. Also used by the coordinator for intents
-// it could not complete while the ledger was not writable.
+// holds its object, `origin` how its operation ended. Records that are not
+// intents (and live records whose object is stored) are left alone. Also
+// used by the coordinator for intents of calls that failed.
 [[nodiscard]] absl::Status ResolveIntent(Ledger& ledger, Backend& backend,
                                          const Record& record, bool stored,
+                                         IntentOrigin origin,
                                          RecoveryReport* report);
 
 [[nodiscard]] absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,

@@ -167,7 +167,8 @@ void RemovalQueue::AttemptLocked(const Record& record) {
   if (absl::IsNotFound(removed)) removed = absl::OkStatus();
   if (!removed.ok()) return NoteFailure(record, removed);
   CRASH_POINT("queue.after_backend");
-  Ledger::Batch done;
+  // Deferred: recovery rolls the REMOVING intent forward if it is lost.
+  Ledger::Batch done(Ledger::Durability::kDeferred);
   done.Delete(intent_record);
   done.Note(
       MakeEvent(HistoryOp::kRemoved, record,
@@ -177,6 +178,7 @@ void RemovalQueue::AttemptLocked(const Record& record) {
     deps_.pending_intents->Note(record.key());  // rolled forward later
     return;
   }
+  CRASH_POINT("queue.after_complete");
   spdlog::info(
       "removal queue: removed {} ({}) after {} failed attempts, {} after it "
       "was asked for",

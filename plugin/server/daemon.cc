@@ -178,10 +178,11 @@ absl::Status Daemon::State::Recover() {
   }
   recovery = *std::move(report);
   spdlog::info(
-      "recovery: {} intents resolved ({} prepares rolled back, {} commits "
-      "rolled back, {} removes completed, {} removals queued), {} missing, {} "
-      "adopted, in {} ms",
-      recovery.intents_resolved(), recovery.prepares_rolled_back,
+      "recovery: {} intents resolved ({} prepares rolled forward, {} rolled "
+      "back; {} commits rolled forward, {} rolled back; {} removes completed, "
+      "{} removals queued), {} missing, {} adopted, in {} ms",
+      recovery.intents_resolved(), recovery.prepares_rolled_forward,
+      recovery.prepares_rolled_back, recovery.commits_rolled_forward,
       recovery.commits_rolled_back, recovery.removes_completed,
       recovery.removals_queued, recovery.missing.size(),
       recovery.adopted.size(),

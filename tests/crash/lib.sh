@@ -117,6 +117,10 @@ cr_daemon_start() {
     "$CR_LOG" | tail -n 1)
   CR_INTENTS=$(sed -n 's/.*recovery: \([0-9][0-9]*\) intents resolved.*/\1/p' \
     "$CR_LOG" | tail -n 1)
+  # Intents completed from whole backend work (a completion the crash lost,
+  # or work done before it): prepares, commits, removes rolled forward.
+  CR_FORWARD=$(sed -n 's/.*recovery: [0-9]* intents resolved (\([0-9]*\) prepares rolled forward, [0-9]* rolled back; \([0-9]*\) commits rolled forward, [0-9]* rolled back; \([0-9]*\) removes completed.*/\1 \2 \3/p' \
+    "$CR_LOG" | tail -n 1)
   return 0
 }
 

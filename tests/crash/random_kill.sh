@@ -49,6 +49,7 @@ acked=0
 uncertain=0
 violations=0
 rec_n=0 rec_sum=0 rec_max=0          # recovery as the daemon reports it (ms)
+fwd_prepares=0 fwd_commits=0 fwd_removes=0  # intents recovery rolled forward
 start_n=0 start_sum=0 start_max=0    # exec to serving (us)
 
 note_start() {
@@ -59,6 +60,13 @@ note_start() {
     rec_n=$((rec_n + 1))
     rec_sum=$((rec_sum + CR_RECOVERY_MS))
     ((CR_RECOVERY_MS > rec_max)) && rec_max=$CR_RECOVERY_MS
+  fi
+  if [[ -n ${CR_FORWARD:-} ]]; then
+    local p c r
+    read -r p c r <<<"$CR_FORWARD"
+    fwd_prepares=$((fwd_prepares + p))
+    fwd_commits=$((fwd_commits + c))
+    fwd_removes=$((fwd_removes + r))
   fi
 }
 
@@ -170,6 +178,7 @@ echo "random_kill: seed $SEED, $round rounds in $((SECONDS - wall0)) s"
 echo "random_kill: kills $kills ($recovery_kills during start-up/recovery)"
 echo "random_kill: acknowledged operations $acked (plus $uncertain in flight at a kill, each checked all-or-nothing)"
 echo "random_kill: violations $violations"
+echo "random_kill: rolled forward by recovery: $fwd_prepares prepares, $fwd_commits commits, $fwd_removes removes"
 echo "random_kill: recovery (daemon-reported) mean $(mean "$rec_sum" "$rec_n" 1) ms, max $rec_max ms over $rec_n restarts"
 echo "random_kill: start to serving mean $(mean "$start_sum" "$start_n" 1000) ms, max $(mean "$start_max" 1 1000) ms"
 ((violations > 0 && CR_FAILED == 0)) && CR_FAILED=1
