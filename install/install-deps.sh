@@ -29,7 +29,7 @@ PACKAGES=(
   clang-14 libclang-rt-14-dev clang-tidy-14
   # integration tests and the demo: a real containerd and runc, and a
   # static busybox to build a test image from
-  containerd runc busybox-static iproute2 util-linux procps jq
+  containerd runc busybox-static iproute2 util-linux procps jq python3
   # Go test tooling only (tests/go, never part of the daemon): containerd's
   # snapshotter conformance suite and snapshotter-serve, built offline in
   # GOPATH mode from these packaged containerd 1.6 sources

@@ -127,6 +127,8 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
     return absl::InvalidArgumentError(
         absl::StrCat("snapshot ", Quote(key), " cannot be its own parent"));
   }
+  if (absl::Status s = ValidateText("snapshot key", key); !s.ok()) return s;
+  if (absl::Status s = ValidateText("parent", parent); !s.ok()) return s;
   if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
   if (IsReservedKey(key)) {
     return absl::InvalidArgumentError(
@@ -232,6 +234,7 @@ absl::Status Coordinator::Commit(const std::string& name,
     return absl::InvalidArgumentError(
         "commit needs both a name and the key of an active snapshot");
   }
+  if (absl::Status s = ValidateText("snapshot name", name); !s.ok()) return s;
   if (absl::Status s = ValidateLabels(labels); !s.ok()) return s;
   if (IsReservedKey(name)) {
     return absl::InvalidArgumentError(

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include "absl/status/status.h"
 #include "store/ledger.h"
@@ -24,8 +25,15 @@ inline constexpr size_t kMaxLabelBytes = 4096;
 // largest size.
 inline constexpr size_t kMaxLabelsTotalBytes = 64 * kMaxLabelBytes;
 
-// Checks every label against kMaxLabelBytes (InvalidArgument names the key)
-// and all of them together against kMaxLabelsTotalBytes (InvalidArgument).
+// InvalidArgument naming `field` ("snapshot key", "parent", …) unless
+// `value` is valid UTF-8: containerd's API carries text as protobuf strings,
+// and a record holding other bytes could never be listed to containerd.
+[[nodiscard]] absl::Status ValidateText(std::string_view field,
+                                        std::string_view value);
+
+// Checks every label's key and value with ValidateText, every label against
+// kMaxLabelBytes (InvalidArgument names the key) and all of them together
+// against kMaxLabelsTotalBytes (InvalidArgument).
 [[nodiscard]] absl::Status ValidateLabels(const Labels& labels);
 
 // Replaces `to`'s labels with `from`.

@@ -135,6 +135,25 @@ TEST(LabelsTest, ValidateBoundsTheLabelsTogether) {
   EXPECT_THAT(std::string(s.message()), HasSubstr("maximum total size"));
 }
 
+TEST(LabelsTest, TextMustBeUtf8AndTheErrorNamesTheField) {
+  EXPECT_TRUE(
+      ValidateText("snapshot key", "caf\xc3\xa9/\xf0\x9f\x90\xb3").ok());
+  absl::Status s = ValidateText("snapshot key", "ok\xff");
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("snapshot key is not valid UTF-8 (at byte 2 of 3)"));
+  // Overlong "/", a surrogate, a truncated sequence, past U+10FFFF.
+  for (const char* bad :
+       {"\xc0\xaf", "\xed\xa0\x80", "\xe2\x82", "\xf4\x90\x80\x80"}) {
+    EXPECT_FALSE(ValidateText("x", bad).ok()) << bad;
+  }
+  s = ValidateLabels({{"k\xfe", "v"}});
+  EXPECT_THAT(std::string(s.message()), HasSubstr("label key is not valid"));
+  s = ValidateLabels({{"k", "v\xc3"}});
+  EXPECT_THAT(std::string(s.message()),
+              HasSubstr("label k value is not valid"));
+}
+
 TEST(TransitionsTest, DeferMovesALiveRecordUnderItsRemovedKey) {
   Record live;
   live.set_key("default/1/a");

@@ -19,6 +19,7 @@
 #include "plugin/recovery/reconciler.h"
 #include "plugin/server/coordinator_repairs.h"
 #include "plugin/server/host_paths.h"
+#include "plugin/server/listener.h"
 #include "plugin/server/owner_reports.h"
 #include "plugin/server/snapshot_service.h"
 #include "spdlog/spdlog.h"
@@ -93,13 +94,13 @@ struct Daemon::State {
   std::unique_ptr<OwnerTracker> owners;
   std::unique_ptr<Watcher> watcher;
   std::unique_ptr<Reconciler> reconciler;
-  std::unique_ptr<SnapshotService> service;
-  std::unique_ptr<grpc::Server> server;
+  std::unique_ptr<Listener> snapshots_listener;
   std::string admin_address;
   std::unique_ptr<CoordinatorRepairs> repairs;
   std::unique_ptr<AdminCore> admin_core;
-  std::unique_ptr<AdminService> admin_service;
-  std::unique_ptr<grpc::Server> admin_server;
+  std::unique_ptr<Listener> admin_listener;
+  // Restarts a listener that stops accepting (plugin/server/listener.h).
+  std::unique_ptr<ListenerDoctor> doctor;
   RecoveryReport recovery;
   bool stopped = false;
 
@@ -116,6 +117,7 @@ struct Daemon::State {
   // members (the removal worker asks the owner tracker, the watcher feeds
   // it): stop them before any member goes. Shutdown() does the same.
   ~State() {
+    if (doctor != nullptr) doctor->Stop();
     if (watcher != nullptr) watcher->Stop();
     if (owners != nullptr) owners->Stop();
     if (coordinator != nullptr) coordinator->removal_queue().Stop();
@@ -248,13 +250,15 @@ void Daemon::State::MakeOwnerTracker() {
 }
 
 absl::Status Daemon::State::ServeSnapshots() {
-  service = std::make_unique<SnapshotService>(coordinator.get());
+  InstallGrpcLogRouting();
   grpc::EnableDefaultHealthCheckService(true);
   // 0660: containerd (root) and a group an operator may grant.
-  absl::StatusOr<std::unique_ptr<grpc::Server>> started =
-      ServeOnUnixSocket(config.address, 0117, service.get(), kSnapshotsPollers);
+  Coordinator* served = coordinator.get();
+  absl::StatusOr<std::unique_ptr<Listener>> started = Listener::Start(
+      "Snapshots", config.address, 0117, kSnapshotsPollers,
+      [served] { return std::make_unique<SnapshotService>(served); });
   if (!started.ok()) return started.status();
-  server = *std::move(started);
+  snapshots_listener = *std::move(started);
   reconciler = std::make_unique<Reconciler>(ledger.get(), backend.get());
   return reconciler->Start(config.reconcile_interval);
 }
@@ -294,16 +298,20 @@ absl::Status Daemon::State::ServeAdmin() {
     };
   }
   admin_core = std::make_unique<AdminCore>(std::move(sources));
-  admin_service = std::make_unique<AdminService>(admin_core.get());
   // 0600: the admin API is for root only.
-  absl::StatusOr<std::unique_ptr<grpc::Server>> started =
-      ServeOnUnixSocket(admin_address, 0177, admin_service.get());
+  AdminCore* core = admin_core.get();
+  absl::StatusOr<std::unique_ptr<Listener>> started =
+      Listener::Start("admin", admin_address, 0177, SyncPollers{},
+                      [core] { return std::make_unique<AdminService>(core); });
   if (!started.ok()) {
     return absl::Status(
         started.status().code(),
         absl::StrCat("admin API: ", started.status().message()));
   }
-  admin_server = *std::move(started);
+  admin_listener = *std::move(started);
+  doctor = std::make_unique<ListenerDoctor>(
+      std::vector<Listener*>{snapshots_listener.get(), admin_listener.get()});
+  doctor->Start();
   return absl::OkStatus();
 }
 
@@ -336,22 +344,18 @@ void Daemon::Shutdown(absl::Duration grace) {
   // Removes a garbage collection the reaper asked for may send.
   if (state_->watcher != nullptr) state_->watcher->Stop();
   if (state_->owners != nullptr) state_->owners->Stop();
-  if (state_->server != nullptr) {
-    state_->server->Shutdown(std::chrono::system_clock::now() +
-                             absl::ToChronoMilliseconds(grace));
-    state_->server->Wait();
+  // The doctor first: nothing restarts a listener that is going.
+  if (state_->doctor != nullptr) state_->doctor->Stop();
+  if (state_->snapshots_listener != nullptr) {
+    state_->snapshots_listener->Shutdown(grace);
   }
-  ::unlink(state_->config.address.c_str());
-  if (state_->admin_server != nullptr) {
-    state_->admin_server->Shutdown(std::chrono::system_clock::now() +
-                                   absl::ToChronoMilliseconds(grace));
-    state_->admin_server->Wait();
-    ::unlink(state_->admin_address.c_str());
+  if (state_->admin_listener != nullptr) {
+    state_->admin_listener->Shutdown(grace);
   }
-  state_->admin_service.reset();
   state_->admin_core.reset();
   state_->reconciler.reset();  // stops its thread
-  state_->service.reset();
+  state_->snapshots_listener.reset();
+  state_->admin_listener.reset();
   state_->watcher.reset();
   state_->coordinator.reset();  // stops the removal worker
   // After the coordinator: its removal worker may ask the holder.

@@ -120,7 +120,7 @@ bool SocketIsServed(const std::string& path) {
 
 absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
     const std::string& path, mode_t umask, grpc::Service* service,
-    SyncPollers pollers) {
+    SyncPollers pollers, bool replace_live) {
   if (path.size() > kMaxSocketPath) {
     return absl::InvalidArgumentError(
         absl::StrCat("socket path ", path, " is ", path.size(),
@@ -137,7 +137,9 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
     return Refuse(absl::StrCat("cannot create the socket's directory ",
                                parent.string(), ": ", ec.message()));
   }
-  if (absl::Status s = RemoveStaleSocket(path); !s.ok()) return s;
+  if (!replace_live) {
+    if (absl::Status s = RemoveStaleSocket(path); !s.ok()) return s;
+  }
   // A socket file exists from bind(), but connections are refused until
   // listen(): bind under a temporary name, rename once listening.
   const std::string temp = absl::StrCat(path, kTempSuffix);

@@ -38,9 +38,13 @@ struct SyncPollers {
 // to `path`: a client that sees the file can connect at once. A stale
 // socket at `path` (nobody accepting) is replaced; a live one, or a file that
 // is not a socket, is refused with FailedPrecondition.
+//
+// With `replace_live`, a socket at `path` is replaced whoever serves it:
+// how a Listener (plugin/server/listener.h) takes over from a server of its
+// own that stopped accepting.
 [[nodiscard]] absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
     const std::string& path, mode_t umask, grpc::Service* service,
-    SyncPollers pollers = {});
+    SyncPollers pollers = {}, bool replace_live = false);
 
 // Whether some process accepts connections on unix socket `path`.
 bool SocketIsServed(const std::string& path);

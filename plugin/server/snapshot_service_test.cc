@@ -424,6 +424,34 @@ TEST_F(SnapshotServiceTest, LabelsBeyondTheirTotalBoundAreInvalidArgument) {
   EXPECT_EQ(Prepare("too-many-labels", "").error_code(), grpc::StatusCode::OK);
 }
 
+// The request reaches the service (proto2 declarations: no UTF-8 check in
+// parsing), which names the field; nothing is stored, and the ledger stays
+// listable.
+TEST_F(SnapshotServiceTest, InvalidUtf8IsInvalidArgumentNamingTheField) {
+  grpc::Status s = Prepare("bad\xff", "");
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("snapshot key is not valid UTF-8"));
+  s = Prepare("good", "", nullptr, {{"l\xc3", "v"}});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("label key is not valid UTF-8"));
+  s = Prepare("good", "", nullptr, {{"l", "\xc0\xaf"}});
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("label l value is not valid"));
+  Layer("base", "");
+  ASSERT_TRUE(Prepare("active", "base").ok());
+  v1::CommitSnapshotRequest commit;
+  commit.set_name("name\xed\xa0\x80");
+  commit.set_key("active");
+  google::protobuf::Empty empty;
+  grpc::ClientContext ctx;
+  s = stub_->Commit(&ctx, commit, &empty);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_THAT(s.error_message(), HasSubstr("snapshot name is not valid UTF-8"));
+  std::vector<std::string> names;
+  ASSERT_TRUE(List({}, &names).ok());
+  EXPECT_THAT(names, ElementsAre("active", "base"));
+}
+
 TEST_F(SnapshotServiceTest, CleanupSweepsTemporaries) {
   std::filesystem::create_directories(config_.root + "/snapshots/new-abc/fs");
   ASSERT_TRUE(Cleanup().ok());

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# limits_test.sh SNAPLEDGERD SNAPLEDGER SNAPBENCH
+#
+# Out of file descriptors, the sockets recover by themselves (issue 15,
+# finding 1). snapledgerd runs with a hard limit of 64 descriptors (so it
+# cannot raise its own); 100 client connections are opened at once, which
+# makes the daemon's accept4() fail with EMFILE — after which gRPC 1.51
+# never accepts on that socket again. Then the connections close, and within
+# a bound both sockets must serve calls again: the Snapshots API (a small
+# snapbench run) and the admin API (`snapledger stats`). Needs python3 for
+# the connection flood. Everything lives in one temp dir, removed on exit.
+set -uo pipefail
+SNAPLEDGERD=$1 SNAPLEDGER=$2 SNAPBENCH=$3
+T=$(mktemp -d "${TMPDIR:-/tmp}/snapledger-limits.XXXXXX") || exit 1
+PID=
+cleanup() {
+  [[ -n $PID ]] && kill "$PID" 2>/dev/null && wait "$PID" 2>/dev/null
+  rm -rf "$T"
+}
+trap cleanup EXIT
+FAILED=0
+pass() { printf 'PASS: %s\n' "$1"; }
+fail() { printf 'FAIL: %s\n' "$1"; FAILED=1; }
+
+prlimit --nofile=64:64 "$SNAPLEDGERD" --root "$T/root" --address "$T/s.sock" \
+  --backend native --log-level info >"$T/log" 2>&1 &
+PID=$!
+for _ in $(seq 100); do [[ -S $T/s.sock && -S $T/s-admin.sock ]] && break; sleep 0.1; done
+[[ -S $T/s.sock ]] || { cat "$T/log"; echo "FAIL: daemon did not start"; exit 1; }
+
+python3 - "$T/s.sock" "$T/s-admin.sock" <<'PY'
+import socket, sys, time
+held = []
+for path in sys.argv[1:]:
+    for _ in range(100):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            s.connect(path)
+        except OSError:
+            s.close()
+            break
+        held.append(s)
+time.sleep(2)  # the daemon tries to accept them all meanwhile
+for s in held:
+    s.close()
+PY
+
+if grep -q "Failed accept4" "$T/log"; then
+  pass "the daemon ran out of descriptors while accepting (gRPC: Failed accept4)"
+else
+  fail "the flood did not exhaust the daemon's descriptors (no failed accept)"
+fi
+
+# Liveness bound (not a speed goal): the doctor retries with backoff.
+ok=0
+for _ in $(seq 60); do
+  if "$SNAPBENCH" --address "unix://$T/s.sock" --clients 1 --chains 1 \
+    --depth 2 --timeout 5 >"$T/bench.out" 2>&1; then
+    ok=1
+    break
+  fi
+  sleep 1
+done
+if ((ok)); then pass "the Snapshots socket serves calls again"; else
+  cat "$T/bench.out"; fail "the Snapshots socket stays dead"; fi
+
+ok=0
+for _ in $(seq 60); do
+  if "$SNAPLEDGER" --address "$T/s-admin.sock" stats >/dev/null 2>&1; then
+    ok=1
+    break
+  fi
+  sleep 1
+done
+if ((ok)); then pass "the admin socket serves calls again"; else
+  fail "the admin socket stays dead"; fi
+
+if grep -q "accepts again" "$T/log"; then
+  pass "the daemon says which socket it served anew"
+else
+  fail "no 'accepts again' in the log"
+fi
+((FAILED)) && { echo "--- daemon log"; tail -40 "$T/log"; }
+exit $FAILED
