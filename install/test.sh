@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The project's test command: installs dependencies, builds, and runs every
 # check — unit tests, the same unit tests under ASan+UBSan and under TSan,
+# bounded libFuzzer runs,
 # Clang's thread-safety analysis and clang-tidy, and the system suites
 # against a real containerd. Run as root from the repository root (or
 # anywhere: it finds its way). Exit status 0 only when everything passed;
@@ -80,6 +81,19 @@ run-clang-tidy-14 -quiet -p build-tsan -j "$JOBS" \
   -clang-tidy-binary clang-tidy-14 \
   "^$PWD/(plugin|store|cli)/(?!.*_test\.cc\$).*\.cc\$" >build-tsan/clang-tidy.log 2>&1 ||
   { grep -v '^clang-tidy-14 ' build-tsan/clang-tidy.log; false; }
+
+# libFuzzer targets (tests/fuzz), instrumented with ASan+UBSan, each run for
+# a bounded number of executions from its seed corpus; bench/fuzz.sh runs
+# them for longer.
+stage "build (Clang: libFuzzer + ASan/UBSan; fuzz targets only)"
+CC=clang-14 CXX=clang++-14 cmake -S . -B build-fuzz -G Ninja \
+  -DCMAKE_BUILD_TYPE=Debug -DCMAKE_CXX_FLAGS_DEBUG="-O1 -g" \
+  -DSNAPLEDGER_WERROR=ON -DSNAPLEDGER_SANITIZE=ON -DSNAPLEDGER_FUZZ=ON >/dev/null
+cmake --build build-fuzz -j "$JOBS" --target fuzz_targets
+
+stage "fuzzing (bounded runs)"
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  ctest --test-dir build-fuzz -L fuzz --output-on-failure -j "$JOBS"
 
 stage "all tests (unit + system suites against a real containerd)"
 ctest --test-dir build --output-on-failure --timeout 900
