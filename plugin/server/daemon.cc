@@ -1,13 +1,9 @@
 #include "plugin/server/daemon.h"
 
-#include <sys/socket.h>
 #include <sys/stat.h>
-#include <sys/un.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <chrono>
-#include <cstring>
 #include <filesystem>
 
 #include "absl/strings/str_cat.h"
@@ -24,71 +20,38 @@
 #include "plugin/server/coordinator_repairs.h"
 #include "plugin/server/owner_reports.h"
 #include "plugin/server/snapshot_service.h"
+#include "plugin/transport/transport.h"
 #include "spdlog/spdlog.h"
 #include "store/ledger.h"
 
 namespace snapledger {
 namespace {
 
-// Whether some process accepts connections on unix socket `path`.
-bool SocketIsServed(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  bool served =
-      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return served;
-}
-
-absl::Status PrepareSocketPath(const std::string& path) {
-  std::error_code ec;
-  std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  std::filesystem::create_directories(parent, ec);
-  if (ec) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("cannot create the socket's directory ", parent.string(),
-                     ": ", ec.message()));
-  }
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();
-  if (!S_ISSOCK(st.st_mode)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        path, " exists and is not a socket; refusing to replace it"));
-  }
-  if (SocketIsServed(path)) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("another process is already serving on ", path,
-                     " (is snapledgerd running?)"));
-  }
-  spdlog::info("removing stale socket {}", path);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot remove stale socket ", path, ": ", std::strerror(errno)));
-  }
-  return absl::OkStatus();
-}
-
-// Serves `service` on unix socket `path`, created with `umask` in force so
-// that no client ever sees it with wider permissions.
-absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
-    const std::string& path, mode_t umask, grpc::Service* service) {
-  if (absl::Status s = PrepareSocketPath(path); !s.ok()) return s;
+// Serves `service` on `address` (see plugin/transport), created with `umask`
+// in force so that no client ever sees a socket with wider permissions.
+absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOn(
+    const std::string& address, mode_t umask, grpc::Service* service) {
+  absl::StatusOr<Address> parsed = ParseAddress(address);
+  if (!parsed.ok()) return parsed.status();
   grpc::ServerBuilder builder;
   int bound = 0;
-  builder.AddListeningPort("unix:" + path, grpc::InsecureServerCredentials(),
-                           &bound);
+  if (absl::Status s = AddListener(*parsed, &builder, &bound); !s.ok()) {
+    return s;
+  }
   builder.RegisterService(service);
   const mode_t old_umask = ::umask(umask);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   ::umask(old_umask);
   if (server == nullptr || bound == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot serve on unix socket ", path));
+    return absl::UnavailableError(absl::StrCat("cannot serve on ", address));
   }
   return server;
+}
+
+// Removes the socket file of a unix `address` the daemon served.
+void RemoveSocketOf(const std::string& address) {
+  absl::StatusOr<Address> parsed = ParseAddress(address);
+  if (parsed.ok() && parsed->scheme == "unix") ::unlink(parsed->path.c_str());
 }
 
 BackendSettings BackendSettingsOf(const Config& config) {
@@ -97,6 +60,8 @@ BackendSettings BackendSettingsOf(const Config& config) {
   settings.sync =
       config.backend == "overlayfs" ? config.overlay_sync : config.native_sync;
   settings.overlay_mount_options = config.overlay_mount_options;
+  settings.remote_address = config.remote_address;
+  settings.remote_call_timeout = config.remote_call_timeout;
   return settings;
 }
 
@@ -314,7 +279,7 @@ absl::Status Daemon::State::ServeSnapshots() {
   grpc::EnableDefaultHealthCheckService(true);
   // 0660: containerd (root) and a group an operator may grant.
   absl::StatusOr<std::unique_ptr<grpc::Server>> started =
-      ServeOnUnixSocket(config.address, 0117, service.get());
+      ServeOn(config.address, 0117, service.get());
   if (!started.ok()) return started.status();
   server = *std::move(started);
   reconciler = std::make_unique<Reconciler>(ledger.get(), backend.get());
@@ -359,7 +324,7 @@ absl::Status Daemon::State::ServeAdmin() {
   admin_service = std::make_unique<AdminService>(admin_core.get());
   // 0600: the admin API is for root only.
   absl::StatusOr<std::unique_ptr<grpc::Server>> started =
-      ServeOnUnixSocket(admin_address, 0177, admin_service.get());
+      ServeOn(admin_address, 0177, admin_service.get());
   if (!started.ok()) {
     return absl::Status(
         started.status().code(),
@@ -403,12 +368,12 @@ void Daemon::Shutdown(absl::Duration grace) {
                              absl::ToChronoMilliseconds(grace));
     state_->server->Wait();
   }
-  ::unlink(state_->config.address.c_str());
+  RemoveSocketOf(state_->config.address);
   if (state_->admin_server != nullptr) {
     state_->admin_server->Shutdown(std::chrono::system_clock::now() +
                                    absl::ToChronoMilliseconds(grace));
     state_->admin_server->Wait();
-    ::unlink(state_->admin_address.c_str());
+    RemoveSocketOf(state_->admin_address);
   }
   state_->admin_service.reset();
   state_->admin_core.reset();

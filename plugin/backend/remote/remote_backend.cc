@@ -1,0 +1,382 @@
+#include "plugin/backend/remote/remote_backend.h"
+
+#include <algorithm>
+#include <charconv>
+#include <map>
+#include <optional>
+#include <utility>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
+#include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
+#include "grpcpp/client_context.h"
+#include "plugin/rpc/status.h"
+#include "plugin/transport/transport.h"
+#include "spdlog/spdlog.h"
+
+namespace snapledger {
+namespace {
+
+namespace pb = ::containerd::services::snapshots::v1;
+
+constexpr char kPrefix[] = "snapledger/";
+constexpr char kActivePrefix[] = "snapledger/a/";
+constexpr char kCommittedPrefix[] = "snapledger/c/";
+
+// "<prefix><id>" → id; nullopt for anything else.
+std::optional<uint64_t> IdOf(std::string_view name, std::string_view prefix) {
+  if (!name.starts_with(prefix)) return std::nullopt;
+  name.remove_prefix(prefix.size());
+  uint64_t id = 0;
+  auto [end, ec] = std::from_chars(name.data(), name.data() + name.size(), id);
+  if (ec != std::errc() || end != name.data() + name.size() || id == 0) {
+    return std::nullopt;
+  }
+  return id;
+}
+
+std::vector<Mount> MountsOf(
+    const google::protobuf::RepeatedPtrField<containerd::types::Mount>& in) {
+  std::vector<Mount> out;
+  out.reserve(in.size());
+  for (const containerd::types::Mount& m : in) {
+    out.push_back(Mount{.type = m.type(),
+                        .source = m.source(),
+                        .options = {m.options().begin(), m.options().end()}});
+  }
+  return out;
+}
+
+class RemoteBackend final : public Backend {
+ public:
+  RemoteBackend(RemoteBackendOptions options,
+                std::shared_ptr<grpc::Channel> channel)
+      : options_(std::move(options)),
+        stub_(pb::Snapshots::NewStub(channel)),
+        channel_(std::move(channel)) {}
+
+  std::string_view Name() const override { return "remote"; }
+
+  absl::Status Create(uint64_t id, uint64_t parent_id,
+                      SnapshotKind kind) override {
+    return CreateWithLabels(id, parent_id, kind, {});
+  }
+
+  absl::Status CreateWithLabels(uint64_t id, uint64_t parent_id,
+                                SnapshotKind kind,
+                                const BackendLabels& labels) override {
+    const std::string key = RemoteActiveName(id);
+    const std::string parent =
+        parent_id == 0 ? "" : RemoteCommittedName(parent_id);
+    bool asks_remote = false;
+    google::protobuf::Map<std::string, std::string> forwarded;
+    for (const auto& [k, v] : labels) {
+      if (k == kSnapshotRefLabel) {
+        // The downstream commits under our name for the object, never a
+        // client's name.
+        if (kind == SnapshotKind::kActive && !v.empty()) {
+          forwarded[k] = RemoteCommittedName(id);
+          asks_remote = true;
+        }
+      } else if (absl::StartsWith(k, kForwardedLabelPrefix)) {
+        forwarded[k] = v;
+      }
+    }
+    grpc::Status st;
+    std::vector<Mount> mounts;
+    if (kind == SnapshotKind::kView) {
+      pb::ViewSnapshotRequest req;
+      req.set_snapshotter(options_.snapshotter_name);
+      req.set_key(key);
+      req.set_parent(parent);
+      *req.mutable_labels() = std::move(forwarded);
+      pb::ViewSnapshotResponse resp;
+      auto ctx = Context();
+      st = stub_->View(ctx.get(), req, &resp);
+      if (st.ok()) mounts = MountsOf(resp.mounts());
+    } else {
+      pb::PrepareSnapshotRequest req;
+      req.set_snapshotter(options_.snapshotter_name);
+      req.set_key(key);
+      req.set_parent(parent);
+      *req.mutable_labels() = std::move(forwarded);
+      pb::PrepareSnapshotResponse resp;
+      auto ctx = Context();
+      st = stub_->Prepare(ctx.get(), req, &resp);
+      if (st.ok()) mounts = MountsOf(resp.mounts());
+    }
+    if (st.ok()) {
+      absl::MutexLock lock(&mu_);
+      new_mounts_[id] = std::move(mounts);
+      return absl::OkStatus();
+    }
+    if (asks_remote && CodeOf(st) == absl::StatusCode::kAlreadyExists) {
+      // A remote snapshotter found the layer available and committed it
+      // under the name we gave: confirm before telling the coordinator.
+      absl::StatusOr<pb::Info> info = Stat(RemoteCommittedName(id));
+      if (info.ok() && info->kind() == pb::COMMITTED) {
+        return MarkCommittedByBackend(absl::AlreadyExistsError(
+            absl::StrCat("downstream committed object ", id, " as ",
+                         RemoteCommittedName(id), " (remote snapshot)")));
+      }
+    }
+    return Failed(
+        st,
+        absl::StrCat(kind == SnapshotKind::kView ? "view " : "prepare ", key));
+  }
+
+  absl::StatusOr<Usage> Commit(uint64_t id) override {
+    return CommitWithLabels(id, {});
+  }
+
+  absl::StatusOr<Usage> CommitWithLabels(uint64_t id,
+                                         const BackendLabels& labels) override {
+    pb::CommitSnapshotRequest req;
+    req.set_snapshotter(options_.snapshotter_name);
+    req.set_name(RemoteCommittedName(id));
+    req.set_key(RemoteActiveName(id));
+    for (const auto& [k, v] : labels) {
+      // snapshot.ref names a client's snapshot; it has no meaning below.
+      if (absl::StartsWith(k, kForwardedLabelPrefix)) {
+        (*req.mutable_labels())[k] = v;
+      }
+    }
+    google::protobuf::Empty resp;
+    auto ctx = Context();
+    grpc::Status st = stub_->Commit(ctx.get(), req, &resp);
+    if (!st.ok()) {
+      // Idempotent: an earlier Commit whose answer was lost already did it
+      // (the committed name exists and the active one is gone).
+      const absl::StatusCode code = CodeOf(st);
+      if (code != absl::StatusCode::kNotFound &&
+          code != absl::StatusCode::kAlreadyExists) {
+        return Failed(st, absl::StrCat("commit ", RemoteActiveName(id)));
+      }
+      absl::StatusOr<pb::Info> committed = Stat(RemoteCommittedName(id));
+      absl::StatusOr<pb::Info> active = Stat(RemoteActiveName(id));
+      if (!committed.ok() || !absl::IsNotFound(active.status())) {
+        return Failed(st, absl::StrCat("commit ", RemoteActiveName(id)));
+      }
+    }
+    {
+      absl::MutexLock lock(&mu_);
+      new_mounts_.erase(id);
+    }
+    return UsageOf(RemoteCommittedName(id));
+  }
+
+  absl::Status Remove(uint64_t id) override {
+    {
+      absl::MutexLock lock(&mu_);
+      new_mounts_.erase(id);
+    }
+    // Either name, whichever exists: an active object or a committed one.
+    for (const std::string& name :
+         {RemoteActiveName(id), RemoteCommittedName(id)}) {
+      pb::RemoveSnapshotRequest req;
+      req.set_snapshotter(options_.snapshotter_name);
+      req.set_key(name);
+      google::protobuf::Empty resp;
+      auto ctx = Context();
+      grpc::Status st = stub_->Remove(ctx.get(), req, &resp);
+      if (st.ok()) return absl::OkStatus();
+      if (CodeOf(st) == absl::StatusCode::kFailedPrecondition) {
+        // Busy below (mounted, in use, children it knows of): retried.
+        return absl::FailedPreconditionError(absl::StrCat(
+            "busy: the snapshotter at ", options_.address,
+            " refused to remove ", name, ": ", st.error_message()));
+      }
+      if (CodeOf(st) != absl::StatusCode::kNotFound) {
+        return Failed(st, absl::StrCat("remove ", name));
+      }
+    }
+    return absl::NotFoundError(absl::StrCat("object ", id, " does not exist"));
+  }
+
+  absl::StatusOr<std::vector<Mount>> Mounts(uint64_t id, uint64_t parent_id,
+                                            SnapshotKind kind) override {
+    (void)parent_id;
+    (void)kind;
+    pb::MountsRequest req;
+    req.set_snapshotter(options_.snapshotter_name);
+    req.set_key(RemoteActiveName(id));
+    pb::MountsResponse resp;
+    auto ctx = Context();
+    grpc::Status st = stub_->Mounts(ctx.get(), req, &resp);
+    if (!st.ok()) return Failed(st, absl::StrCat("mounts of ", req.key()));
+    return MountsOf(resp.mounts());
+  }
+
+  // The mounts the Prepare or View returned: no call to the downstream.
+  absl::StatusOr<std::vector<Mount>> MountsOfNew(uint64_t id,
+                                                 uint64_t parent_id,
+                                                 SnapshotKind kind) override {
+    {
+      absl::MutexLock lock(&mu_);
+      auto it = new_mounts_.find(id);
+      if (it != new_mounts_.end()) {
+        std::vector<Mount> mounts = std::move(it->second);
+        new_mounts_.erase(it);
+        return mounts;
+      }
+    }
+    return Mounts(id, parent_id, kind);  // bounded by the call's deadline
+  }
+
+  absl::StatusOr<Usage> DiskUsage(uint64_t id) override {
+    absl::StatusOr<Usage> usage = UsageOf(RemoteActiveName(id));
+    if (absl::IsNotFound(usage.status())) {
+      usage = UsageOf(RemoteCommittedName(id));
+    }
+    return usage;
+  }
+
+  absl::StatusOr<bool> Exists(uint64_t id) override {
+    for (const std::string& name :
+         {RemoteActiveName(id), RemoteCommittedName(id)}) {
+      absl::StatusOr<pb::Info> info = Stat(name);
+      if (info.ok()) return true;
+      if (!absl::IsNotFound(info.status())) return info.status();
+    }
+    return false;
+  }
+
+  absl::StatusOr<std::vector<BackendObject>> List() override {
+    pb::ListSnapshotsRequest req;
+    req.set_snapshotter(options_.snapshotter_name);
+    auto ctx = Context();
+    std::unique_ptr<grpc::ClientReader<pb::ListSnapshotsResponse>> reader =
+        stub_->List(ctx.get(), req);
+    std::map<uint64_t, uint64_t> objects;  // id → parent id
+    pb::ListSnapshotsResponse resp;
+    while (reader->Read(&resp)) {
+      for (const pb::Info& info : resp.info()) {
+        if (!absl::StartsWith(info.name(), kPrefix)) continue;  // not ours
+        std::optional<uint64_t> id = IdOf(info.name(), kActivePrefix);
+        if (!id.has_value()) id = IdOf(info.name(), kCommittedPrefix);
+        if (!id.has_value()) {
+          spdlog::warn(
+              "remote backend: ignoring {} (not a name snapledger "
+              "makes)",
+              info.name());
+          continue;
+        }
+        uint64_t parent_id = 0;
+        if (!info.parent().empty()) {
+          std::optional<uint64_t> p = IdOf(info.parent(), kCommittedPrefix);
+          if (!p.has_value()) {
+            spdlog::warn("remote backend: {} has parent {}, not one of ours",
+                         info.name(), info.parent());
+            continue;
+          }
+          parent_id = *p;
+        }
+        objects[*id] = parent_id;
+      }
+    }
+    grpc::Status st = reader->Finish();
+    if (!st.ok()) return Failed(st, "list");
+    std::vector<BackendObject> out;
+    out.reserve(objects.size());
+    for (const auto& [id, parent_id] : objects) {
+      out.push_back(BackendObject{.id = id, .parent_id = parent_id});
+    }
+    return out;
+  }
+
+  absl::Status Cleanup() override {
+    pb::CleanupRequest req;
+    req.set_snapshotter(options_.snapshotter_name);
+    google::protobuf::Empty resp;
+    auto ctx = Context();
+    grpc::Status st = stub_->Cleanup(ctx.get(), req, &resp);
+    // A snapshotter without Cleanup has nothing to sweep.
+    if (st.ok() || CodeOf(st) == absl::StatusCode::kUnimplemented) {
+      return absl::OkStatus();
+    }
+    return Failed(st, "cleanup");
+  }
+
+ private:
+  std::unique_ptr<grpc::ClientContext> Context() const {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    ctx->set_deadline(absl::ToChronoTime(absl::Now() + options_.call_timeout));
+    // Fail fast while the downstream is down (Unavailable), never wait for
+    // it to come back inside a call.
+    ctx->set_wait_for_ready(false);
+    return ctx;
+  }
+
+  absl::StatusOr<pb::Info> Stat(const std::string& name) {
+    pb::StatSnapshotRequest req;
+    req.set_snapshotter(options_.snapshotter_name);
+    req.set_key(name);
+    pb::StatSnapshotResponse resp;
+    auto ctx = Context();
+    grpc::Status st = stub_->Stat(ctx.get(), req, &resp);
+    if (!st.ok()) return Failed(st, absl::StrCat("stat ", name));
+    return resp.info();
+  }
+
+  absl::StatusOr<Usage> UsageOf(const std::string& name) {
+    pb::UsageRequest req;
+    req.set_snapshotter(options_.snapshotter_name);
+    req.set_key(name);
+    pb::UsageResponse resp;
+    auto ctx = Context();
+    grpc::Status st = stub_->Usage(ctx.get(), req, &resp);
+    if (!st.ok()) return Failed(st, absl::StrCat("usage of ", name));
+    return Usage{.size_bytes = resp.size(), .inodes = resp.inodes()};
+  }
+
+  // The downstream's status, naming it and the call. An unreachable
+  // downstream is Unavailable whatever gRPC reports for it.
+  absl::Status Failed(const grpc::Status& st, const std::string& what) const {
+    absl::Status s = FromGrpcStatus(
+        st, absl::StrCat("snapshotter at ", options_.address, ": ", what));
+    if (CodeOf(st) == absl::StatusCode::kUnavailable) {
+      return absl::UnavailableError(
+          absl::StrCat(s.message(), " (unreachable; reconnecting)"));
+    }
+    return s;
+  }
+
+  const RemoteBackendOptions options_;
+  const std::unique_ptr<pb::Snapshots::Stub> stub_;
+  const std::shared_ptr<grpc::Channel> channel_;
+  absl::Mutex mu_;
+  // Mounts returned by Prepare/View, until MountsOfNew takes them.
+  absl::flat_hash_map<uint64_t, std::vector<Mount>> new_mounts_
+      ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace
+
+std::string RemoteActiveName(uint64_t id) {
+  return absl::StrCat(kActivePrefix, id);
+}
+
+std::string RemoteCommittedName(uint64_t id) {
+  return absl::StrCat(kCommittedPrefix, id);
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> NewRemoteBackend(
+    const RemoteBackendOptions& options) {
+  grpc::ChannelArguments args;
+  // Reconnect quickly once the downstream is back (gRPC's default backoff
+  // grows to 120 s).
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  args.SetMaxReceiveMessageSize(64 << 20);
+  absl::StatusOr<std::shared_ptr<grpc::Channel>> channel =
+      Dial(options.address, args);
+  if (!channel.ok()) return channel.status();
+  return std::make_unique<RemoteBackend>(options, *std::move(channel));
+}
+
+}  // namespace snapledger
