@@ -164,7 +164,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   spdlog::info(
       "snapledgerd serving on {} (admin {}; root {}, backend {}{}, ledger {})",
       config.address, state->admin_address, config.root, config.backend,
-      BackendSettingsOf(config).sync ? "" : " without data flushes",
+      config.backend == "remote" ? absl::StrCat(" at ", config.remote_address)
+      : BackendSettingsOf(config).sync ? std::string()
+                                       : std::string(" without data flushes"),
       config.ledger_sync ? "sync" : "async");
   return std::unique_ptr<Daemon>(new Daemon(std::move(state)));
 }

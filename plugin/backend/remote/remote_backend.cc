@@ -1,7 +1,10 @@
 #include "plugin/backend/remote/remote_backend.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <charconv>
+#include <filesystem>
 #include <map>
 #include <optional>
 #include <utility>
@@ -14,6 +17,7 @@
 #include "absl/synchronization/mutex.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "grpcpp/client_context.h"
+#include "plugin/backend/fs/mount_table.h"
 #include "plugin/rpc/status.h"
 #include "plugin/transport/transport.h"
 #include "spdlog/spdlog.h"
@@ -26,6 +30,10 @@ namespace pb = ::containerd::services::snapshots::v1;
 constexpr char kPrefix[] = "snapledger/";
 constexpr char kActivePrefix[] = "snapledger/a/";
 constexpr char kCommittedPrefix[] = "snapledger/c/";
+// A short-lived view on a committed object, made only to learn where its
+// tree is (CheckNotMounted); removed at once, swept by List if a crash left
+// one.
+constexpr char kProbePrefix[] = "snapledger/probe/";
 
 // "<prefix><id>" → id; nullopt for anything else.
 std::optional<uint64_t> IdOf(std::string_view name, std::string_view prefix) {
@@ -49,6 +57,16 @@ std::vector<Mount> MountsOf(
                         .options = {m.options().begin(), m.options().end()}});
   }
   return out;
+}
+
+// containerd 1.6's snapshotters fail a Walk of a store that has never held
+// a snapshot ("bucket does not exist: not found"), and its snapshotservice
+// passes that error on unconverted (code Unknown): an empty listing.
+bool IsEmptyStore(const grpc::Status& st) {
+  const absl::StatusCode code = CodeOf(st);
+  return code == absl::StatusCode::kNotFound ||
+         (code == absl::StatusCode::kUnknown &&
+          absl::EndsWith(st.error_message(), "not found"));
 }
 
 class RemoteBackend final : public Backend {
@@ -174,6 +192,9 @@ class RemoteBackend final : public Backend {
       absl::MutexLock lock(&mu_);
       new_mounts_.erase(id);
     }
+    // Busy here before busy below: many snapshotters (containerd's overlayfs
+    // and native among them) delete a mounted tree without a word.
+    if (absl::Status busy = CheckNotMounted(id); !busy.ok()) return busy;
     // Either name, whichever exists: an active object or a committed one.
     for (const std::string& name :
          {RemoteActiveName(id), RemoteCommittedName(id)}) {
@@ -252,10 +273,15 @@ class RemoteBackend final : public Backend {
     std::unique_ptr<grpc::ClientReader<pb::ListSnapshotsResponse>> reader =
         stub_->List(ctx.get(), req);
     std::map<uint64_t, uint64_t> objects;  // id → parent id
+    std::vector<std::string> probes;
     pb::ListSnapshotsResponse resp;
     while (reader->Read(&resp)) {
       for (const pb::Info& info : resp.info()) {
         if (!absl::StartsWith(info.name(), kPrefix)) continue;  // not ours
+        if (absl::StartsWith(info.name(), kProbePrefix)) {
+          probes.push_back(info.name());
+          continue;
+        }
         std::optional<uint64_t> id = IdOf(info.name(), kActivePrefix);
         if (!id.has_value()) id = IdOf(info.name(), kCommittedPrefix);
         if (!id.has_value()) {
@@ -279,7 +305,10 @@ class RemoteBackend final : public Backend {
       }
     }
     grpc::Status st = reader->Finish();
-    if (!st.ok()) return Failed(st, "list");
+    if (!st.ok() && !(objects.empty() && IsEmptyStore(st))) {
+      return Failed(st, "list");
+    }
+    for (const std::string& probe : probes) RemoveName(probe);
     std::vector<BackendObject> out;
     out.reserve(objects.size());
     for (const auto& [id, parent_id] : objects) {
@@ -294,8 +323,10 @@ class RemoteBackend final : public Backend {
     google::protobuf::Empty resp;
     auto ctx = Context();
     grpc::Status st = stub_->Cleanup(ctx.get(), req, &resp);
-    // A snapshotter without Cleanup has nothing to sweep.
-    if (st.ok() || CodeOf(st) == absl::StatusCode::kUnimplemented) {
+    // A snapshotter without Cleanup, or with an empty store, has nothing to
+    // sweep.
+    if (st.ok() || CodeOf(st) == absl::StatusCode::kUnimplemented ||
+        IsEmptyStore(st)) {
       return absl::OkStatus();
     }
     return Failed(st, "cleanup");
@@ -309,6 +340,107 @@ class RemoteBackend final : public Backend {
     // it to come back inside a call.
     ctx->set_wait_for_ready(false);
     return ctx;
+  }
+
+  // FailedPrecondition (busy) if the tree that active object or view `id`
+  // writes to, as its mounts name it (a bind mount's source, an overlay's
+  // upperdir), is in use by a mount in this mount namespace: a container's
+  // rootfs, or anything mounted on or from it. Nothing to check for a
+  // committed object (the ledger keeps its children), for a snapshotter
+  // whose trees this process cannot see, or whose mounts name no local tree.
+  absl::Status CheckNotMounted(uint64_t id) {
+    absl::StatusOr<std::vector<Mount>> mounts =
+        Mounts(id, 0, SnapshotKind::kActive);
+    bool committed = false;
+    if (absl::IsNotFound(mounts.status())) {
+      // Committed (or gone): a view on it names its tree as the view's
+      // source or topmost lower layer.
+      committed = true;
+      mounts = ProbeMounts(id);
+      if (absl::IsNotFound(mounts.status())) return absl::OkStatus();
+    }
+    // Anything else fails the removal, to be retried: never remove
+    // unchecked.
+    if (!mounts.ok()) return mounts.status();
+    std::vector<std::string> trees;
+    for (const Mount& m : *mounts) {
+      if (m.type == "bind" || m.type == "rbind") {
+        trees.push_back(m.source);
+      } else if (m.type == "overlay") {
+        for (const std::string& o : m.options) {
+          if (!committed && o.starts_with("upperdir=")) {
+            trees.push_back(o.substr(9));
+          }
+          if (committed && o.starts_with("lowerdir=")) {
+            trees.push_back(o.substr(9, o.find(':') == std::string::npos
+                                            ? std::string::npos
+                                            : o.find(':') - 9));
+          }
+        }
+      }
+    }
+    std::shared_ptr<const std::vector<MountEntry>> table;
+    for (const std::string& tree : trees) {
+      if (tree.empty() || tree.front() != '/') continue;
+      std::error_code ec;
+      const std::filesystem::path dir = std::filesystem::canonical(tree, ec);
+      struct stat parent;
+      if (ec || dir == "/" || ::stat(dir.parent_path().c_str(), &parent) != 0) {
+        continue;  // not visible from here
+      }
+      if (table == nullptr) {
+        absl::StatusOr<std::shared_ptr<const std::vector<MountEntry>>> t =
+            mount_table_.Get();
+        if (!t.ok()) return t.status();
+        table = *std::move(t);
+      }
+      std::vector<MountEntry> users = MountsUsing(*table, dir, parent.st_dev);
+      std::vector<MountEntry> layers = OverlayMountsUsing(*table, dir, "");
+      users.insert(users.end(), layers.begin(), layers.end());
+      if (!users.empty()) {
+        // The local backends' wording (ObjectDir), so that one reading of
+        // "busy" fits every backend.
+        std::string at = users.front().mount_point;
+        if (users.size() > 1) {
+          absl::StrAppend(&at, " and ", users.size() - 1, " more");
+        }
+        return absl::FailedPreconditionError(absl::StrCat(
+            "snapshot object ", id, " (", RemoteActiveName(id), ", ",
+            dir.string(), ") is in use: mounted at ", at, " (busy)"));
+      }
+    }
+    return absl::OkStatus();
+  }
+
+  // The mounts of a view on committed object `id`, made and removed at
+  // once. NotFound if the object does not exist.
+  absl::StatusOr<std::vector<Mount>> ProbeMounts(uint64_t id) {
+    const std::string probe = absl::StrCat(kProbePrefix, id);
+    RemoveName(probe);  // a leftover of a crash
+    pb::ViewSnapshotRequest req;
+    req.set_snapshotter(options_.snapshotter_name);
+    req.set_key(probe);
+    req.set_parent(RemoteCommittedName(id));
+    pb::ViewSnapshotResponse resp;
+    auto ctx = Context();
+    grpc::Status st = stub_->View(ctx.get(), req, &resp);
+    if (!st.ok()) return Failed(st, absl::StrCat("view ", probe));
+    std::vector<Mount> mounts = MountsOf(resp.mounts());
+    RemoveName(probe);
+    return mounts;
+  }
+
+  // Removes downstream snapshot `name`, whatever the outcome.
+  void RemoveName(const std::string& name) {
+    pb::RemoveSnapshotRequest req;
+    req.set_snapshotter(options_.snapshotter_name);
+    req.set_key(name);
+    google::protobuf::Empty resp;
+    auto ctx = Context();
+    grpc::Status st = stub_->Remove(ctx.get(), req, &resp);
+    if (!st.ok() && CodeOf(st) != absl::StatusCode::kNotFound) {
+      spdlog::warn("remote backend: remove {}: {}", name, st.error_message());
+    }
   }
 
   absl::StatusOr<pb::Info> Stat(const std::string& name) {
@@ -348,6 +480,7 @@ class RemoteBackend final : public Backend {
   const RemoteBackendOptions options_;
   const std::unique_ptr<pb::Snapshots::Stub> stub_;
   const std::shared_ptr<grpc::Channel> channel_;
+  MountTableCache mount_table_;
   absl::Mutex mu_;
   // Mounts returned by Prepare/View, until MountsOfNew takes them.
   absl::flat_hash_map<uint64_t, std::vector<Mount>> new_mounts_

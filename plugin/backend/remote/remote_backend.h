@@ -22,7 +22,11 @@
 // is down answers Unavailable at once (no wait for a connection), and the
 // channel reconnects by itself with a short backoff. Remove answered
 // FailedPrecondition by the downstream (busy: mounted, or children it knows
-// of) stays FailedPrecondition, which the removal queue retries. The
+// of) stays FailedPrecondition, which the removal queue retries. Because
+// many snapshotters (containerd's overlayfs and native) delete a mounted
+// tree without a word, Remove first checks this process's mount table for
+// the object's tree, found from its mounts (a committed object's through a
+// short-lived view "snapledger/probe/<id>" on it), and answers busy itself. The
 // downstream's NotFound for an object is NotFound (MISSING for recovery and
 // the reconciler, as with local storage).
 //
