@@ -128,7 +128,10 @@ class RemoteBackend final : public Backend {
       if (st.ok()) mounts = MountsOf(resp.mounts());
     }
     if (st.ok()) {
+      std::string tree =
+          kind == SnapshotKind::kActive ? OwnTree(mounts) : std::string();
       absl::MutexLock lock(&mu_);
+      if (!tree.empty()) trees_[id] = Tree{.path = std::move(tree)};
       new_mounts_[id] = std::move(mounts);
       return absl::OkStatus();
     }
@@ -183,6 +186,9 @@ class RemoteBackend final : public Backend {
     {
       absl::MutexLock lock(&mu_);
       new_mounts_.erase(id);
+      if (auto it = trees_.find(id); it != trees_.end()) {
+        it->second.committed = true;
+      }
     }
     return UsageOf(RemoteCommittedName(id));
   }
@@ -194,17 +200,30 @@ class RemoteBackend final : public Backend {
     }
     // Busy here before busy below: many snapshotters (containerd's overlayfs
     // and native among them) delete a mounted tree without a word.
-    if (absl::Status busy = CheckNotMounted(id); !busy.ok()) return busy;
-    // Either name, whichever exists: an active object or a committed one.
-    for (const std::string& name :
-         {RemoteActiveName(id), RemoteCommittedName(id)}) {
+    bool committed = false;
+    if (absl::Status busy = CheckNotMounted(id, &committed); !busy.ok()) {
+      return busy;
+    }
+    // Forgotten once gone; kept while the removal is refused.
+    auto forget = [this, id] {
+      absl::MutexLock lock(&mu_);
+      trees_.erase(id);
+    };
+    // Either name, whichever exists, the one the check found first.
+    std::vector<std::string> names = {RemoteActiveName(id),
+                                      RemoteCommittedName(id)};
+    if (committed) std::swap(names[0], names[1]);
+    for (const std::string& name : names) {
       pb::RemoveSnapshotRequest req;
       req.set_snapshotter(options_.snapshotter_name);
       req.set_key(name);
       google::protobuf::Empty resp;
       auto ctx = Context();
       grpc::Status st = stub_->Remove(ctx.get(), req, &resp);
-      if (st.ok()) return absl::OkStatus();
+      if (st.ok()) {
+        forget();
+        return absl::OkStatus();
+      }
       if (CodeOf(st) == absl::StatusCode::kFailedPrecondition) {
         // Busy below (mounted, in use, children it knows of): retried.
         return absl::FailedPreconditionError(absl::StrCat(
@@ -215,6 +234,7 @@ class RemoteBackend final : public Backend {
         return Failed(st, absl::StrCat("remove ", name));
       }
     }
+    forget();
     return absl::NotFoundError(absl::StrCat("object ", id, " does not exist"));
   }
 
@@ -348,7 +368,17 @@ class RemoteBackend final : public Backend {
   // rootfs, or anything mounted on or from it. Nothing to check for a
   // committed object (the ledger keeps its children), for a snapshotter
   // whose trees this process cannot see, or whose mounts name no local tree.
-  absl::Status CheckNotMounted(uint64_t id) {
+  // Sets `*committed` when `id` has no active name (committed, or gone).
+  absl::Status CheckNotMounted(uint64_t id, bool* committed_out) {
+    std::optional<Tree> known;
+    {
+      absl::MutexLock lock(&mu_);
+      if (auto it = trees_.find(id); it != trees_.end()) known = it->second;
+    }
+    if (known.has_value()) {
+      *committed_out = known->committed;
+      return CheckTreesNotMounted(id, {known->path});
+    }
     absl::StatusOr<std::vector<Mount>> mounts =
         Mounts(id, 0, SnapshotKind::kActive);
     bool committed = false;
@@ -356,6 +386,7 @@ class RemoteBackend final : public Backend {
       // Committed (or gone): a view on it names its tree as the view's
       // source or topmost lower layer.
       committed = true;
+      *committed_out = true;
       mounts = ProbeMounts(id);
       if (absl::IsNotFound(mounts.status())) return absl::OkStatus();
     }
@@ -379,6 +410,24 @@ class RemoteBackend final : public Backend {
         }
       }
     }
+    return CheckTreesNotMounted(id, trees);
+  }
+
+  // The tree an active object writes to, as its mounts name it: the source
+  // of a bind mount (no parent), an overlay's upperdir. Empty if none.
+  static std::string OwnTree(const std::vector<Mount>& mounts) {
+    if (mounts.size() != 1) return "";
+    const Mount& m = mounts.front();
+    if (m.type == "bind" || m.type == "rbind") return m.source;
+    for (const std::string& o : m.options) {
+      if (o.starts_with("upperdir=")) return o.substr(9);
+    }
+    return "";
+  }
+
+  // FailedPrecondition (busy) if a mount uses any of `trees`.
+  absl::Status CheckTreesNotMounted(uint64_t id,
+                                    const std::vector<std::string>& trees) {
     std::shared_ptr<const std::vector<MountEntry>> table;
     for (const std::string& tree : trees) {
       if (tree.empty() || tree.front() != '/') continue;
@@ -416,14 +465,18 @@ class RemoteBackend final : public Backend {
   // once. NotFound if the object does not exist.
   absl::StatusOr<std::vector<Mount>> ProbeMounts(uint64_t id) {
     const std::string probe = absl::StrCat(kProbePrefix, id);
-    RemoveName(probe);  // a leftover of a crash
     pb::ViewSnapshotRequest req;
     req.set_snapshotter(options_.snapshotter_name);
     req.set_key(probe);
     req.set_parent(RemoteCommittedName(id));
     pb::ViewSnapshotResponse resp;
-    auto ctx = Context();
-    grpc::Status st = stub_->View(ctx.get(), req, &resp);
+    grpc::Status st;
+    for (int attempt = 0; attempt < 2; ++attempt) {
+      auto ctx = Context();
+      st = stub_->View(ctx.get(), req, &resp);
+      if (CodeOf(st) != absl::StatusCode::kAlreadyExists) break;
+      RemoveName(probe);  // a leftover of a crash
+    }
     if (!st.ok()) return Failed(st, absl::StrCat("view ", probe));
     std::vector<Mount> mounts = MountsOf(resp.mounts());
     RemoveName(probe);
@@ -482,6 +535,14 @@ class RemoteBackend final : public Backend {
   const std::shared_ptr<grpc::Channel> channel_;
   MountTableCache mount_table_;
   absl::Mutex mu_;
+  // The tree of each active object made since start (and whether it is now
+  // committed): Remove's busy check needs no downstream call for them. One
+  // small entry per object; objects made before a restart are looked up.
+  struct Tree {
+    std::string path;
+    bool committed = false;
+  };
+  absl::flat_hash_map<uint64_t, Tree> trees_ ABSL_GUARDED_BY(mu_);
   // Mounts returned by Prepare/View, until MountsOfNew takes them.
   absl::flat_hash_map<uint64_t, std::vector<Mount>> new_mounts_
       ABSL_GUARDED_BY(mu_);

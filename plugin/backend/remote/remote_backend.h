@@ -25,7 +25,8 @@
 // of) stays FailedPrecondition, which the removal queue retries. Because
 // many snapshotters (containerd's overlayfs and native) delete a mounted
 // tree without a word, Remove first checks this process's mount table for
-// the object's tree, found from its mounts (a committed object's through a
+// the object's tree, remembered from its Prepare (or, for objects made
+// before a restart, found from its mounts; a committed object's through a
 // short-lived view "snapledger/probe/<id>" on it), and answers busy itself. The
 // downstream's NotFound for an object is NotFound (MISSING for recovery and
 // the reconciler, as with local storage).
