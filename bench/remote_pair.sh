@@ -20,7 +20,8 @@ HERE=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")" && pwd)
 [[ $# -ge 3 ]] || { echo "usage: $0 SNAPLEDGERD SNAPBENCH GO_TOOLS_DIR [ROUNDS]" >&2; exit 2; }
 RP_SLD=$(readlink -f "$1")
 RP_BENCH=$(readlink -f "$2")
-export IT_BACKEND=remote IT_SNAPSHOTTER_SERVE=$(readlink -f "$3")/snapshotter-serve
+IT_SNAPSHOTTER_SERVE=$(readlink -f "$3")/snapshotter-serve
+export IT_BACKEND=remote IT_SNAPSHOTTER_SERVE
 RP_ROUNDS=${4:-3}
 RP_ARGS=${RP_ARGS:---clients 4 --chains 40 --depth 5}
 export RP_SLD RP_BENCH RP_ROUNDS RP_ARGS
