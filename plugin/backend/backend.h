@@ -10,6 +10,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -56,6 +57,30 @@ inline bool IsStillRunningElsewhere(const absl::Status& status) {
   return status.GetPayload(kStillRunningPayload).has_value();
 }
 
+// Labels containerd forwards to a snapshotter with a Prepare, View or Commit:
+// those under "containerd.io/snapshot/" and "containerd.io/snapshot.ref"
+// (containerd's FilterInheritedLabels). Local backends ignore them; a backend
+// that proxies another snapshotter (remote/) passes them on.
+using BackendLabels = std::map<std::string, std::string>;
+inline constexpr char kSnapshotRefLabel[] = "containerd.io/snapshot.ref";
+inline constexpr char kForwardedLabelPrefix[] = "containerd.io/snapshot/";
+
+// The remote-snapshot protocol (stargz, nydus, soci ...): a Create carrying
+// kSnapshotRefLabel may be answered by the backend committing the new object
+// itself, because the layer is available without unpacking. The backend then
+// returns AlreadyExists marked with this payload; object `id` exists,
+// committed, and the caller records it as committed under the label's name.
+inline constexpr char kCommittedByBackendPayload[] =
+    "snapledger.dev/backend-committed-object";
+[[nodiscard]] inline absl::Status MarkCommittedByBackend(absl::Status status) {
+  status.SetPayload(kCommittedByBackendPayload, absl::Cord("1"));
+  return status;
+}
+inline bool IsCommittedByBackend(const absl::Status& status) {
+  return absl::IsAlreadyExists(status) &&
+         status.GetPayload(kCommittedByBackendPayload).has_value();
+}
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -73,12 +98,32 @@ class Backend {
   [[nodiscard]] virtual absl::Status Create(uint64_t id, uint64_t parent_id,
                                             SnapshotKind kind) = 0;
 
+  // Create with the labels containerd forwarded for the snapshot. The
+  // default ignores them. A backend that honours kSnapshotRefLabel may
+  // answer IsCommittedByBackend(): object `id` then exists, committed
+  // (see kCommittedByBackendPayload).
+  [[nodiscard]] virtual absl::Status CreateWithLabels(
+      uint64_t id, uint64_t parent_id, SnapshotKind kind,
+      const BackendLabels& labels) {
+    (void)labels;
+    return Create(id, parent_id, kind);
+  }
+
   // Freezes active object `id` as committed and returns its usage.
   // Idempotent: committing a committed object succeeds again.
   [[nodiscard]] virtual absl::StatusOr<Usage> Commit(uint64_t id) = 0;
 
+  // Commit with the labels containerd forwarded; the default ignores them.
+  [[nodiscard]] virtual absl::StatusOr<Usage> CommitWithLabels(
+      uint64_t id, const BackendLabels& labels) {
+    (void)labels;
+    return Commit(id);
+  }
+
   // Removes object `id` and all its storage. NotFound if it does not exist.
   // Atomic like Create: after a crash the object is whole or gone.
+  // FailedPrecondition when the object is in use (busy: mounted, or refused
+  // as busy by the snapshotter behind); the removal queue retries it.
   [[nodiscard]] virtual absl::Status Remove(uint64_t id) = 0;
 
   // The mounts that expose object `id` of `kind` (read-write for kActive,

@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
@@ -36,6 +37,27 @@ absl::Status BackendError(const absl::Status& s, const std::string& what) {
     default:
       return absl::Status(s.code(), msg);
   }
+}
+
+// The labels containerd forwards to a snapshotter (its
+// FilterInheritedLabels): what a backend that proxies one may pass on.
+BackendLabels ForwardedLabels(const Labels& labels) {
+  BackendLabels forwarded;
+  for (const auto& [k, v] : labels) {
+    if (k == kSnapshotRefLabel || absl::StartsWith(k, kForwardedLabelPrefix)) {
+      forwarded.emplace(k, v);
+    }
+  }
+  return forwarded;
+}
+
+// The name a Prepare asks the snapshotter to commit the new snapshot under
+// when the layer is available remotely (containerd's snapshot.ref label);
+// empty if none.
+std::string RemoteTarget(SnapshotKind kind, const Labels& labels) {
+  if (kind != SnapshotKind::kActive) return "";
+  auto it = labels.find(kSnapshotRefLabel);
+  return it == labels.end() ? "" : it->second;
 }
 
 }  // namespace
@@ -137,10 +159,16 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
                      "snapledger's own records"));
   }
 
+  // The remote-snapshot protocol: the backend may commit the new snapshot
+  // itself under this name (see CompleteCommittedByBackend).
+  std::string target = RemoteTarget(kind, labels);
+  if (target == key || target == parent || IsReservedKey(target)) target = "";
+
   ResolvePendingIntents();
   // The parent is held shared: prepares on one parent run side by side, but
   // never beside a Remove of it.
-  KeyLocks::Guard guard = locks_.Lock({key}, {parent});
+  KeyLocks::Guard guard = target.empty() ? locks_.Lock({key}, {parent})
+                                         : locks_.Lock({key, target}, {parent});
   absl::ReaderMutexLock gate(&cleanup_gate_);
 
   // containerd checks the parent first.
@@ -166,6 +194,16 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
         absl::StrCat("snapshot ", Quote(key), ": already exists"));
   }
   if (!absl::IsNotFound(existing.status())) return existing.status();
+  if (!target.empty()) {
+    // The target exists already: what a remote snapshotter answers when its
+    // commit under the target name finds one (containerd then looks it up).
+    absl::StatusOr<Record> t = ledger_->Get(target);
+    if (t.ok()) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("target snapshot ", Quote(target), ": already exists"));
+    }
+    if (!absl::IsNotFound(t.status())) return t.status();
+  }
 
   const int64_t now = NowNanos();
   record.set_key(key);
@@ -182,9 +220,13 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   if (absl::Status s = ledger_->Write(intent); !s.ok()) return s;
   CRASH_POINT("prepare.after_intent");
 
-  if (absl::Status s = backend_->Create(record.backend_id(),
-                                        record.parent_backend_id(), kind);
+  if (absl::Status s = backend_->CreateWithLabels(
+          record.backend_id(), record.parent_backend_id(), kind,
+          ForwardedLabels(labels));
       !s.ok()) {
+    if (!target.empty() && IsCommittedByBackend(s)) {
+      return CompleteCommittedByBackend(record, target);
+    }
     if (absl::Status u = RollBackIntent(record, s); !u.ok()) {
       spdlog::error("prepare {}: cannot roll back the intent yet: {}", key,
                     u.ToString());
@@ -211,6 +253,48 @@ absl::StatusOr<std::vector<Mount>> Coordinator::Create(
   CRASH_POINT("prepare.after_complete");
   return backend_->MountsOfNew(record.backend_id(), record.parent_backend_id(),
                                kind);
+}
+
+absl::StatusOr<std::vector<Mount>> Coordinator::CompleteCommittedByBackend(
+    const Record& intent_record, const std::string& target) {
+  CRASH_POINT("prepare.after_backend");
+  absl::StatusOr<Usage> usage = backend_->DiskUsage(intent_record.backend_id());
+  if (!usage.ok()) {
+    // The object is whole; only its size is unknown until a later Stat.
+    spdlog::warn("prepare {}: usage of the backend's committed object {}: {}",
+                 intent_record.key(), intent_record.backend_id(),
+                 usage.status().ToString());
+    usage = Usage{};
+  }
+  const int64_t now = NowNanos();
+  Record committed = intent_record;
+  committed.set_key(target);
+  committed.set_kind(store::v1::COMMITTED);
+  committed.set_state(store::v1::LIVE);
+  committed.set_created_ns(now);
+  committed.set_updated_ns(now);
+  committed.set_size_bytes(usage->size_bytes);
+  committed.set_inodes(usage->inodes);
+  SetIdentity(&committed);
+  Ledger::Batch done;
+  done.Delete(intent_record);
+  done.Put(committed);
+  done.Note(MakeEvent(
+      HistoryOp::kCommit, committed,
+      absl::StrCat("remote snapshot: prepared as ", intent_record.key(),
+                   ", committed by the backend (object ",
+                   committed.backend_id(), ")")));
+  if (absl::Status s = ledger_->Write(done); !s.ok()) {
+    // The PREPARING intent stays and is rolled back (the object removed)
+    // once the ledger heals; containerd sees a failure and unpacks later.
+    pending_intents_.Note(intent_record.key());
+    return s;
+  }
+  CRASH_POINT("prepare.after_complete");
+  // What containerd expects from a remote snapshotter: it then finds the
+  // committed snapshot by its snapshot.ref label and parent.
+  return absl::AlreadyExistsError(
+      absl::StrCat("target snapshot ", Quote(target), ": already exists"));
 }
 
 absl::StatusOr<std::vector<Mount>> Coordinator::Mounts(const std::string& key) {
@@ -285,7 +369,8 @@ absl::Status Coordinator::Commit(const std::string& name,
   if (absl::Status s = ledger_->Write(intent); !s.ok()) return s;
   CRASH_POINT("commit.after_intent");
 
-  absl::StatusOr<Usage> usage = backend_->Commit(active->backend_id());
+  absl::StatusOr<Usage> usage =
+      backend_->CommitWithLabels(active->backend_id(), ForwardedLabels(labels));
   if (!usage.ok()) {
     if (absl::Status u = RollBackIntent(intent_record, usage.status());
         !u.ok()) {

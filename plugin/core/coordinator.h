@@ -156,6 +156,12 @@ class Coordinator {
   [[nodiscard]] absl::StatusOr<std::vector<Mount>> Create(
       SnapshotKind kind, const std::string& key, const std::string& parent,
       const Labels& labels);
+  // The backend answered the Prepare of `intent_record` (PREPARING) by
+  // committing the object itself (IsCommittedByBackend): records it as a
+  // committed snapshot named `target`, in one write replacing the intent,
+  // and answers AlreadyExists as containerd expects.
+  [[nodiscard]] absl::StatusOr<std::vector<Mount>> CompleteCommittedByBackend(
+      const Record& intent_record, const std::string& target);
   // The parent record of a new snapshot, checked as containerd checks it.
   [[nodiscard]] absl::StatusOr<Record> GetParentForCreate(
       const std::string& parent);

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "plugin/transport/transport.h"
 #include "toml++/toml.h"
 
 namespace snapledger {
@@ -176,6 +177,28 @@ absl::Status LoadOverlay(const std::string& path, const toml::node& node,
       });
 }
 
+absl::Status LoadRemote(const std::string& path, const toml::node& node,
+                        Config* c) {
+  return ForEachSetting(
+      path, "remote", node,
+      [&](const std::string& key, const toml::node& n) -> absl::Status {
+        if (key == "address") {
+          absl::StatusOr<std::string> v = GetString(path, n, "remote.address");
+          if (!v.ok()) return v.status();
+          c->remote_address = *std::move(v);
+          return absl::OkStatus();
+        }
+        if (key == "call_timeout") {
+          absl::StatusOr<std::string> v =
+              GetString(path, n, "remote.call_timeout");
+          if (!v.ok()) return v.status();
+          return ParseDurationOr(path, n, "remote.call_timeout", *v, "30s",
+                                 &c->remote_call_timeout);
+        }
+        return Unknown(path, n, "remote", key);
+      });
+}
+
 absl::Status LoadRemoveQueue(const std::string& path, const toml::node& node,
                              Config* c) {
   RetryPolicy& retry = c->remove_retry;
@@ -280,9 +303,13 @@ absl::StatusOr<Config> LoadConfigText(std::string_view text,
   using TableLoader =
       absl::Status (*)(const std::string&, const toml::node&, Config*);
   const std::map<std::string, TableLoader> tables = {
-      {"ledger", &LoadLedger},         {"native", &LoadNative},
-      {"overlayfs", &LoadOverlay},     {"remove_queue", &LoadRemoveQueue},
-      {"containers", &LoadContainers}, {"reaper", &LoadReaper},
+      {"ledger", &LoadLedger},
+      {"native", &LoadNative},
+      {"overlayfs", &LoadOverlay},
+      {"remote", &LoadRemote},
+      {"remove_queue", &LoadRemoveQueue},
+      {"containers", &LoadContainers},
+      {"reaper", &LoadReaper},
   };
   for (auto&& [k, node] : table) {
     const std::string key(k.str());
@@ -327,10 +354,28 @@ absl::Status ValidateConfig(const Config& config) {
         "unless admin_address is set): ",
         config.address));
   }
-  if (config.backend != "native" && config.backend != "overlayfs") {
+  if (config.backend != "native" && config.backend != "overlayfs" &&
+      config.backend != "remote") {
     return absl::InvalidArgumentError(
         absl::StrCat("unknown backend \"", config.backend,
-                     "\" (available: overlayfs, native)"));
+                     "\" (available: overlayfs, native, remote)"));
+  }
+  if (config.backend == "remote") {
+    if (config.remote_address.empty()) {
+      return absl::InvalidArgumentError(
+          "backend \"remote\" needs the snapshotter's address: [remote] "
+          "address or --remote-address (e.g. unix:///run/x/x.sock)");
+    }
+    absl::StatusOr<Address> remote = ParseAddress(config.remote_address);
+    if (!remote.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("remote.address: ", remote.status().message()));
+    }
+    if (config.remote_call_timeout <= absl::ZeroDuration() ||
+        config.remote_call_timeout > absl::Hours(1)) {
+      return absl::InvalidArgumentError(
+          "remote.call_timeout must be between 0s (excluded) and 1h");
+    }
   }
   static const std::set<std::string> kLevels = {"trace", "debug", "info",
                                                 "warn",  "error", "off"};

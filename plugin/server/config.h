@@ -6,7 +6,7 @@
 //   root = "/var/lib/snapledger"          # ledger/ and snapshots/ live here
 //   address = "/run/snapledger/snapledger.sock"
 //   admin_address = ""                    # default: beside address
-//   backend = "native"                    # native | overlayfs
+//   backend = "native"                    # native | overlayfs | remote
 //   log_level = "info"                    # trace|debug|info|warn|error
 //   shutdown_timeout = "30s"              # drain time for in-flight calls
 //   reconcile_interval = "10m"            # backend vs ledger check; "0s": off
@@ -22,6 +22,10 @@
 //   [overlayfs]
 //   sync = false                          # flush layers (as [native])
 //   mount_options = []                    # appended to overlay mounts
+//   [remote]                              # backend = "remote"
+//   address = ""                          # the snapshotter behind us,
+//                                         # e.g. "unix:///run/x/x.sock"
+//   call_timeout = "30s"                  # bound on each call to it
 //   [remove_queue]                        # retries of deferred removals
 //   initial_backoff = "1s"
 //   max_backoff = "5m"
@@ -70,6 +74,11 @@ struct Config {
   // every overlay mount (containerd 1.7's `mount_options`, e.g. "volatile").
   bool overlay_sync = false;
   std::vector<std::string> overlay_mount_options;
+  // Remote backend: the Snapshots service snapledger proxies
+  // (plugin/transport addresses: "unix:///path" or a path), and the deadline
+  // of each call to it.
+  std::string remote_address;
+  absl::Duration remote_call_timeout = absl::Seconds(30);
   // What Remove does when it cannot remove now (children remain, the
   // snapshot is mounted, the backend fails): "refuse" answers
   // FailedPrecondition; "defer" answers OK and queues the removal.

@@ -120,6 +120,32 @@ TEST_F(ConfigTest, ValidationNamesTheProblem) {
               HasSubstr("remove_queue: "));
 }
 
+TEST_F(ConfigTest, RemoteSettings) {
+  auto c = LoadConfigFile(Write(R"(
+backend = "remote"
+[remote]
+address = "unix:///run/stargz/stargz.sock"
+call_timeout = "5s"
+)"),
+                          Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->remote_address, "unix:///run/stargz/stargz.sock");
+  EXPECT_EQ(c->remote_call_timeout, absl::Seconds(5));
+  EXPECT_TRUE(ValidateConfig(*c).ok()) << ValidateConfig(*c);
+
+  Config missing;
+  missing.backend = "remote";
+  EXPECT_THAT(std::string(ValidateConfig(missing).message()),
+              HasSubstr("--remote-address"));
+  Config pipe = *c;
+  pipe.remote_address = "npipe:////./pipe/stargz";
+  EXPECT_THAT(std::string(ValidateConfig(pipe).message()),
+              HasSubstr("scheme \"npipe\" is not supported"));
+  auto unknown =
+      LoadConfigFile(Write("[remote]\nadress = \"/x.sock\"\n"), Config{});
+  EXPECT_TRUE(absl::IsInvalidArgument(unknown.status()));
+}
+
 TEST_F(ConfigTest, RemovalSettings) {
   Config defaults;
   EXPECT_EQ(defaults.remove_policy, RemovePolicy::kRefuse);

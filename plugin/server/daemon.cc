@@ -41,6 +41,8 @@ BackendSettings BackendSettingsOf(const Config& config) {
   settings.sync =
       config.backend == "overlayfs" ? config.overlay_sync : config.native_sync;
   settings.overlay_mount_options = config.overlay_mount_options;
+  settings.remote_address = config.remote_address;
+  settings.remote_call_timeout = config.remote_call_timeout;
   return settings;
 }
 
@@ -144,7 +146,9 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   spdlog::info(
       "snapledgerd serving on {} (admin {}; root {}, backend {}{}, ledger {})",
       config.address, state->admin_address, config.root, config.backend,
-      BackendSettingsOf(config).sync ? "" : " without data flushes",
+      config.backend == "remote" ? absl::StrCat(" at ", config.remote_address)
+      : BackendSettingsOf(config).sync ? std::string()
+                                       : std::string(" without data flushes"),
       config.ledger_sync ? "sync" : "async");
   return std::unique_ptr<Daemon>(new Daemon(std::move(state)));
 }

@@ -36,7 +36,7 @@ extern "C" void OnStopSignal(int sig) {
 // The flags, each overriding the config file's setting when given.
 struct Flags {
   std::string config_path, root, address, admin_address, backend, log_level,
-      containerd_address;
+      containerd_address, remote_address;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -63,9 +63,15 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "Storage that holds the data: overlayfs (what containerd "
                  "uses on Linux; needs a filesystem with d_type that can "
                  "host overlay mounts) or native (plain copies; any "
-                 "filesystem). Default native; the shipped config says "
-                 "overlayfs; a root keeps the backend it was created with")
-      ->check(CLI::IsMember({"native", "overlayfs"}));
+                 "filesystem) or remote (another snapshotter's Snapshots "
+                 "service, --remote-address). Default native; the shipped "
+                 "config says overlayfs; a root keeps the backend it was "
+                 "created with")
+      ->check(CLI::IsMember({"native", "overlayfs", "remote"}));
+  app.add_option("--remote-address", f.remote_address,
+                 "With --backend remote: the Snapshots service snapledger "
+                 "proxies (stargz, nydus, containerd's snapshotters over "
+                 "gRPC ...), e.g. unix:///run/x/x.sock");
   app.add_option("--log-level", f.log_level,
                  "trace, debug, info, warn, error or off (default info)")
       ->check(
@@ -87,6 +93,7 @@ absl::StatusOr<snapledger::Config> ConfigFrom(const Flags& f) {
         {&f.admin_address, &config.admin_address},
         {&f.backend, &config.backend},
         {&f.containerd_address, &config.containerd_address},
+        {&f.remote_address, &config.remote_address},
         {&f.log_level, &config.log_level}}) {
     if (!flag->empty()) *setting = *flag;
   }

@@ -3,6 +3,8 @@
 #   OUTDIR/snapshotter-serve   containerd's native/overlayfs snapshotter over gRPC
 #   OUTDIR/snapshotter-suite   containerd's snapshotter conformance suite,
 #                              driven against a proxy snapshotter daemon
+#   OUTDIR/remote-snapshot-check  the remote-snapshot (stargz) protocol,
+#                              driven through a real containerd
 # Go is test tooling only; nothing here is part of snapledgerd.
 #
 # Offline: GOPATH mode (GO111MODULE=off) over Debian's Go sources in
@@ -51,7 +53,11 @@ cd "$here/snapshotter-serve"
 cd "$here/snapshotter-suite"
 "$go" test -c -o "$out/snapshotter-suite.tmp" . ||
   die "building snapshotter-suite failed"
-# Replace the binaries only when both built: never a half-updated pair.
-mv -f "$out/snapshotter-serve.tmp" "$out/snapshotter-serve"
-mv -f "$out/snapshotter-suite.tmp" "$out/snapshotter-suite"
-echo "tests/go/build.sh: built $out/snapshotter-serve $out/snapshotter-suite"
+cd "$here/remote-snapshot-check"
+"$go" build -o "$out/remote-snapshot-check.tmp" . ||
+  die "building remote-snapshot-check failed"
+# Replace the binaries only when all built: never a half-updated set.
+for tool in snapshotter-serve snapshotter-suite remote-snapshot-check; do
+  mv -f "$out/$tool.tmp" "$out/$tool"
+done
+echo "tests/go/build.sh: built $out/snapshotter-serve $out/snapshotter-suite $out/remote-snapshot-check"

@@ -95,7 +95,7 @@ if [[ $SN == snapledger ]]; then
   snapledgerd_start "$SNAPLEDGERD" || it_die "snapledgerd did not start"
   it_pass "snapledgerd starts and creates its socket"
   containerd_start snapledger "$IT_SL_SOCK" || it_die "containerd did not start"
-  BACKEND_DIR=$IT_SL_ROOT/snapshots
+  BACKEND_DIR=$(it_backend_dir)
 else
   containerd_start || it_die "containerd did not start"
   BACKEND_DIR=$IT_CTRD_ROOT/io.containerd.snapshotter.v1.native/snapshots
@@ -152,7 +152,7 @@ if "$HERE/make_image.sh" "$IT_TMP/image3.tar" "$IMG3" 3 2>/dev/null; then
      echo w3 >/root/w3 && cat /root/w3 && ls /bin/busybox'
   assert_eq "the container sees the 3 layers stacked in order (replaced, added, whited out) and writes" \
     $'snapledger-test-image, layer 3\nlayer 2\nlayer 3\nfrom layer 2\ndoomed-gone\nw3\n/bin/busybox' "$IT_OUT"
-  if [[ $SN == snapledger && $IT_BACKEND == overlayfs ]]; then
+  if [[ $SN == snapledger && $IT_MOUNT_STYLE == overlayfs ]]; then
     it_run ctrs mounts "$IT_TMP/mnt3" t-three
     m3out=$IT_OUT
     assert_match "overlayfs: the container's rootfs is an overlay mount" \

@@ -18,8 +18,13 @@
 #                    still stopped and mounts still removed)
 #   IT_VERBOSE=1     echo every ctr command
 #   IT_TIMEOUT=SECS  bound for a single ctr command (default 60)
-#   IT_BACKEND=NAME  snapledgerd's --backend: native (default) or overlayfs;
-#                    the CTest suites run once with each
+#   IT_BACKEND=NAME  snapledgerd's --backend: native (default), overlayfs or
+#                    remote; the CTest suites run once with each. remote:
+#                    snapledgerd proxies a downstream snapshotter, containerd's
+#                    own one served over gRPC by tests/go's snapshotter-serve
+#                    ($IT_SNAPSHOTTER_SERVE, of type $IT_REMOTE_TYPE, default
+#                    overlayfs), started and stopped with snapledgerd
+#   IT_REMOTE_ARGS   extra arguments for snapshotter-serve
 
 # shellcheck disable=SC2317  # functions here are called indirectly (traps, it_run)
 IT_PASSED=0
@@ -30,10 +35,26 @@ IT_NS=${IT_NS:-}     # containerd namespace; default derived from $IT_TMP (uniqu
 IT_TIMEOUT=${IT_TIMEOUT:-60}
 IT_BACKEND=${IT_BACKEND:-native}
 case $IT_BACKEND in
-  native | overlayfs) ;;
-  *) echo "IT_BACKEND must be native or overlayfs, not '$IT_BACKEND'" >&2; exit 2 ;;
+  native | overlayfs) IT_MOUNT_STYLE=$IT_BACKEND ;;
+  remote)
+    IT_REMOTE_TYPE=${IT_REMOTE_TYPE:-overlayfs}
+    IT_MOUNT_STYLE=$IT_REMOTE_TYPE
+    [[ -x ${IT_SNAPSHOTTER_SERVE:-} ]] || {
+      echo "IT_BACKEND=remote needs IT_SNAPSHOTTER_SERVE (tests/go/build.sh)" >&2
+      exit 2
+    }
+    IT_SNAPSHOTTER_SERVE=$(readlink -f "$IT_SNAPSHOTTER_SERVE")
+    export IT_SNAPSHOTTER_SERVE IT_REMOTE_TYPE
+    ;;
+  *) echo "IT_BACKEND must be native, overlayfs or remote, not '$IT_BACKEND'" >&2; exit 2 ;;
 esac
-export IT_BACKEND
+# What the mounts snapledgerd hands out look like: its backend's, or with
+# remote, the downstream snapshotter's.
+export IT_BACKEND IT_MOUNT_STYLE
+IT_DS_PID=
+IT_DS_SOCK=
+IT_DS_ROOT=
+IT_DS_LOG=
 IT_CTRD_PID=
 IT_CTRD_SOCK=
 IT_CTRD_ROOT=
@@ -340,6 +361,50 @@ containerd_stop() {
 ctrd() { timeout -k 5 "$IT_TIMEOUT" ctr -a "$IT_CTRD_SOCK" -n "$IT_NS" "$@"; }
 
 # ------------------------------------------------------------ snapledgerd ---
+# downstream_start : with IT_BACKEND=remote, the snapshotter snapledgerd
+# proxies (snapshotter-serve); a no-op if it runs. Its objects live in
+# $IT_DS_ROOT/snapshots (numeric directories, as containerd's snapshotters
+# name them).
+downstream_start() {
+  [[ $IT_BACKEND == remote && -z $IT_DS_PID ]] || return 0
+  IT_DS_ROOT=$IT_TMP/downstream
+  IT_DS_SOCK=$IT_TMP/downstream.sock
+  IT_DS_LOG=$IT_TMP/downstream.log
+  # shellcheck disable=SC2086  # IT_REMOTE_ARGS: words on purpose
+  "$IT_SNAPSHOTTER_SERVE" -type "$IT_REMOTE_TYPE" -root "$IT_DS_ROOT" \
+    -address "$IT_DS_SOCK" ${IT_REMOTE_ARGS:-} >>"$IT_DS_LOG" 2>&1 &
+  IT_DS_PID=$!
+  local deadline=$((SECONDS + 30))
+  until [[ -S $IT_DS_SOCK ]]; do
+    if ! kill -0 "$IT_DS_PID" 2>/dev/null || ((SECONDS >= deadline)); then
+      it_log "snapshotter-serve did not start; log tail:"
+      tail -n 20 "$IT_DS_LOG" >&2
+      IT_DS_PID=
+      return 1
+    fi
+    sleep 0.1
+  done
+  it_log "downstream snapshotter-serve ($IT_REMOTE_TYPE) pid $IT_DS_PID on $IT_DS_SOCK"
+}
+
+# downstream_stop [SIGNAL] : stop the downstream (SIGTERM, or SIGNAL).
+downstream_stop() {
+  [[ -n $IT_DS_PID ]] || return 0
+  kill "-${1:-TERM}" "$IT_DS_PID" 2>/dev/null
+  wait_pid_exit "$IT_DS_PID" 20 || kill -KILL "$IT_DS_PID" 2>/dev/null
+  wait "$IT_DS_PID" 2>/dev/null
+  IT_DS_PID=
+}
+
+# it_backend_dir : where the backend keeps its objects (one entry each).
+it_backend_dir() {
+  if [[ $IT_BACKEND == remote ]]; then
+    echo "$IT_TMP/downstream/snapshots"
+  else
+    echo "$IT_SL_ROOT/snapshots"
+  fi
+}
+
 # snapledgerd_start BINARY [EXTRA_ARGS...]
 snapledgerd_start() {
   local bin=$1; shift
@@ -347,9 +412,14 @@ snapledgerd_start() {
   IT_SL_SOCK=$IT_TMP/snapledger.sock
   IT_SL_LOG=$IT_TMP/snapledgerd.log
   mkdir -p "$IT_SL_ROOT"
+  local -a backend_args=(--backend "$IT_BACKEND")
+  if [[ $IT_BACKEND == remote ]]; then
+    downstream_start || return 1
+    backend_args+=(--remote-address "unix://$IT_DS_SOCK")
+  fi
   IT_SL_STARTS=$((${IT_SL_STARTS:-0} + 1))
   echo "=== snapledger-it: start $IT_SL_STARTS ===" >>"$IT_SL_LOG"
-  "$bin" --root "$IT_SL_ROOT" --address "$IT_SL_SOCK" --backend "$IT_BACKEND" \
+  "$bin" --root "$IT_SL_ROOT" --address "$IT_SL_SOCK" "${backend_args[@]}" \
     --log-level debug "$@" >>"$IT_SL_LOG" 2>&1 &
   IT_SL_PID=$!
   local deadline=$((SECONDS + 30))
@@ -432,13 +502,13 @@ sl_bind_source() {
   local out _m _t type src _target _o opts dir
   out=$(sl_mounts "$1") || return 1
   read -r _m _t type src _target _o opts <<<"$out"
-  case $IT_BACKEND/$type in
+  case $IT_MOUNT_STYLE/$type in
     */bind) dir=$src ;;
     overlayfs/overlay)
       dir=$(sl_mount_option "$opts" upperdir) ||
         { echo "overlay mount without upperdir (a view?): $out" >&2; return 1; }
       ;;
-    *) echo "unexpected mount type for the $IT_BACKEND backend: $out" >&2; return 1 ;;
+    *) echo "unexpected mount type for the $IT_MOUNT_STYLE backend: $out" >&2; return 1 ;;
   esac
   [[ -d $dir ]] || { echo "not a directory: $dir (mounts: $out)" >&2; return 1; }
   echo "$dir"
@@ -451,7 +521,7 @@ sl_bind_source() {
 sl_hold_mount() {
   local out _m _t type src _target _o opts
   mkdir -p "$2" || return 1
-  if [[ $IT_BACKEND == native ]]; then
+  if [[ $IT_MOUNT_STYLE == native ]]; then
     src=$(sl_bind_source "$1") || return 1
     mount -n --bind "$src" "$2"
     return
@@ -527,7 +597,7 @@ it_remove_cgroups() { # runc's cgroups for our namespace: /sys/fs/cgroup/*/$IT_N
 
 it_dump_logs() {
   local f
-  for f in "$IT_SL_LOG" "$IT_CTRD_LOG"; do
+  for f in "$IT_SL_LOG" "$IT_CTRD_LOG" "$IT_DS_LOG"; do
     [[ -n $f && -s $f ]] || continue
     echo "----- last 40 lines of $f -----" >&2
     tail -n 40 "$f" >&2
@@ -543,6 +613,7 @@ it_cleanup() {
   containerd_stop
   it_kill_shims
   if [[ -n $IT_SL_PID ]]; then snapledgerd_stop; fi
+  downstream_stop
   it_unmount_all
   it_remove_cgroups
   if [[ -n $IT_TMP && -d $IT_TMP ]]; then

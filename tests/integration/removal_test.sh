@@ -97,7 +97,7 @@ it_log "building the test image"
 "$HERE/make_image.sh" "$IT_TMP/image.tar" "$IMG" 2>/dev/null ||
   it_die "make_image.sh failed"
 IMG3=docker.io/snapledger/busybox:3layers
-if [[ $IT_BACKEND == overlayfs ]]; then
+if [[ $IT_MOUNT_STYLE == overlayfs ]]; then
   "$HERE/make_image.sh" "$IT_TMP/image3.tar" "$IMG3" 3 2>/dev/null ||
     it_die "make_image.sh failed (3 layers)"
   mapfile -t CHAIN3 < <(it_image_chain_ids "$IT_TMP/image3.tar")
@@ -123,7 +123,7 @@ EOF
     "removal queue: 0 pending \(0 waiting for children\), 0 stuck; policy $policy" \
     "$(snapledgerd_last_log)"
   containerd_start "$SN" "$IT_SL_SOCK" || it_die "containerd did not start ($policy)"
-  BACKEND_DIR=$IT_SL_ROOT/snapshots
+  BACKEND_DIR=$(it_backend_dir)
   assert_cmd_ok "[$policy] import the image with --snapshotter $SN" \
     ctrd images import --snapshotter "$SN" "$IT_TMP/image.tar"
   LAYER=$(ledger_keys)
@@ -144,6 +144,10 @@ end_phase() {
   it_unmount_all
   mv "$IT_TMP/containerd" "$IT_TMP/containerd-$policy"
   mv "$IT_SL_ROOT" "$IT_SL_ROOT-$policy"
+  if [[ $IT_BACKEND == remote ]]; then  # the downstream goes with the root
+    downstream_stop
+    mv "$IT_DS_ROOT" "$IT_DS_ROOT-$policy"
+  fi
   IT_CTRD_LOG=$IT_TMP/containerd-$policy/containerd.log
   IT_CTRD_STATE=
 }
@@ -431,6 +435,11 @@ scenario_restart() {
   echo s4-data >"$mnt/s4-file"
   assert_cmd_ok "[$policy] 4: rm of the mounted snapshot answers OK (queued)" sls rm "$key"
   id=$(backend_entries | head -n1)
+  if [[ $IT_BACKEND == remote ]]; then  # the downstream numbers its own dirs
+    id=$(snapledgerd_last_log |
+         sed -nE "s#.*remove $key: cannot remove now .*queued as snapledger\.removed/([0-9]+)\$#\1#p" |
+         tail -n1)
+  fi
   if snapledgerd_stop; then it_pass "[$policy] 4: snapledgerd exits 0 on SIGTERM with a removal pending"
   else it_fail "[$policy] 4: snapledgerd exits 0 on SIGTERM with a removal pending" "got exit status $?"; fi
   if ! snapledgerd_start "$SNAPLEDGERD" --config "$IT_TMP/snapledgerd-$policy.toml"; then
@@ -592,7 +601,7 @@ for policy in $POLICIES; do
   scenario_bind_mount "$policy"
   scenario_container "$policy"
   scenario_cascade "$policy"
-  if [[ $IT_BACKEND == overlayfs ]]; then scenario_lower_layer "$policy"
+  if [[ $IT_MOUNT_STYLE == overlayfs ]]; then scenario_lower_layer "$policy"
   else it_skip "[$policy] 5: a running container's lower layer" "overlayfs only"; fi
   if [[ $policy == defer ]]; then scenario_restart "$policy"; fi
   assert_eq "[$policy] end: snapledgerd lists nothing" "" "$(ledger_keys 2>&1)"

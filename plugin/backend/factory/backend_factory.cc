@@ -4,11 +4,13 @@
 #include "absl/strings/str_join.h"
 #include "plugin/backend/native/native_backend.h"
 #include "plugin/backend/overlayfs/overlay_backend.h"
+#include "plugin/backend/remote/remote_backend.h"
 
 namespace snapledger {
 
 const std::vector<std::string>& BackendNames() {
-  static const std::vector<std::string> kNames = {"overlayfs", "native"};
+  static const std::vector<std::string> kNames = {"overlayfs", "native",
+                                                  "remote"};
   return kNames;
 }
 
@@ -23,6 +25,12 @@ absl::StatusOr<std::unique_ptr<Backend>> OpenBackend(
     options.mount_options = settings.overlay_mount_options;
     options.skip_support_check = settings.skip_support_check;
     return NewOverlayBackend(root, options);
+  }
+  if (settings.name == "remote") {
+    RemoteBackendOptions options;
+    options.address = settings.remote_address;
+    options.call_timeout = settings.remote_call_timeout;
+    return NewRemoteBackend(options);
   }
   return absl::InvalidArgumentError(absl::StrCat(
       "unknown backend \"", settings.name,

@@ -366,6 +366,22 @@ absl::StatusOr<Usage> TimedBackend::Commit(uint64_t id) {
                                     [id](Backend& b) { return b.Commit(id); });
 }
 
+absl::Status TimedBackend::CreateWithLabels(uint64_t id, uint64_t parent_id,
+                                            SnapshotKind kind,
+                                            const BackendLabels& labels) {
+  return Run<absl::Status>(
+      {Op::kCreate, id, parent_id}, [id, parent_id, kind, labels](Backend& b) {
+        return b.CreateWithLabels(id, parent_id, kind, labels);
+      });
+}
+
+absl::StatusOr<Usage> TimedBackend::CommitWithLabels(
+    uint64_t id, const BackendLabels& labels) {
+  return Run<absl::StatusOr<Usage>>(
+      {Op::kCommit, id},
+      [id, labels](Backend& b) { return b.CommitWithLabels(id, labels); });
+}
+
 absl::Status TimedBackend::Remove(uint64_t id) {
   return Run<absl::Status>({Op::kRemove, id},
                            [id](Backend& b) { return b.Remove(id); });

@@ -91,7 +91,12 @@ class TimedBackend final : public Backend {
   // the call.
   [[nodiscard]] absl::Status Create(uint64_t id, uint64_t parent_id,
                                     SnapshotKind kind) override;
+  [[nodiscard]] absl::Status CreateWithLabels(
+      uint64_t id, uint64_t parent_id, SnapshotKind kind,
+      const BackendLabels& labels) override;
   [[nodiscard]] absl::StatusOr<Usage> Commit(uint64_t id) override;
+  [[nodiscard]] absl::StatusOr<Usage> CommitWithLabels(
+      uint64_t id, const BackendLabels& labels) override;
   [[nodiscard]] absl::Status Remove(uint64_t id) override;
   [[nodiscard]] absl::StatusOr<std::vector<Mount>> Mounts(
       uint64_t id, uint64_t parent_id, SnapshotKind kind) override;

@@ -6,7 +6,14 @@
 // wrote, and the "plain Go proxy" baseline for benchmarks. It is never part
 // of the daemon.
 //
-//	snapshotter-serve -type native|overlayfs -root DIR -address SOCK
+//	snapshotter-serve -type native|overlayfs -root DIR -address SOCK [-remote-snapshots]
+//
+// With -remote-snapshots it is a test double of a remote snapshotter
+// (stargz): a Prepare carrying the label containerd.io/snapshot.ref commits
+// the new snapshot at once under the label's value and answers
+// AlreadyExists, as stargz does for a layer it can mount lazily. The layer
+// is empty (nothing is fetched): enough for the protocol, not for running a
+// container on it.
 //
 // The socket appears only once the server accepts calls: it listens on a
 // temporary name beside SOCK and renames it into place. SIGTERM or SIGINT
@@ -29,6 +36,7 @@ import (
 	snapshotsapi "github.com/containerd/containerd/api/services/snapshots/v1"
 	"github.com/containerd/containerd/contrib/snapshotservice"
 	"github.com/containerd/containerd/errdefs"
+	"github.com/containerd/containerd/mount"
 	"github.com/containerd/containerd/snapshots"
 	"github.com/containerd/containerd/snapshots/native"
 	"github.com/containerd/containerd/snapshots/overlay"
@@ -57,6 +65,35 @@ func newSnapshotter(kind, root string, asyncRemove bool) (snapshots.Snapshotter,
 	}
 }
 
+// remoteSnapshots wraps a snapshotter the way stargz answers Prepares for
+// layers it can serve remotely (stargz snapshotter's Prepare: commit the key
+// under the target named by containerd.io/snapshot.ref, count an existing
+// target as success, answer AlreadyExists).
+type remoteSnapshots struct {
+	snapshots.Snapshotter
+}
+
+func (r remoteSnapshots) Prepare(ctx context.Context, key, parent string, opts ...snapshots.Opt) ([]mount.Mount, error) {
+	var base snapshots.Info
+	for _, o := range opts {
+		if err := o(&base); err != nil {
+			return nil, err
+		}
+	}
+	target := base.Labels["containerd.io/snapshot.ref"]
+	if target == "" {
+		return r.Snapshotter.Prepare(ctx, key, parent, opts...)
+	}
+	if _, err := r.Snapshotter.Prepare(ctx, key, parent, opts...); err != nil {
+		return nil, err
+	}
+	if err := r.Snapshotter.Commit(ctx, target, key, opts...); err != nil && !errdefs.IsAlreadyExists(err) {
+		return nil, err
+	}
+	fmt.Fprintf(os.Stderr, "snapshotter-serve: remote snapshot %s committed as %s\n", key, target)
+	return nil, fmt.Errorf("target snapshot %q: %w", target, errdefs.ErrAlreadyExists)
+}
+
 // logErrors reports every failed call on stderr: the downstream's side of a
 // failure the proxy in front of it sees.
 func logErrors(ctx context.Context, req interface{}, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (interface{}, error) {
@@ -74,6 +111,7 @@ func run() error {
 	asyncRemove := flag.Bool("async-remove", false, "overlayfs: remove directories in Cleanup, not in Remove")
 	stopTimeout := flag.Duration("stop-timeout", 10*time.Second, "on SIGTERM, how long in-flight calls may take")
 	quiet := flag.Bool("quiet", false, "do not log failed calls on stderr")
+	remote := flag.Bool("remote-snapshots", false, "answer Prepares labelled containerd.io/snapshot.ref as stargz does (commit, AlreadyExists)")
 	flag.Parse()
 	if flag.NArg() != 0 {
 		return fmt.Errorf("unexpected arguments %q", flag.Args())
@@ -95,6 +133,9 @@ func run() error {
 		return err
 	}
 	defer sn.Close()
+	if *remote {
+		sn = remoteSnapshots{sn}
+	}
 
 	if err := os.MkdirAll(filepath.Dir(*address), 0o755); err != nil {
 		return err
