@@ -11,40 +11,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_replace.h"
+#include "plugin/text/utf8.h"
 
 namespace snapledger::cli {
 namespace {
-
-// Decodes one UTF-8 code point at s[i]; returns its length (0: not valid
-// UTF-8 there: a stray continuation byte, a truncated or overlong sequence,
-// a surrogate or a value past U+10FFFF).
-size_t DecodeUtf8(std::string_view s, size_t i, char32_t* out) {
-  const unsigned char c = static_cast<unsigned char>(s[i]);
-  size_t len = 0;
-  char32_t cp = 0;
-  char32_t min = 0;
-  if (c < 0x80) {
-    *out = c;
-    return 1;
-  } else if ((c & 0xE0) == 0xC0) {
-    len = 2, cp = c & 0x1F, min = 0x80;
-  } else if ((c & 0xF0) == 0xE0) {
-    len = 3, cp = c & 0x0F, min = 0x800;
-  } else if ((c & 0xF8) == 0xF0) {
-    len = 4, cp = c & 0x07, min = 0x10000;
-  } else {
-    return 0;
-  }
-  if (i + len > s.size()) return 0;
-  for (size_t k = 1; k < len; ++k) {
-    const unsigned char d = static_cast<unsigned char>(s[i + k]);
-    if ((d & 0xC0) != 0x80) return 0;
-    cp = (cp << 6) | (d & 0x3F);
-  }
-  if (cp < min || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) return 0;
-  *out = cp;
-  return len;
-}
 
 // Code points a terminal acts on or that reorder the text around them:
 // C0 and C1 controls (ESC, CSI U+009B…), DEL, and Unicode's bidirectional

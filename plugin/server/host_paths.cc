@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "plugin/transport/transport.h"
 #include "spdlog/spdlog.h"
 
 namespace snapledger {
@@ -25,27 +26,6 @@ constexpr size_t kMaxSocketPath =
 
 absl::Status Refuse(const std::string& what) {
   return absl::FailedPreconditionError(what);
-}
-
-// Removes a socket file at `path` that nobody serves; refuses a live one or
-// anything that is not a socket. OK when there is nothing at `path`.
-absl::Status RemoveStaleSocket(const std::string& path) {
-  struct stat st;
-  if (::lstat(path.c_str(), &st) != 0) return absl::OkStatus();
-  if (!S_ISSOCK(st.st_mode)) {
-    return Refuse(absl::StrCat(
-        path, " exists and is not a socket; refusing to replace it"));
-  }
-  if (SocketIsServed(path)) {
-    return Refuse(absl::StrCat("another process is already serving on ", path,
-                               " (is snapledgerd running?)"));
-  }
-  spdlog::info("removing stale socket {}", path);
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    return Refuse(absl::StrCat("cannot remove stale socket ", path, ": ",
-                               std::strerror(errno)));
-  }
-  return absl::OkStatus();
 }
 
 }  // namespace
@@ -106,18 +86,6 @@ absl::Status PrepareRoot(const std::string& root) {
   return absl::OkStatus();
 }
 
-bool SocketIsServed(const std::string& path) {
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return false;
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof(addr.sun_path) - 1);
-  bool served =
-      ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return served;
-}
-
 absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
     const std::string& path, mode_t umask, grpc::Service* service,
     SyncPollers pollers, bool replace_live) {
@@ -129,26 +97,28 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
                      "the socket is first bound under a name ",
                      sizeof(kTempSuffix) - 1, " bytes longer)"));
   }
-  std::error_code ec;
-  const std::filesystem::path parent =
-      std::filesystem::path(path).parent_path();
-  if (!parent.empty()) std::filesystem::create_directories(parent, ec);
-  if (ec) {
-    return Refuse(absl::StrCat("cannot create the socket's directory ",
-                               parent.string(), ": ", ec.message()));
-  }
+  // Through the transport seam (plugin/transport): it makes the socket's
+  // directory, refuses a live or foreign endpoint and replaces a stale one.
+  absl::StatusOr<Address> final_address = ParseAddress(path);
+  if (!final_address.ok()) return final_address.status();
   if (!replace_live) {
-    if (absl::Status s = RemoveStaleSocket(path); !s.ok()) return s;
+    if (absl::Status s =
+            TransportFor(*final_address).PrepareListen(*final_address);
+        !s.ok()) {
+      return s;
+    }
   }
   // A socket file exists from bind(), but connections are refused until
   // listen(): bind under a temporary name, rename once listening.
   const std::string temp = absl::StrCat(path, kTempSuffix);
-  if (absl::Status s = RemoveStaleSocket(temp); !s.ok()) return s;
+  absl::StatusOr<Address> temp_address = ParseAddress(temp);
+  if (!temp_address.ok()) return temp_address.status();
 
   grpc::ServerBuilder builder;
   int bound = 0;
-  builder.AddListeningPort("unix:" + temp, grpc::InsecureServerCredentials(),
-                           &bound);
+  if (absl::Status s = AddListener(*temp_address, &builder, &bound); !s.ok()) {
+    return s;
+  }
   builder.RegisterService(service);
   if (pollers.min > 0) {
     builder.SetSyncServerOption(

@@ -46,7 +46,4 @@ struct SyncPollers {
     const std::string& path, mode_t umask, grpc::Service* service,
     SyncPollers pollers = {}, bool replace_live = false);
 
-// Whether some process accepts connections on unix socket `path`.
-bool SocketIsServed(const std::string& path);
-
 }  // namespace snapledger
