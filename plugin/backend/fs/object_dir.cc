@@ -491,6 +491,26 @@ absl::StatusOr<std::vector<BackendObject>> ObjectDir::List() const {
   return objects;
 }
 
+absl::StatusOr<std::vector<uint64_t>> ObjectDir::ListIds() const {
+  absl::StatusOr<std::vector<std::string>> names = fstree::ListDir(path_);
+  if (!names.ok()) return names.status();
+  std::vector<uint64_t> ids;
+  ids.reserve(names->size());
+  for (const std::string& name : *names) {
+    if (IsTemporary(name)) continue;
+    const std::optional<uint64_t> id = ParseObjectId(name);
+    struct stat st;
+    // As List(): only directories named by an id (List warns about the rest).
+    if (id &&
+        ::fstatat(fd_.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        S_ISDIR(st.st_mode)) {
+      ids.push_back(*id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 absl::Status ObjectDir::Cleanup() const {
   absl::StatusOr<std::vector<std::string>> names = fstree::ListDir(path_);
   if (!names.ok()) return names.status();
