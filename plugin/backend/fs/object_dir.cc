@@ -492,18 +492,14 @@ absl::StatusOr<std::vector<BackendObject>> ObjectDir::List() const {
 }
 
 absl::StatusOr<std::vector<uint64_t>> ObjectDir::ListIds() const {
-  absl::StatusOr<std::vector<std::string>> names = fstree::ListDir(path_);
+  // As List(): only directories named by an id (List warns about the rest).
+  absl::StatusOr<std::vector<std::string>> names = fstree::ListSubdirs(path_);
   if (!names.ok()) return names.status();
   std::vector<uint64_t> ids;
   ids.reserve(names->size());
   for (const std::string& name : *names) {
     if (IsTemporary(name)) continue;
-    const std::optional<uint64_t> id = ParseObjectId(name);
-    struct stat st;
-    // As List(): only directories named by an id (List warns about the rest).
-    if (id &&
-        ::fstatat(fd_.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-        S_ISDIR(st.st_mode)) {
+    if (const std::optional<uint64_t> id = ParseObjectId(name)) {
       ids.push_back(*id);
     }
   }
