@@ -8,6 +8,9 @@
 #     --churn K        operations of churn after warm-up (default 1000000)
 #     --idle SEC       idle CPU window (default 30)
 #     --restarts R     restarts timed (default 3)
+#     --settle SEC     wait after the first start before measuring idle CPU
+#                      (default 60: the watcher's listing, the owner
+#                      tracker's first pass, the start-up reconciliation)
 #     --containers C   containers (and --leases L) in containerd (1000, 100)
 #     --no-containerd  no containerd, no watcher
 #     --async          [ledger] durability = "async" (churn runs faster;
@@ -17,7 +20,7 @@
 #     --keep           keep the temporary directory
 set -uo pipefail
 
-COUNT=100000 CHURN=1000000 IDLE=30 RESTARTS=3 CONTAINERS=1000 LEASES=100
+COUNT=100000 CHURN=1000000 IDLE=30 SETTLE=60 RESTARTS=3 CONTAINERS=1000 LEASES=100
 WITH_CONTAINERD=1 DURABILITY=sync FROM= SAVE= KEEP=0 DEPTH=8 ACTIVES=2
 while [[ $# -gt 1 ]]; do
   case $1 in
@@ -25,6 +28,7 @@ while [[ $# -gt 1 ]]; do
     --churn) CHURN=$2; shift 2 ;;
     --idle) IDLE=$2; shift 2 ;;
     --restarts) RESTARTS=$2; shift 2 ;;
+    --settle) SETTLE=$2; shift 2 ;;
     --containers) CONTAINERS=$2; shift 2 ;;
     --leases) LEASES=$2; shift 2 ;;
     --no-containerd) WITH_CONTAINERD=0; shift ;;
@@ -136,7 +140,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$SL_PID/stat"; }
 
 start_daemon; first_ms=$START_MS
 log "first start (with the ledger as the fill left it): $first_ms ms"
-sleep 10   # the watcher's listing, the owner tracker's first pass, reconcile
+sleep "$SETTLE"  # the watcher's listing, the tracker's first pass, reconcile
 rss_settled=$(rss_kib)
 hz=$(getconf CLK_TCK)
 c0=$(cpu_ticks); sleep "$IDLE"; c1=$(cpu_ticks)
