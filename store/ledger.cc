@@ -4,8 +4,11 @@
 #include <cstdarg>
 #include <cstdio>
 #include <filesystem>
+#include <map>
+#include <optional>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -25,6 +28,13 @@ constexpr std::string_view kChildPrefix = "c/";
 constexpr std::string_view kSeqKey = "m/seq";
 constexpr std::string_view kNextIdKey = "m/next_id";
 constexpr std::string_view kSettingPrefix = "m/setting/";
+constexpr std::string_view kOwnedPrefix = "o/";
+constexpr std::string_view kNamePrefix = "n/";
+constexpr std::string_view kStatePrefix = "t/";
+constexpr std::string_view kCountPrefix = "m/n/";
+constexpr std::string_view kIndexVersionKey = "m/index_version";
+// Bump when an index is added or its keys change: Open then rebuilds.
+constexpr std::string_view kIndexVersion = "1";
 
 std::string RecordKey(std::string_view key) {
   std::string out(kRecordPrefix);
@@ -75,18 +85,62 @@ std::string ChildIndexKey(uint64_t parent_id, std::string_view child) {
   return out;
 }
 
-// max() over 8-byte big-endian counters: concurrent writers may persist
-// counters out of order, the stored value only ever grows.
-class MaxU64Operator : public rocksdb::AssociativeMergeOperator {
+std::string NameIndexPrefix(std::string_view ns, std::string_view ckey) {
+  std::string out(kNamePrefix);
+  out.append(ns);
+  out.push_back('\0');
+  out.append(ckey);
+  out.push_back('\0');
+  return out;
+}
+
+// A record's class for the state index and the counts: its state, and for
+// REMOVE_PENDING whether it has a due time (sub 0) or waits for its
+// children (sub 1).
+std::string StateClass(const Record& r) {
+  std::string out(2, '\0');
+  out[0] = static_cast<char>(r.state() & 0xff);
+  out[1] = r.state() == store::v1::REMOVE_PENDING && r.next_attempt_ns() == 0
+               ? '\1'
+               : '\0';
+  return out;
+}
+
+// Every index entry `r` has (the keys; all values are empty).
+std::vector<std::string> IndexEntries(const Record& r) {
+  std::vector<std::string> out;
+  if (r.parent_backend_id() != 0) {
+    out.push_back(ChildIndexKey(r.parent_backend_id(), r.key()));
+  }
+  if (!r.owner().empty() || r.leases_size() > 0 || !r.held_by().empty()) {
+    out.push_back(std::string(kOwnedPrefix) + r.key());
+  }
+  if (!r.namespace_().empty() && !r.containerd_key().empty()) {
+    out.push_back(NameIndexPrefix(r.namespace_(), r.containerd_key()) +
+                  r.key());
+  }
+  if (r.state() != store::v1::LIVE) {
+    out.push_back(std::string(kStatePrefix) + StateClass(r) + r.key());
+  }
+  return out;
+}
+
+// Two merge operators over 8-byte big-endian values, by key: the counts
+// (m/n/...) add as signed numbers; every other counter takes the max(), so
+// that concurrent writers may persist it out of order and it only grows.
+class CounterOperator : public rocksdb::AssociativeMergeOperator {
  public:
   bool Merge(const rocksdb::Slice& key, const rocksdb::Slice* existing,
              const rocksdb::Slice& value, std::string* new_value,
              rocksdb::Logger* logger) const override {
     uint64_t a = existing ? DecodeU64(existing->ToStringView()) : 0;
     uint64_t b = DecodeU64(value.ToStringView());
-    *new_value = EncodeU64(std::max(a, b));
+    *new_value = key.starts_with(kCountPrefix) ? EncodeU64(a + b)
+                                               : EncodeU64(std::max(a, b));
     return true;
   }
+  // The name of the max-only operator it extends (a database is opened with
+  // the operator named when it was created).
   const char* Name() const override { return "snapledger.MaxU64"; }
 };
 
@@ -231,7 +285,7 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
   rocksdb::Options db_options;
   db_options.create_if_missing = true;
   db_options.table_factory.reset(rocksdb::NewBlockBasedTableFactory(table));
-  db_options.merge_operator = std::make_shared<MaxU64Operator>();
+  db_options.merge_operator = std::make_shared<CounterOperator>();
   db_options.write_buffer_size = options.write_buffer_bytes;
   db_options.max_write_buffer_number = 2;
   db_options.max_open_files = 256;
@@ -289,18 +343,191 @@ absl::Status Ledger::LoadCounters() {
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read of the id counter");
   }
-  // Records written by a batch whose counter merge was lost cannot exist
-  // (they share one batch), but be defensive: ids and sequences in records
-  // bound the counters from below.
-  absl::Status st = ForEach([&](const Record& r) {
-    seq = std::max(seq, r.seq());
-    next_id = std::max(next_id, r.backend_id() + 1);
-    return true;
-  });
-  if (!st.ok()) return st;
+  if (absl::Status st = CheckIndexes(&seq, &next_id); !st.ok()) return st;
   last_seq_.store(seq);
   next_id_.store(next_id);
   return absl::OkStatus();
+}
+
+absl::Status Ledger::CheckIndexes(uint64_t* seq, uint64_t* next_id) {
+  std::string version;
+  rocksdb::Status s = db_->Get({}, std::string(kIndexVersionKey), &version);
+  if (s.ok() && version == kIndexVersion) {
+    indexed_ = true;
+    return absl::OkStatus();
+  }
+  if (!s.ok() && !s.IsNotFound()) {
+    return FromRocks(s, "read of the index version");
+  }
+  if (options_.read_only) {
+    spdlog::warn(
+        "the ledger at {} has no current indexes (an earlier version wrote "
+        "it): queries by state, owner or name are unavailable until a "
+        "daemon opens it",
+        options_.path);
+    return absl::OkStatus();
+  }
+  // A ledger an earlier version wrote (or a rebuild a crash interrupted):
+  // every index and count again, from the records. The version goes last,
+  // in a synced write, so an interrupted rebuild runs again.
+  spdlog::info("ledger: building the indexes of {}", options_.path);
+  rocksdb::WriteOptions wo;
+  for (std::string_view prefix :
+       {kChildPrefix, kOwnedPrefix, kNamePrefix, kStatePrefix, kCountPrefix}) {
+    std::string end(prefix);
+    ++end.back();  // the first key after the prefix's key space
+    s = db_->DeleteRange(wo, db_->DefaultColumnFamily(), std::string(prefix),
+                         end);
+    if (!s.ok()) return FromRocks(s, "index rebuild");
+  }
+  std::map<std::string, int64_t> counts;
+  rocksdb::WriteBatch wb;
+  uint64_t records = 0;
+  absl::Status scan = ForEach([&](const Record& r) {
+    // Records written by a batch whose counter merge was lost cannot exist
+    // (they share one batch), but be defensive: ids and sequences in records
+    // bound the counters from below.
+    *seq = std::max(*seq, r.seq());
+    *next_id = std::max(*next_id, r.backend_id() + 1);
+    for (const std::string& k : IndexEntries(r)) wb.Put(k, "");
+    ++counts[StateClass(r)];
+    ++records;
+    if (wb.Count() >= 10000) {
+      s = db_->Write(wo, &wb);
+      wb.Clear();
+      if (!s.ok()) return false;
+    }
+    return true;
+  });
+  if (!scan.ok()) return scan;
+  if (!s.ok()) return FromRocks(s, "index rebuild");
+  for (const auto& [cls, n] : counts) {
+    wb.Put(std::string(kCountPrefix) + cls,
+           EncodeU64(static_cast<uint64_t>(n)));
+  }
+  wb.Put(std::string(kIndexVersionKey), std::string(kIndexVersion));
+  wo.sync = true;
+  s = db_->Write(wo, &wb);
+  if (!s.ok()) return FromRocks(s, "index rebuild");
+  indexed_ = true;
+  spdlog::info("ledger: indexed {} records", records);
+  return absl::OkStatus();
+}
+
+absl::Status Ledger::RequireIndexes() const {
+  if (indexed_) return absl::OkStatus();
+  return absl::FailedPreconditionError(
+      "the ledger's indexes are missing (an earlier version wrote it); start "
+      "snapledgerd on it once to build them");
+}
+
+absl::StatusOr<std::optional<Record>> Ledger::Stored(
+    std::string_view key) const {
+  std::string value;
+  rocksdb::Status s = db_->Get({}, RecordKey(key), &value);
+  if (s.IsNotFound()) return std::optional<Record>();
+  if (!s.ok()) return FromRocks(s, "read");
+  Record record;
+  if (!record.ParseFromString(value)) {
+    return absl::DataLossError(absl::StrCat(
+        "ledger record for ", std::string(key), " cannot be parsed"));
+  }
+  return std::optional<Record>(std::move(record));
+}
+
+absl::Status Ledger::ForEachIndexed(
+    std::string_view prefix, size_t key_offset,
+    absl::FunctionRef<bool(const Record&)> fn) const {
+  if (absl::Status s = RequireIndexes(); !s.ok()) return s;
+  rocksdb::ReadOptions ro;
+  ro.fill_cache = false;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid();
+       it->Next()) {
+    std::string_view k = it->key().ToStringView();
+    if (!k.starts_with(prefix)) break;
+    absl::StatusOr<std::optional<Record>> record = Stored(k.substr(key_offset));
+    if (!record.ok()) return record.status();
+    // An entry always has its record (they are written together); skip
+    // rather than fail if not.
+    if (!record->has_value()) continue;
+    if (!fn(**record)) return absl::OkStatus();
+  }
+  return FromRocks(it->status(), "index scan");
+}
+
+absl::Status Ledger::ForEachInState(
+    RecordState state, absl::FunctionRef<bool(const Record&)> fn) const {
+  if (state == store::v1::LIVE) {
+    return absl::InvalidArgumentError("LIVE records are not indexed by state");
+  }
+  std::string prefix(kStatePrefix);
+  prefix.push_back(static_cast<char>(state & 0xff));
+  // Both sub-classes; each is in key order, together not quite: merge them.
+  std::vector<Record> records;
+  if (absl::Status s = ForEachIndexed(prefix, prefix.size() + 1,
+                                      [&](const Record& r) {
+                                        records.push_back(r);
+                                        return true;
+                                      });
+      !s.ok()) {
+    return s;
+  }
+  std::sort(records.begin(), records.end(),
+            [](const Record& a, const Record& b) { return a.key() < b.key(); });
+  for (const Record& r : records) {
+    if (!fn(r)) break;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Ledger::ForEachOwned(
+    absl::FunctionRef<bool(const Record&)> fn) const {
+  return ForEachIndexed(kOwnedPrefix, kOwnedPrefix.size(), fn);
+}
+
+absl::StatusOr<std::vector<Record>> Ledger::ByName(
+    std::string_view ns, std::string_view containerd_key) const {
+  const std::string prefix = NameIndexPrefix(ns, containerd_key);
+  std::vector<Record> records;
+  absl::Status s = ForEachIndexed(prefix, prefix.size(), [&](const Record& r) {
+    // A containerd key holding a NUL could share the prefix: check.
+    if (r.namespace_() == ns && r.containerd_key() == containerd_key) {
+      records.push_back(r);
+    }
+    return true;
+  });
+  if (!s.ok()) return s;
+  return records;
+}
+
+uint64_t Ledger::Counts::total() const {
+  uint64_t n = 0;
+  for (const auto& [state, count] : by_state) n += count;
+  return n;
+}
+
+absl::StatusOr<Ledger::Counts> Ledger::CountRecords() const {
+  if (absl::Status s = RequireIndexes(); !s.ok()) return s;
+  Counts counts;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
+  const std::string prefix(kCountPrefix);
+  for (it->Seek(prefix); it->Valid(); it->Next()) {
+    std::string_view k = it->key().ToStringView();
+    if (!k.starts_with(prefix) || k.size() != prefix.size() + 2) break;
+    const auto n = static_cast<int64_t>(DecodeU64(it->value().ToStringView()));
+    if (n <= 0) continue;
+    const auto state =
+        static_cast<RecordState>(static_cast<uint8_t>(k[prefix.size()]));
+    counts.by_state[state] += static_cast<uint64_t>(n);
+    if (k[prefix.size() + 1] == '\1') {
+      counts.pending_without_due += static_cast<uint64_t>(n);
+    }
+  }
+  if (absl::Status s = FromRocks(it->status(), "read of the counts"); !s.ok()) {
+    return s;
+  }
+  return counts;
 }
 
 absl::StatusOr<Record> Ledger::Get(std::string_view key) const {
@@ -416,8 +643,25 @@ absl::Status Ledger::Write(Batch& batch) {
   uint64_t max_id = 0;
   rocksdb::WriteBatch wb;
   std::string value;
+  // The indexes: each op's stale entries (from the version stored, or put
+  // earlier in this batch) go, its new ones come; the counts move by class.
+  std::map<std::string, std::optional<Record>> touched;
+  std::map<std::string, int64_t> count_deltas;
   for (auto& op : batch.ops_) {
     const Record& r = op.record;
+    std::optional<Record> prior;
+    if (auto t = touched.find(r.key()); t != touched.end()) {
+      prior = t->second;
+    } else {
+      absl::StatusOr<std::optional<Record>> stored = Stored(r.key());
+      if (!stored.ok()) return stored.status();
+      prior = *std::move(stored);
+    }
+    std::vector<std::string> stale;
+    if (prior.has_value()) {
+      stale = IndexEntries(*prior);
+      --count_deltas[StateClass(*prior)];
+    }
     if (op.put) {
       op.record.set_seq(seq);
       if (!op.record.SerializeToString(&value)) {
@@ -425,15 +669,26 @@ absl::Status Ledger::Write(Batch& batch) {
             absl::StrCat("cannot serialise the record of ", r.key()));
       }
       wb.Put(RecordKey(r.key()), value);
-      if (r.parent_backend_id() != 0) {
-        wb.Put(ChildIndexKey(r.parent_backend_id(), r.key()), "");
+      const std::vector<std::string> fresh = IndexEntries(r);
+      for (const std::string& k : stale) {
+        if (std::find(fresh.begin(), fresh.end(), k) == fresh.end()) {
+          wb.Delete(k);
+        }
       }
+      for (const std::string& k : fresh) wb.Put(k, "");
+      ++count_deltas[StateClass(r)];
       max_id = std::max(max_id, r.backend_id());
+      touched[r.key()] = r;
     } else {
       wb.Delete(RecordKey(r.key()));
-      if (r.parent_backend_id() != 0) {
-        wb.Delete(ChildIndexKey(r.parent_backend_id(), r.key()));
-      }
+      for (const std::string& k : stale) wb.Delete(k);
+      touched[r.key()] = std::nullopt;
+    }
+  }
+  for (const auto& [cls, delta] : count_deltas) {
+    if (delta != 0) {
+      wb.Merge(std::string(kCountPrefix) + cls,
+               EncodeU64(static_cast<uint64_t>(delta)));
     }
   }
   const int64_t now_ns = absl::ToUnixNanos(absl::Now());

@@ -4,8 +4,21 @@
 // change any of them atomically):
 //   s/<key>                         -> Record (proto/snapledger/store/v1)
 //   c/<parent backend id:be64><child>   -> ""  children index
+//   o/<key>                         -> ""  owned index: owner, leases or
+//                                          held_by set
+//   n/<ns>\0<containerd key>\0<key> -> ""  name index (records with an
+//                                          identity: namespace, containerd key)
+//   t/<state:u8><sub:u8><key>       -> ""  state index, every state but LIVE
+//                                          (sub 1: REMOVE_PENDING, no due time)
+//   m/n/<state:u8><sub:u8>          -> signed be64 count, merged by addition
 //   m/seq, m/next_id                -> big-endian uint64, merged with max()
+//   m/index_version                 -> the version of the indexes above
 //   h/<seq:be64><index:be32>        -> HistoryEvent, written with the change
+//
+// The indexes and counts are kept by Write in the same batch as the records
+// (it reads each record's stored version to drop its stale entries); Open
+// rebuilds them when m/index_version is absent or old (a ledger written by
+// an earlier version), so nothing periodic has to scan the records.
 //
 // Every write is one atomic batch, stamped with a new ledger sequence number
 // that is stored in each record it puts. With Options::sync (the default) a
@@ -21,7 +34,9 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <thread>
@@ -133,6 +148,29 @@ class Ledger {
   [[nodiscard]] absl::Status ForEach(
       absl::FunctionRef<bool(const Record&)> fn) const;
 
+  // Calls `fn` for every record in `state` (not LIVE: InvalidArgument), in
+  // key order, until it returns false; through the state index.
+  [[nodiscard]] absl::Status ForEachInState(
+      RecordState state, absl::FunctionRef<bool(const Record&)> fn) const;
+  // Calls `fn` for every record whose owner, leases or held_by is set, in key
+  // order, until it returns false; through the owned index.
+  [[nodiscard]] absl::Status ForEachOwned(
+      absl::FunctionRef<bool(const Record&)> fn) const;
+  // The records (any state) whose namespace is `ns` and containerd key is
+  // `containerd_key`, in key order; through the name index.
+  [[nodiscard]] absl::StatusOr<std::vector<Record>> ByName(
+      std::string_view ns, std::string_view containerd_key) const;
+
+  // Records per state, kept incrementally by every write.
+  struct Counts {
+    std::map<RecordState, uint64_t> by_state;
+    // Of the REMOVE_PENDING ones, those without a due time (waiting for
+    // their children).
+    uint64_t pending_without_due = 0;
+    uint64_t total() const;
+  };
+  [[nodiscard]] absl::StatusOr<Counts> CountRecords() const;
+
   // Keys of the records whose parent is backend object `parent_id` (in any
   // state), in key order, at most `limit` of them.
   [[nodiscard]] absl::StatusOr<std::vector<std::string>> Children(
@@ -191,12 +229,26 @@ class Ledger {
   // The flusher thread: hands deferred writes to the OS once the ledger has
   // had none for deferred_flush_delay.
   void FlushLoop();
+  // Rebuilds every index and count from the records, unless m/index_version
+  // is current. Also bounds the counters by the records' ids and sequences.
+  [[nodiscard]] absl::Status CheckIndexes(uint64_t* seq, uint64_t* next_id);
+  // FailedPrecondition on a read-only ledger whose indexes are missing.
+  [[nodiscard]] absl::Status RequireIndexes() const;
+  // The stored record under `key`, or nullopt.
+  [[nodiscard]] absl::StatusOr<std::optional<Record>> Stored(
+      std::string_view key) const;
+  [[nodiscard]] absl::Status ForEachIndexed(
+      std::string_view prefix, size_t key_offset,
+      absl::FunctionRef<bool(const Record&)> fn) const;
 
   const Options options_;
   std::shared_ptr<rocksdb::Cache> cache_;
   std::unique_ptr<rocksdb::DB> db_;
   [[nodiscard]] absl::Status TryResume();
 
+  // Whether the indexes are current (false only on a read-only ledger an
+  // earlier version wrote).
+  bool indexed_ = false;
   std::atomic<uint64_t> last_seq_{0};
   std::atomic<uint64_t> next_id_{1};
   // Set when a write fails; cleared once RocksDB has resumed.

@@ -13,6 +13,8 @@
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rocksdb/db.h"
+#include "rocksdb/merge_operator.h"
 
 namespace snapledger {
 namespace {
@@ -463,6 +465,168 @@ TEST_F(LedgerDurabilityTest, TheFlusherHandsDeferredWritesToTheOSWhenIdle) {
     }
     EXPECT_TRUE(seen);
   }
+
+// A stand-in for the ledger's merge operator, for a raw open in a test (the
+// values merged there do not matter to it).
+class KeepLast : public rocksdb::AssociativeMergeOperator {
+ public:
+  bool Merge(const rocksdb::Slice&, const rocksdb::Slice*,
+             const rocksdb::Slice& value, std::string* new_value,
+             rocksdb::Logger*) const override {
+    *new_value = value.ToString();
+    return true;
+  }
+  const char* Name() const override { return "snapledger.MaxU64"; }
+};
+
+// The keys `fn` visits, in order.
+template <typename Fn>
+std::vector<std::string> Keys(Fn fn) {
+  std::vector<std::string> keys;
+  absl::Status s = fn([&](const Record& r) {
+    keys.push_back(r.key());
+    return true;
+  });
+  EXPECT_TRUE(s.ok()) << s;
+  return keys;
+}
+
+TEST_F(LedgerTest, StateOwnedAndNameIndexesFollowTheRecords) {
+  Record a = Make("default/1/a", "", 1);
+  a.set_namespace_("default");
+  a.set_containerd_key("a");
+  Put(a);
+  Record b = Make("default/2/a", "", 2);  // same containerd key, new seq
+  b.set_namespace_("default");
+  b.set_containerd_key("a");
+  b.set_state(store::v1::PREPARING);
+  b.set_owner("c1");
+  Put(b);
+  const auto preparing = [&](auto fn) {
+    return ledger_->ForEachInState(store::v1::PREPARING, fn);
+  };
+  const auto owned = [&](auto fn) { return ledger_->ForEachOwned(fn); };
+  EXPECT_THAT(Keys(preparing), ElementsAre("default/2/a"));
+  EXPECT_THAT(Keys(owned), ElementsAre("default/2/a"));
+  auto named = ledger_->ByName("default", "a");
+  ASSERT_TRUE(named.ok());
+  ASSERT_EQ(named->size(), 2u);
+  EXPECT_EQ((*named)[0].key(), "default/1/a");
+  EXPECT_TRUE(ledger_->ByName("default", "b")->empty());
+  EXPECT_FALSE(
+      ledger_
+          ->ForEachInState(store::v1::LIVE, [](const Record&) { return true; })
+          .ok());
+
+  // A state change and a cleared owner move the entries.
+  b.set_state(store::v1::LIVE);
+  b.clear_owner();
+  b.add_leases("l1");
+  Put(b);
+  EXPECT_THAT(Keys(preparing), IsEmpty());
+  EXPECT_THAT(Keys(owned), ElementsAre("default/2/a"));
+  b.clear_leases();
+  Put(b);
+  EXPECT_THAT(Keys(owned), IsEmpty());
+
+  // A rename in one batch (as a deferred removal moves its record).
+  Record pending = b;
+  pending.set_key("snapledger.removed/2");
+  pending.set_state(store::v1::REMOVE_PENDING);
+  pending.set_held_by("default/c1");
+  Ledger::Batch batch;
+  batch.Delete(b);
+  batch.Put(pending);
+  ASSERT_TRUE(ledger_->Write(batch).ok());
+  EXPECT_THAT(Keys([&](auto fn) {
+                return ledger_->ForEachInState(store::v1::REMOVE_PENDING, fn);
+              }),
+              ElementsAre("snapledger.removed/2"));
+  EXPECT_THAT(Keys(owned), ElementsAre("snapledger.removed/2"));
+  named = ledger_->ByName("default", "a");
+  ASSERT_TRUE(named.ok());
+  ASSERT_EQ(named->size(), 2u);
+  EXPECT_EQ((*named)[1].key(), "snapledger.removed/2");
+}
+
+TEST_F(LedgerTest, CountsAreKeptByEveryWrite) {
+  Put(Make("a", "", 1));
+  Put(Make("b", "", 2));
+  Record c = Make("c", "", 3);
+  c.set_state(store::v1::REMOVE_PENDING);  // no due time: waiting
+  Put(c);
+  Record d = Make("d", "", 4);
+  d.set_state(store::v1::REMOVE_PENDING);
+  d.set_next_attempt_ns(1);
+  Put(d);
+  auto counts = ledger_->CountRecords();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ(counts->by_state[store::v1::LIVE], 2u);
+  EXPECT_EQ(counts->by_state[store::v1::REMOVE_PENDING], 2u);
+  EXPECT_EQ(counts->pending_without_due, 1u);
+  EXPECT_EQ(counts->total(), 4u);
+
+  c.set_next_attempt_ns(5);  // now scheduled
+  Put(c);
+  Ledger::Batch batch;
+  batch.Delete(Make("a", "", 1));
+  batch.Delete(d);
+  ASSERT_TRUE(ledger_->Write(batch).ok());
+  Reopen();
+  counts = ledger_->CountRecords();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ(counts->by_state[store::v1::LIVE], 1u);
+  EXPECT_EQ(counts->by_state[store::v1::REMOVE_PENDING], 1u);
+  EXPECT_EQ(counts->pending_without_due, 0u);
+  EXPECT_EQ(counts->total(), 2u);
+}
+
+TEST_F(LedgerTest, IndexesMissingFromAnOlderLedgerAreRebuiltOnOpen) {
+  Record a = Make("default/1/a", "", 1);
+  a.set_namespace_("default");
+  a.set_containerd_key("a");
+  a.set_owner("c1");
+  Put(a);
+  Record child = Make("default/2/b", "default/1/a", 2);
+  child.set_state(store::v1::STUCK);
+  Put(child);
+  EXPECT_THAT(Keys([&](auto fn) { return ledger_->ForEach(fn); }),
+              ElementsAre("default/1/a", "default/2/b"));
+  ledger_.reset();
+  {
+    // What an earlier version left: records and children, nothing else.
+    rocksdb::Options options;
+    options.merge_operator = std::make_shared<KeepLast>();
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(options, dir_ + "/ledger", &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    for (const char* range : {"o/", "n/", "t/", "m/n/"}) {
+      std::string end(range);
+      ++end.back();
+      ASSERT_TRUE(
+          db->DeleteRange({}, db->DefaultColumnFamily(), range, end).ok());
+    }
+    ASSERT_TRUE(db->Delete({}, "m/index_version").ok());
+  }
+  Reopen(/*read_only=*/true);
+  EXPECT_THAT(Keys([&](auto fn) { return ledger_->ForEach(fn); }),
+              ElementsAre("default/1/a", "default/2/b"));
+  EXPECT_TRUE(absl::IsFailedPrecondition(ledger_->CountRecords().status()));
+  Reopen();
+  EXPECT_THAT(Keys([&](auto fn) { return ledger_->ForEach(fn); }),
+              ElementsAre("default/1/a", "default/2/b"));
+  EXPECT_THAT(Keys([&](auto fn) { return ledger_->ForEachOwned(fn); }),
+              ElementsAre("default/1/a"));
+  EXPECT_THAT(Keys([&](auto fn) {
+                return ledger_->ForEachInState(store::v1::STUCK, fn);
+              }),
+              ElementsAre("default/2/b"));
+  EXPECT_EQ(ledger_->ByName("default", "a")->size(), 1u);
+  EXPECT_THAT(*ledger_->Children(1), ElementsAre("default/2/b"));
+  auto counts = ledger_->CountRecords();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ(counts->total(), 2u);
+  EXPECT_EQ(counts->by_state[store::v1::STUCK], 1u);
 }
 
 TEST(LedgerVisibility, OnlyLiveAndMissingAreVisible) {

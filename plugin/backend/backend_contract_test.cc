@@ -153,6 +153,21 @@ TEST_P(BackendContractTest, ObjectsOnAParentRecordIt) {
   EXPECT_THAT(Temporaries(), IsEmpty());
 }
 
+TEST_P(BackendContractTest, ListIdsNamesWhatListLists) {
+  Create(1, 0, SnapshotKind::kActive);
+  ASSERT_TRUE(backend_->Commit(1).ok());
+  Create(7, 1, SnapshotKind::kActive);
+  Create(3, 1, SnapshotKind::kView);
+  // Neither a file nor a directory not named by an id is an object.
+  ASSERT_EQ(::mkdir((snapshots_ + "/not-an-id").c_str(), 0700), 0);
+  WriteFile(snapshots_ + "/9", "a file, not an object");
+  absl::StatusOr<std::vector<uint64_t>> ids = backend_->ListIds();
+  ASSERT_TRUE(ids.ok()) << ids.status();
+  EXPECT_THAT(*ids, ElementsAre(1u, 3u, 7u));
+  EXPECT_THAT(List(), ElementsAre(FieldsAre(1u, 0u), FieldsAre(3u, 1u),
+                                  FieldsAre(7u, 1u)));
+}
+
 TEST_P(BackendContractTest, CreateErrors) {
   Create(1, 0, SnapshotKind::kActive);
   WriteFile(Tree(1) + "/mine", "keep");

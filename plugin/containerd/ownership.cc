@@ -190,16 +190,26 @@ void OwnerTracker::RunOnce() {
   std::shared_ptr<const Ownership> view = View();
   const absl::Time now = options_.clock();
 
-  TrackedRecords tracked;
-  if (absl::Status scan = ReadTrackedRecords(&tracked); !scan.ok()) {
-    spdlog::warn("owners: cannot read the ledger: {}", scan.ToString());
-    return;
+  // The records are read again only when the view or the ledger changed
+  // since the last pass: an idle daemon's passes read nothing.
+  const uint64_t seq = ledger_->LastSequence();
+  if (tracked_ == nullptr || tracked_view_ != view || tracked_seq_ != seq) {
+    auto tracked = std::make_unique<TrackedRecords>();
+    if (absl::Status read = ReadTrackedRecords(*view, tracked.get());
+        !read.ok()) {
+      spdlog::warn("owners: cannot read the ledger: {}", read.ToString());
+      tracked_ = nullptr;
+      return;
+    }
+    tracked_ = std::move(tracked);
+    tracked_view_ = view;
+    tracked_seq_ = seq;
+    if (view->connected) {
+      RecordOwners(*view, *tracked_);
+      ReleaseHeldRemovals(*view, tracked_->records);
+    }
   }
-  if (view->connected) {
-    RecordOwners(*view, tracked);
-    ReleaseHeldRemovals(*view, tracked.records);
-  }
-  std::vector<DeadContainer> dead = FindDead(*view, tracked, now);
+  std::vector<DeadContainer> dead = FindDead(*view, *tracked_, now);
   LogDeadChanges(*view, dead, now);
   std::vector<Ownership::NsName> reaped;
   if (view->connected && options_.reaper.enabled && !options_.reaper.dry_run &&
@@ -209,12 +219,37 @@ void OwnerTracker::RunOnce() {
   Publish(*view, std::move(dead), reaped.size());
 }
 
-absl::Status OwnerTracker::ReadTrackedRecords(TrackedRecords* out) const {
-  absl::Status scan = ledger_->ForEach([&](const Record& r) {
-    if (HasTrackedOwner(r)) out->records.push_back(r);
+absl::Status OwnerTracker::ReadTrackedRecords(const Ownership& view,
+                                              TrackedRecords* out) const {
+  // Through the ledger's indexes, never a scan: the records that have an
+  // owner, leases or a hold now (their ownership may have to be cleared),
+  // and those of every name the view knows (held by a container or a lease,
+  // or a container's rootfs) — with every record of the same names, so that
+  // by_name picks among them as it would among all.
+  std::map<std::string, Record> by_key;
+  std::set<Ownership::NsName> names;
+  absl::Status owned = ledger_->ForEachOwned([&](const Record& r) {
+    if (!HasTrackedOwner(r)) return true;
+    if (std::optional<ProxyKey> id = RecordIdentity(r)) {
+      names.insert({id->ns, id->key});
+    }
+    by_key.emplace(r.key(), r);
     return true;
   });
-  if (!scan.ok()) return scan;
+  if (!owned.ok()) return owned;
+  for (const auto& [name, holders] : view.snapshots) names.insert(name);
+  for (const auto& [name, c] : view.containers) {
+    names.insert({c.ns, c.snapshot_key});
+  }
+  for (const auto& [ns, key] : names) {
+    absl::StatusOr<std::vector<Record>> named = ledger_->ByName(ns, key);
+    if (!named.ok()) return named.status();
+    for (Record& r : *named) {
+      if (HasTrackedOwner(r)) by_key.emplace(r.key(), std::move(r));
+    }
+  }
+  out->records.reserve(by_key.size());
+  for (auto& [key, r] : by_key) out->records.push_back(std::move(r));
   // Indexed only now: the maps point into `records`, which no longer grows.
   for (const Record& r : out->records) {
     out->by_id[r.backend_id()] = &r;
@@ -279,6 +314,8 @@ std::vector<DeadContainer> OwnerTracker::FindDead(const Ownership& view,
                                                   const TrackedRecords& tracked,
                                                   absl::Time now) const {
   std::vector<DeadContainer> dead;
+  // Ancestors read from the ledger for this pass (the nodes stay put).
+  std::map<uint64_t, Record> ancestors;
   for (const auto& [name, c] : view.containers) {
     if (TaskIsLive(c.task) || c.idle_since == absl::InfiniteFuture() ||
         now - c.idle_since < options_.dead_after) {
@@ -297,19 +334,36 @@ std::vector<DeadContainer> OwnerTracker::FindDead(const Ownership& view,
     int64_t bytes = 0;
     std::set<uint64_t> seen;
     for (const Record* r = rootfs->second;
-         r != nullptr && seen.insert(r->backend_id()).second;) {
+         r != nullptr && seen.insert(r->backend_id()).second;
+         r = ParentOf(*r, tracked, &ancestors)) {
       d.pinned.push_back(r->key());
       if (r->kind() == store::v1::COMMITTED) bytes += r->size_bytes();
-      auto parent = tracked.by_id.find(r->parent_backend_id());
-      r = r->parent_backend_id() != 0 && parent != tracked.by_id.end()
-              ? parent->second
-              : nullptr;
     }
     d.pinned_bytes = bytes;
     d.reaper = ReaperActionFor(c.id);
     dead.push_back(std::move(d));
   }
   return dead;
+}
+
+const Record* OwnerTracker::ParentOf(const Record& r,
+                                     const TrackedRecords& tracked,
+                                     std::map<uint64_t, Record>* read) const {
+  const uint64_t id = r.parent_backend_id();
+  if (id == 0) return nullptr;
+  if (auto it = tracked.by_id.find(id); it != tracked.by_id.end()) {
+    return it->second;
+  }
+  if (auto it = read->find(id); it != read->end()) return &it->second;
+  // The parent under its key, or queued for removal under its id's key.
+  for (const std::string& key : {r.parent(), RemovedKey(id)}) {
+    if (key.empty()) continue;
+    absl::StatusOr<Record> parent = ledger_->Get(key);
+    if (parent.ok() && parent->backend_id() == id && HasTrackedOwner(*parent)) {
+      return &read->emplace(id, *std::move(parent)).first->second;
+    }
+  }
+  return nullptr;
 }
 
 void OwnerTracker::LogDeadChanges(const Ownership& view,

@@ -19,9 +19,11 @@
 //     reconciliation) — containers first, snapshots second.
 //
 // A pass (RunOnce) runs on the tracker's thread after each new view and every
-// `tick` (idle clocks keep running). Nothing here runs inside a Snapshots
-// handler except Holder(), which makes at most one read-only containerd call
-// per candidate container.
+// `tick` (idle clocks keep running). It reads the records through the
+// ledger's owned and name indexes, and only when the view or the ledger
+// changed since the last pass: an idle tick reads nothing. Nothing here runs
+// inside a Snapshots handler except Holder(), which makes at most one read-only
+// containerd call per candidate container.
 //
 // Thread-safety: all public methods are thread-safe; passes never overlap.
 #pragma once
@@ -181,8 +183,10 @@ class OwnerTracker {
     std::map<Ownership::NsName, const Record*> by_name;
   };
 
-  // The jobs of a pass (RunOnce), in the order it runs them.
-  [[nodiscard]] absl::Status ReadTrackedRecords(TrackedRecords* out) const;
+  // The jobs of a pass (RunOnce), in the order it runs them. The records
+  // are read through the ledger's indexes (owned, by name), never a scan.
+  [[nodiscard]] absl::Status ReadTrackedRecords(const Ownership& view,
+                                                TrackedRecords* out) const;
   // Connected view only: the view's owners and leases into the ledger.
   void RecordOwners(const Ownership& view, const TrackedRecords& tracked);
   // Connected view only: releases removals held back for containers that
@@ -194,6 +198,10 @@ class OwnerTracker {
   std::vector<DeadContainer> FindDead(const Ownership& view,
                                       const TrackedRecords& tracked,
                                       absl::Time now) const;
+  // The parent of `r`: from `tracked`, else from `read` or the ledger (then
+  // kept in `read`); nullptr if none is tracked.
+  const Record* ParentOf(const Record& r, const TrackedRecords& tracked,
+                         std::map<uint64_t, Record>* read) const;
   // Logs containers that became dead, and those that no longer are.
   void LogDeadChanges(const Ownership& view,
                       const std::vector<DeadContainer>& dead, absl::Time now)
@@ -241,6 +249,11 @@ class OwnerTracker {
   std::map<Ownership::NsName, absl::Time> logged_dead_
       ABSL_GUARDED_BY(pass_mu_);
   bool first_pass_done_ ABSL_GUARDED_BY(pass_mu_) = false;
+  // The last pass's records, with the view and ledger sequence they were
+  // read at: a pass reads again only when either changed.
+  std::unique_ptr<TrackedRecords> tracked_ ABSL_GUARDED_BY(pass_mu_);
+  std::shared_ptr<const Ownership> tracked_view_ ABSL_GUARDED_BY(pass_mu_);
+  uint64_t tracked_seq_ ABSL_GUARDED_BY(pass_mu_) = 0;
 
   // Serializes Start/Stop; held across the join, so taken before `mu_`.
   absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);

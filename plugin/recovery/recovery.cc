@@ -3,6 +3,7 @@
 #include <map>
 #include <set>
 
+#include "absl/container/flat_hash_set.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -181,6 +182,44 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
   return ledger.Write(batch);
 }
 
+namespace {
+
+// Adopts backend objects `unrecorded` (ascending ids), parents before
+// children so that a child can name its parent. Rare (storage copied in from
+// outside, a lost ledger): the parents are read (List) and the records'
+// keys by id (a scan) only then.
+absl::Status AdoptUnrecorded(Ledger& ledger, Backend& backend,
+                             const std::vector<uint64_t>& unrecorded,
+                             RecoveryReport* report) {
+  absl::StatusOr<std::vector<BackendObject>> objects = backend.List();
+  if (!objects.ok()) return objects.status();
+  std::map<uint64_t, uint64_t> parent_of;  // id -> parent id
+  for (const BackendObject& o : *objects) parent_of[o.id] = o.parent_id;
+  std::map<uint64_t, std::string> recorded;  // id -> key
+  absl::Status scan = ledger.ForEach([&](const Record& r) {
+    recorded[r.backend_id()] = ClientKey(r);
+    return true;
+  });
+  if (!scan.ok()) return scan;
+  for (uint64_t id : unrecorded) {
+    auto object = parent_of.find(id);
+    if (object == parent_of.end()) continue;  // removed meanwhile
+    const uint64_t parent_id = object->second;
+    auto parent = recorded.find(parent_id);
+    Ledger::Batch batch;
+    Record adopted = AdoptObject(
+        id, parent_id,
+        parent_id != 0 && parent != recorded.end() ? parent->second : "",
+        "backend object had no ledger record at start-up", &batch);
+    if (absl::Status s = ledger.Write(batch); !s.ok()) return s;
+    recorded[id] = adopted.key();
+    report->adopted.push_back(adopted.key());
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
                                               Backend& backend) {
   RecoveryReport report;
@@ -194,18 +233,19 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
                  s.ToString());
   }
 
-  absl::StatusOr<std::vector<BackendObject>> objects = backend.List();
-  if (!objects.ok()) return objects.status();
-  std::map<uint64_t, uint64_t> present;  // id -> parent id
-  for (const BackendObject& o : *objects) {
-    present[o.id] = o.parent_id;
-    ledger.ReserveIdsUpTo(o.id);
-  }
+  // The ids only (a directory listing): reading 100,000 objects' parents
+  // would dominate the start-up. Parents are read only if some object has
+  // no record (below).
+  absl::StatusOr<std::vector<uint64_t>> ids = backend.ListIds();
+  if (!ids.ok()) return ids.status();
+  absl::flat_hash_set<uint64_t> present(ids->begin(), ids->end());
+  if (!ids->empty()) ledger.ReserveIdsUpTo(ids->back());
 
   std::vector<Record> intents;
-  std::map<uint64_t, std::string> recorded;  // id -> key
+  absl::flat_hash_set<uint64_t> recorded;
+  recorded.reserve(present.size());
   absl::Status scan = ledger.ForEach([&](const Record& r) {
-    recorded[r.backend_id()] = ClientKey(r);
+    recorded.insert(r.backend_id());
     const bool stored = present.contains(r.backend_id());
     // Intents; live records without storage (to mark missing); missing
     // records whose storage is back (to make live again).
@@ -228,18 +268,15 @@ absl::StatusOr<RecoveryReport> ResolveIntents(Ledger& ledger,
     }
   }
 
-  // Adopt parents before children so that a child can name its parent.
-  for (const auto& [id, parent_id] : present) {
-    if (recorded.contains(id)) continue;
-    auto parent = recorded.find(parent_id);
-    Ledger::Batch batch;
-    Record adopted = AdoptObject(
-        id, parent_id,
-        parent_id != 0 && parent != recorded.end() ? parent->second : "",
-        "backend object had no ledger record at start-up", &batch);
-    if (absl::Status s = ledger.Write(batch); !s.ok()) return s;
-    recorded[id] = adopted.key();
-    report.adopted.push_back(adopted.key());
+  std::vector<uint64_t> unrecorded;
+  for (uint64_t id : *ids) {
+    if (!recorded.contains(id)) unrecorded.push_back(id);
+  }
+  if (!unrecorded.empty()) {
+    if (absl::Status s = AdoptUnrecorded(ledger, backend, unrecorded, &report);
+        !s.ok()) {
+      return s;
+    }
   }
   for (const std::string& key : report.missing) {
     spdlog::error(

@@ -249,10 +249,12 @@ int RemovalQueue::RunDue(size_t max, absl::Duration budget) {
 
 absl::Status RemovalQueue::Load() {
   std::vector<Record> pending;
-  absl::Status scan = deps_.ledger->ForEach([&](const Record& r) {
-    if (r.state() == store::v1::REMOVE_PENDING) pending.push_back(r);
-    return true;
-  });
+  // Through the state index: the queue's records, not the whole ledger.
+  absl::Status scan = deps_.ledger->ForEachInState(store::v1::REMOVE_PENDING,
+                                                   [&](const Record& r) {
+                                                     pending.push_back(r);
+                                                     return true;
+                                                   });
   if (!scan.ok()) return scan;
   const absl::Time now = options_.clock();
   absl::MutexLock lock(&mu_);
@@ -366,12 +368,18 @@ absl::Status RemovalQueue::Retry(uint64_t backend_id) {
 }
 
 absl::StatusOr<RemovalQueueStats> RemovalQueue::Stats() {
+  // The ledger's counts, kept by every write: no scan.
+  absl::StatusOr<Ledger::Counts> counts = deps_.ledger->CountRecords();
+  if (!counts.ok()) return counts.status();
   RemovalQueueStats stats;
-  absl::Status scan = deps_.ledger->ForEach([&](const Record& r) {
-    CountRemoval(r, &stats);
-    return true;
-  });
-  if (!scan.ok()) return scan;
+  const auto count = [&](RecordState state) -> size_t {
+    auto it = counts->by_state.find(state);
+    return it == counts->by_state.end() ? 0 : it->second;
+  };
+  stats.stuck = count(store::v1::STUCK);
+  stats.waiting_for_children = counts->pending_without_due;
+  stats.scheduled =
+      count(store::v1::REMOVE_PENDING) - counts->pending_without_due;
   absl::MutexLock lock(&mu_);
   stats.next_due = schedule_.NextDue();
   return stats;

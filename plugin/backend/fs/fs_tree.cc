@@ -773,6 +773,25 @@ absl::StatusOr<std::vector<std::string>> ListDir(const std::string& dir) {
   return names;
 }
 
+absl::StatusOr<std::vector<std::string>> ListSubdirs(const std::string& dir) {
+  UniqueFd fd(::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+  if (!fd.valid()) return ErrnoError(errno, "open", dir);
+  absl::StatusOr<std::vector<DirEntry>> entries = ReadDir(fd.get(), dir);
+  if (!entries.ok()) return entries.status();
+  std::vector<std::string> names;
+  names.reserve(entries->size());
+  for (DirEntry& e : *entries) {
+    struct stat st;
+    if (e.type == DT_DIR ||
+        (e.type == DT_UNKNOWN &&
+         ::fstatat(fd.get(), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+         S_ISDIR(st.st_mode))) {
+      names.push_back(std::move(e.name));
+    }
+  }
+  return names;
+}
+
 absl::Status ErrnoError(int err, absl::string_view op, absl::string_view path) {
   return absl::ErrnoToStatus(err, absl::StrCat(op, " ", path));
 }

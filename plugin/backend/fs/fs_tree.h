@@ -106,6 +106,12 @@ class UniqueFd {
 [[nodiscard]] absl::StatusOr<std::vector<std::string>> ListDir(
     const std::string& dir);
 
+// The names of the directories in directory `dir` (not followed; not "." or
+// ".."), in no particular order: by the entries' d_type, with an fstatat
+// only where the filesystem does not say.
+[[nodiscard]] absl::StatusOr<std::vector<std::string>> ListSubdirs(
+    const std::string& dir);
+
 // The error for a system call `op` that failed with `err` on `path`: the
 // code follows errno, the message is "<op> <path>: <strerror>".
 [[nodiscard]] absl::Status ErrnoError(int err, absl::string_view op,

@@ -491,6 +491,22 @@ absl::StatusOr<std::vector<BackendObject>> ObjectDir::List() const {
   return objects;
 }
 
+absl::StatusOr<std::vector<uint64_t>> ObjectDir::ListIds() const {
+  // As List(): only directories named by an id (List warns about the rest).
+  absl::StatusOr<std::vector<std::string>> names = fstree::ListSubdirs(path_);
+  if (!names.ok()) return names.status();
+  std::vector<uint64_t> ids;
+  ids.reserve(names->size());
+  for (const std::string& name : *names) {
+    if (IsTemporary(name)) continue;
+    if (const std::optional<uint64_t> id = ParseObjectId(name)) {
+      ids.push_back(*id);
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
 absl::Status ObjectDir::Cleanup() const {
   absl::StatusOr<std::vector<std::string>> names = fstree::ListDir(path_);
   if (!names.ok()) return names.status();

@@ -205,6 +205,8 @@ class ObjectDir {
   // Every whole object, in ascending id order. Temporaries are skipped;
   // strangers are skipped with a warning.
   [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() const;
+  // The ids List() would return, without reading the parents.
+  [[nodiscard]] absl::StatusOr<std::vector<uint64_t>> ListIds() const;
 
   // Deletes every temporary (new-*, rm-*, the deleter's queue included). The
   // first error is returned, after trying them all.

@@ -127,6 +127,9 @@ class NativeBackend final : public Backend {
     return objects_->Exists(id);
   }
 
+  absl::StatusOr<std::vector<uint64_t>> ListIds() override {
+    return objects_->ListIds();
+  }
   absl::StatusOr<std::vector<BackendObject>> List() override {
     return objects_->List();
   }

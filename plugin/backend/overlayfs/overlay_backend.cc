@@ -352,6 +352,9 @@ class OverlayBackend final : public Backend {
   absl::StatusOr<std::vector<BackendObject>> List() override {
     return objects_->List();
   }
+  absl::StatusOr<std::vector<uint64_t>> ListIds() override {
+    return objects_->ListIds();
+  }
 
   absl::Status Cleanup() override { return objects_->Cleanup(); }
 

@@ -416,6 +416,11 @@ absl::StatusOr<std::vector<BackendObject>> TimedBackend::List() {
       {Op::kList}, [](Backend& b) { return b.List(); });
 }
 
+absl::StatusOr<std::vector<uint64_t>> TimedBackend::ListIds() {
+  return Run<absl::StatusOr<std::vector<uint64_t>>>(
+      {Op::kList}, [](Backend& b) { return b.ListIds(); });
+}
+
 absl::Status TimedBackend::Cleanup() {
   return Run<absl::Status>({Op::kCleanup},
                            [](Backend& b) { return b.Cleanup(); });

@@ -107,6 +107,7 @@ class TimedBackend final : public Backend {
   [[nodiscard]] absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
   [[nodiscard]] absl::StatusOr<bool> Exists(uint64_t id) override;
   [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() override;
+  [[nodiscard]] absl::StatusOr<std::vector<uint64_t>> ListIds() override;
   [[nodiscard]] absl::Status Cleanup() override;
 
   // Blocks until no abandoned call is running or `timeout` passes; true if
