@@ -465,6 +465,7 @@ TEST_F(LedgerDurabilityTest, TheFlusherHandsDeferredWritesToTheOSWhenIdle) {
     }
     EXPECT_TRUE(seen);
   }
+}
 
 // A stand-in for the ledger's merge operator, for a raw open in a test (the
 // values merged there do not matter to it).
