@@ -37,8 +37,10 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
+#include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/backend/faulty/faulty_backend.h"
 #include "plugin/backend/native/native_backend.h"
@@ -431,9 +433,15 @@ class FaultSoakTest : public ::testing::Test {
 
   Ledger& ledger() { return *stack_.ledger; }
 
+  // A broken invariant: counted, and a test failure unless the test
+  // breaks states on purpose (expect_violations_).
   void Violation(const std::string& what) {
     ++violations_;
-    ADD_FAILURE() << what;
+    {
+      absl::MutexLock l(&violations_mu_);
+      violation_texts_.push_back(what);
+    }
+    if (!expect_violations_) ADD_FAILURE() << what;
   }
 
   // The invariants, once quiet.
@@ -641,6 +649,9 @@ class FaultSoakTest : public ::testing::Test {
   uint64_t applied_ = 0;
   uint64_t rolled_back_ = 0;
   std::atomic<int> violations_{0};
+  bool expect_violations_ = false;
+  absl::Mutex violations_mu_;
+  std::vector<std::string> violation_texts_ ABSL_GUARDED_BY(violations_mu_);
 };
 
 TEST_F(FaultSoakTest, NothingAcknowledgedIsLostNothingLeftUnresolved) {
@@ -653,6 +664,42 @@ TEST_F(FaultSoakTest, NothingAcknowledgedIsLostNothingLeftUnresolved) {
   EXPECT_GT(counts_.acknowledged.load(), 0u);
   EXPECT_GT(counts_.failed.load(), 0u) << "no fault reached a client";
   EXPECT_GT(fault_stats_.injected(), 0u);
+}
+
+// The checker itself: states broken on purpose are each flagged.
+TEST_F(FaultSoakTest, CheckerFlagsBrokenStates) {
+  StartCoordinator();
+  stack_.faulty->SetEnabled(false);
+  Coordinator& coord = *stack_.coord;
+  auto& model = models_[0];
+  for (const char* key : {"t0/a", "t0/b", "t0/c"}) {
+    ASSERT_TRUE(coord.Prepare(key, "", {{"gen", key}}).ok());
+    model[key].state = {ACTIVE, "", key};
+  }
+  Quiesce();
+  Check();
+  ASSERT_EQ(violations_.load(), 0);
+
+  expect_violations_ = true;
+  auto a = ledger().Get("t0/a");
+  ASSERT_TRUE(a.ok());
+  ASSERT_TRUE(stack_.native->Remove(a->backend_id()).ok());  // storage lost
+  ASSERT_TRUE(
+      stack_.native->Create(9999, 0, SnapshotKind::kActive).ok());  // orphan
+  model["t0/b"].state.gen = "never written";   // an acknowledged update lost
+  model["t0/d"].state = {ACTIVE, "", "t0/d"};  // an acknowledged prepare lost
+  Check();
+  absl::MutexLock l(&violations_mu_);
+  using ::testing::HasSubstr;
+  EXPECT_THAT(violation_texts_,
+              ::testing::IsSupersetOf(
+                  {HasSubstr("record t0/a has no backend object"),
+                   HasSubstr("backend object 9999 (parent 0) has no record"),
+                   HasSubstr("t0/b is ACTIVE on '' gen t0/b, expected ACTIVE "
+                             "on '' gen never written"),
+                   HasSubstr("t0/d is absent, expected ACTIVE"),
+                   HasSubstr("reconciler: type: MISSING_OBJECT"),
+                   HasSubstr("reconciler: type: UNRECORDED_OBJECT")}));
 }
 
 // Under the refuse policy a failed Remove is answered (and rolled back, or
