@@ -73,7 +73,7 @@ const char* OpName(Op op) {
 
 FaultyBackend::FaultyBackend(std::shared_ptr<Backend> inner,
                              FaultyBackendOptions options)
-    : inner_(std::move(inner)), options_(std::move(options)) {}
+    : inner_(std::move(inner)), options_(options) {}
 
 FaultyBackend::~FaultyBackend() = default;
 
