@@ -474,7 +474,24 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
                  record.backend_id());
     removed = absl::OkStatus();
   }
-  if (!removed.ok()) return RemoveFailed(record, intent_record, removed);
+  // A backend may fail after doing the work (an fsync after its rename, say):
+  // ask it, as recovery would, before the record goes back to live.
+  bool may_be_gone = false;
+  if (!removed.ok() && !absl::IsDeadlineExceeded(removed)) {
+    absl::StatusOr<bool> stored = backend_->Exists(record.backend_id());
+    if (stored.ok() && !*stored) {
+      spdlog::warn(
+          "remove {}: the backend answered {}, but object {} is gone: the "
+          "removal is complete",
+          key, removed.ToString(), record.backend_id());
+      removed = absl::OkStatus();
+    } else {
+      may_be_gone = !stored.ok();
+    }
+  }
+  if (!removed.ok()) {
+    return RemoveFailed(record, intent_record, removed, may_be_gone);
+  }
   CRASH_POINT("remove.after_backend");
 
   // Deferred: recovery rolls a REMOVING intent forward anyway.
@@ -492,13 +509,15 @@ absl::Status Coordinator::RemoveLocked(const Record& record) {
 
 absl::Status Coordinator::RemoveFailed(const Record& record,
                                        const Record& intent_record,
-                                       const absl::Status& removed) {
+                                       const absl::Status& removed,
+                                       bool may_be_gone) {
   const std::string& key = record.key();
   const bool defer = options_.remove_policy == RemovePolicy::kDefer;
-  // A time-out leaves the backend working on it: the record cannot go back
-  // to live (the object may vanish any moment), so it is queued whatever
-  // the policy.
-  if (!defer && !absl::IsDeadlineExceeded(removed)) {
+  // A time-out leaves the backend working on it, and a backend that cannot
+  // say whether the object is still there may have removed it: the record
+  // cannot go back to live (the object may be gone, or vanish any moment),
+  // so it is queued whatever the policy.
+  if (!defer && !absl::IsDeadlineExceeded(removed) && !may_be_gone) {
     Record rollback = record;
     rollback.set_last_error(removed.ToString());
     Ledger::Batch undo;

@@ -172,10 +172,12 @@ class Coordinator {
   [[nodiscard]] absl::Status RemoveLocked(const Record& record);
   // The backend refused to remove `record` (its REMOVING intent is
   // `intent_record`): refused and rolled back, or queued, as the policy and
-  // the cause say.
+  // the cause say. `may_be_gone`: the backend could not tell whether the
+  // object is still stored (never rolled back to live then).
   [[nodiscard]] absl::Status RemoveFailed(const Record& record,
                                           const Record& intent_record,
-                                          const absl::Status& removed);
+                                          const absl::Status& removed,
+                                          bool may_be_gone);
 
   // Undoes the intent `intent` after the backend failed with `cause`, as
   // recovery would (asking the backend what it holds). After a time-out the
