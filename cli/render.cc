@@ -376,7 +376,7 @@ void Table::AddRow(std::vector<std::string> cells) {
   // Only padded columns are shortened: the last column pads nothing.
   for (size_t c = 0; c < cells.size(); ++c) {
     cells[c] = OneLine(std::move(cells[c]));
-    if (c + 1 < cells.size()) cells[c] = Truncated(std::move(cells[c]));
+    if (c + 1 < cells.size()) cells[c] = Truncated(cells[c]);
   }
   rows_.push_back(std::move(cells));
 }
