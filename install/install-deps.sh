@@ -21,6 +21,8 @@ PACKAGES=(
   libspdlog-dev libfmt-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev
   # Boost.Intrusive (removal queue schedule)
   libboost-dev
+  # Prometheus metrics (/metrics), systemd readiness and watchdog (sd_notify)
+  prometheus-cpp-dev libsystemd-dev
   # tests
   libgtest-dev libgmock-dev
   # static checks: only Clang checks the ABSL_GUARDED_BY annotations
@@ -30,6 +32,8 @@ PACKAGES=(
   # integration tests and the demo: a real containerd and runc, and a
   # static busybox to build a test image from
   containerd runc busybox-static iproute2 util-linux procps jq python3
+  # metrics tests: scrape with curl, validate with promtool (from prometheus)
+  curl prometheus
   # Go test tooling only (tests/go, never part of the daemon): containerd's
   # snapshotter conformance suite and snapshotter-serve, built offline in
   # GOPATH mode from these packaged containerd 1.6 sources
