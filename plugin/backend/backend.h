@@ -148,6 +148,15 @@ class Backend {
   // Whether object `id` exists (whole).
   [[nodiscard]] virtual absl::StatusOr<bool> Exists(uint64_t id) = 0;
 
+  // Whether object `id` exists and is committed. Asked before a commit whose
+  // call failed is rolled back: a backend whose Commit can take effect
+  // although the call reports a failure (a remote snapshotter that dies
+  // before it answers) must say. A local backend's failed Commit leaves the
+  // object as it was, active, which is what this default answers.
+  [[nodiscard]] virtual absl::StatusOr<bool> IsCommitted(uint64_t id) {
+    return false;
+  }
+
   // Every whole object in storage, in ascending id order. Temporaries are not
   // listed.
   [[nodiscard]] virtual absl::StatusOr<std::vector<BackendObject>> List() = 0;

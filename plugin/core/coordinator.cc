@@ -516,7 +516,7 @@ absl::Status Coordinator::RemoveFailed(const Record& record,
   // A time-out leaves the backend working on it, and a backend that cannot
   // say whether the object is still there may have removed it: the record
   // cannot go back to live (the object may be gone, or vanish any moment),
-  // so it is queued whatever the policy.
+  // so it is queued whatever the policy, and the Remove answers OK.
   if (!defer && !absl::IsDeadlineExceeded(removed) && !may_be_gone) {
     Record rollback = record;
     rollback.set_last_error(removed.ToString());
@@ -541,10 +541,13 @@ absl::Status Coordinator::RemoveFailed(const Record& record,
     return pending.status();
   }
   if (!defer) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "cannot remove snapshot ", Quote(key), " now: ", removed.message(),
-        " (its removal continues in the background, queued as ", pending->key(),
-        ")"));
+    // The key is gone from the client's view and the removal is durable in
+    // the queue: that is what happened, so it is what the client hears (a
+    // refusal would claim nothing changed). The warning says why.
+    spdlog::warn(
+        "remove {}: the snapshotter could not say whether it removed the "
+        "object ({}); the removal continues in the background, queued as {}",
+        key, removed.ToString(), pending->key());
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,7 @@
 #pragma once
 
 #include <atomic>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -29,10 +30,18 @@ class PendingIntents {
   bool Any() const { return any_.load(std::memory_order_acquire); }
   // The keys remembered now.
   std::set<std::string> Keys() const ABSL_LOCKS_EXCLUDED(mu_);
+  // Calls `fn` after each Note (outside the lock): how whoever resolves them
+  // learns there is work, also when it sleeps with nothing else to do.
+  // nullptr stops the calls; once SetOnNote(nullptr) returns, no call of an
+  // earlier `fn` is running or will run.
+  void SetOnNote(std::function<void()> fn) ABSL_LOCKS_EXCLUDED(mu_, note_mu_);
 
  private:
   mutable absl::Mutex mu_;
   std::set<std::string> keys_ ABSL_GUARDED_BY(mu_);
+  // Held while on_note_ runs, so that SetOnNote waits for a running call.
+  absl::Mutex note_mu_ ABSL_ACQUIRED_BEFORE(mu_);
+  std::function<void()> on_note_ ABSL_GUARDED_BY(note_mu_);
   std::atomic<bool> any_{false};
 };
 

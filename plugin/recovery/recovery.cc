@@ -142,8 +142,17 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
           MakeEvent(HistoryOp::kRemoved, r, "interrupted removal completed"));
       ++report->removes_completed;
       break;
-    case store::v1::COMMITTING:
-      if (stored && origin == IntentOrigin::kCrash) {
+    case store::v1::COMMITTING: {
+      bool forward = stored && origin == IntentOrigin::kCrash;
+      if (stored && !forward) {
+        // The call failed, but the backend may have committed the object
+        // all the same (a remote snapshotter that died before answering):
+        // then the commit happened, and is completed here.
+        absl::StatusOr<bool> committed = backend.IsCommitted(r.backend_id());
+        if (!committed.ok()) return committed.status();
+        forward = *committed;
+      }
+      if (forward) {
         if (absl::Status s =
                 RollForwardCommit(ledger, backend, r, &batch, report);
             !s.ok()) {
@@ -153,6 +162,7 @@ absl::Status ResolveIntent(Ledger& ledger, Backend& backend, const Record& r,
       }
       RollBackCommit(r, stored, "", &batch, report);
       break;
+    }
     case store::v1::LIVE: {
       if (stored) return absl::OkStatus();
       MarkMissing(r, "backend object not found at start-up", absl::Now(),

@@ -29,8 +29,11 @@
 //
 // While serving, the coordinator resolves intents of calls whose client was
 // told they failed (a backend failure or time-out, a ledger that refused the
-// completion) with the same function: then a prepare or a commit is rolled
-// back whatever the backend holds (IntentOrigin::kFailedCall).
+// completion) with the same function: then a prepare is rolled back whatever
+// the backend holds, and a commit too unless the backend says the object is
+// committed (Backend::IsCommitted: a remote snapshotter that committed it
+// and died before answering), when it is completed
+// (IntentOrigin::kFailedCall).
 // REMOVE_PENDING and STUCK records are not intents: the coordinator's
 // removal queue owns them (plugin/removal/removal_queue.h).
 // Backend objects that no record names (storage copied in from outside, a
@@ -60,7 +63,8 @@ enum class IntentOrigin {
   // whole backend work is rolled forward.
   kCrash,
   // The client was told the call failed: a prepare or a commit is rolled
-  // back (a removal still goes forward).
+  // back (a removal still goes forward), but a commit the backend did all
+  // the same is completed.
   kFailedCall,
 };
 

@@ -194,6 +194,44 @@ TEST_F(RecoveryTest, IntentsOfFailedCallsAreRolledBackWhateverTheBackendHolds) {
   EXPECT_EQ(ledger_->Get("committing")->kind(), store::v1::ACTIVE);
 }
 
+// A commit whose call failed although the backend did it (a remote
+// snapshotter that committed and died before answering) happened: it is
+// completed, not rolled back onto an active object that no longer exists.
+TEST_F(RecoveryTest, FailedCommitCallsTheBackendDidAnywayAreCompleted) {
+  Put("committing", 2, store::v1::COMMITTING);
+  {
+    Record r = *ledger_->Get("committing");
+    r.set_commit_name("ns/1/layer");
+    Ledger::Batch b;
+    b.Put(r);
+    ASSERT_TRUE(ledger_->Write(b).ok());
+  }
+  backend_.Put(2, {0, SnapshotKind::kCommitted, 4096});
+  RecoveryReport report;
+  ASSERT_TRUE(ResolveIntent(*ledger_, backend_, *ledger_->Get("committing"),
+                            /*stored=*/true, IntentOrigin::kFailedCall, &report)
+                  .ok());
+  EXPECT_EQ(report.commits_rolled_forward, 1);
+  EXPECT_EQ(report.commits_rolled_back, 0);
+  EXPECT_EQ(ledger_->Get("committing").status().code(),
+            absl::StatusCode::kNotFound);
+  auto committed = ledger_->Get("ns/1/layer");
+  ASSERT_TRUE(committed.ok());
+  EXPECT_EQ(committed->kind(), store::v1::COMMITTED);
+  EXPECT_EQ(committed->state(), store::v1::LIVE);
+  EXPECT_EQ(committed->backend_id(), 2u);
+
+  // A backend that cannot say leaves the intent for later.
+  Put("unsure", 3, store::v1::COMMITTING);
+  backend_.Put(3, {});
+  backend_.FailExists(absl::UnavailableError("downstream gone"));
+  EXPECT_EQ(ResolveIntent(*ledger_, backend_, *ledger_->Get("unsure"),
+                          /*stored=*/true, IntentOrigin::kFailedCall, &report)
+                .code(),
+            absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ledger_->Get("unsure")->state(), store::v1::COMMITTING);
+}
+
 TEST_F(RecoveryTest, RemoveIntentsAreRolledForward) {
   Put("p", 1, store::v1::LIVE, store::v1::COMMITTED);
   Put("gone-already", 2, store::v1::REMOVING, store::v1::ACTIVE, "p");

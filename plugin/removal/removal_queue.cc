@@ -289,11 +289,22 @@ absl::Status RemovalQueue::Start() {
     return absl::UnavailableError(
         absl::StrCat("cannot start the removal queue's worker: ", e.what()));
   }
+  // An intent noted while the worker sleeps with nothing due wakes it: it
+  // then tries to resolve it every second (WorkerLoop).
+  if (deps_.pending_intents != nullptr && deps_.heal) {
+    deps_.pending_intents->SetOnNote([this] {
+      absl::MutexLock lock(&mu_);
+      ++version_;
+    });
+  }
   return absl::OkStatus();
 }
 
 void RemovalQueue::Stop() {
   absl::MutexLock lifecycle(&lifecycle_mu_);
+  if (deps_.pending_intents != nullptr && deps_.heal && worker_.joinable()) {
+    deps_.pending_intents->SetOnNote(nullptr);
+  }
   {
     absl::MutexLock lock(&mu_);
     stop_ = true;

@@ -83,6 +83,12 @@ class FakeBackend : public Backend {
     if (!fail_exists_.ok()) return fail_exists_;
     return objects_.contains(id);
   }
+  [[nodiscard]] absl::StatusOr<bool> IsCommitted(uint64_t id) override {
+    absl::MutexLock l(&mu_);
+    if (!fail_exists_.ok()) return fail_exists_;
+    auto it = objects_.find(id);
+    return it != objects_.end() && it->second.kind == SnapshotKind::kCommitted;
+  }
   [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() override {
     std::vector<BackendObject> out;
     std::function<void()> after;

@@ -63,6 +63,7 @@
 #include "grpcpp/grpcpp.h"
 #include "plugin/backend/native/native_backend.h"
 #include "plugin/backend/overlayfs/overlay_backend.h"
+#include "plugin/backend/remote/remote_backend.h"
 #include "spdlog/spdlog.h"
 #include "store/ledger.h"
 
@@ -275,8 +276,11 @@ class Client {
     return s;
   }
 
+  // `lower`, if given, gets the directory of the parent's tree: a read-only
+  // bind mount's source, or an overlay's first (topmost) lowerdir.
   grpc::Status View(const std::string& key, const std::string& parent,
-                    const std::map<std::string, std::string>& labels) {
+                    const std::map<std::string, std::string>& labels,
+                    std::string* lower = nullptr) {
     grpc::ClientContext ctx;
     SetDeadline(ctx);
     snapshots_v1::ViewSnapshotRequest req;
@@ -284,7 +288,21 @@ class Client {
     req.set_parent(parent);
     req.mutable_labels()->insert(labels.begin(), labels.end());
     snapshots_v1::ViewSnapshotResponse resp;
-    return stub_->View(&ctx, req, &resp);
+    grpc::Status s = stub_->View(&ctx, req, &resp);
+    if (s.ok() && lower != nullptr && resp.mounts_size() > 0) {
+      const containerd::types::Mount& m = resp.mounts(0);
+      if (m.type() != "overlay") {
+        *lower = m.source();
+      } else {
+        for (const std::string& o : m.options()) {
+          if (o.starts_with("lowerdir=")) {
+            std::string dirs = o.substr(std::strlen("lowerdir="));
+            *lower = dirs.substr(0, dirs.find(':'));
+          }
+        }
+      }
+    }
+    return s;
   }
 
   grpc::Status Commit(const std::string& name, const std::string& key,
@@ -920,13 +938,18 @@ struct Pending {
 
 class Checker {
  public:
-  // backend: "native" or "overlayfs", the backend the daemon ran with.
+  // backend: "native", "overlayfs" or "remote", the backend the daemon ran
+  // with; remote_address: the remote backend's downstream (which must be
+  // serving: the check lists snapledger's objects there and reads their
+  // trees through mounts it asks for).
   Checker(std::string root, std::string journal_path, bool resolve,
-          std::string backend)
+          std::string backend, std::string remote_address)
       : root_(std::move(root)),
         journal_path_(std::move(journal_path)),
         resolve_(resolve),
-        overlay_(backend == "overlayfs") {}
+        overlay_(backend == "overlayfs"),
+        remote_(backend == "remote"),
+        remote_address_(std::move(remote_address)) {}
 
   int Run() {
     if (!ReplayJournal()) return Finish();
@@ -1034,6 +1057,7 @@ class Checker {
   }
 
   bool LoadBackend() {
+    if (remote_) return LoadRemoteBackend();
     // Opened only to List(): no support check (it would mount), no sync.
     auto backend = overlay_
                        ? snapledger::NewOverlayBackend(
@@ -1070,14 +1094,67 @@ class Checker {
     return true;
   }
 
+  // The remote backend's objects: snapledger's names in the downstream's
+  // List (the remote backend maps them back to ids).
+  bool LoadRemoteBackend() {
+    auto backend = snapledger::NewRemoteBackend(
+        {.address = remote_address_, .call_timeout = absl::Seconds(30)});
+    if (!backend.ok()) {
+      Violation(absl::StrCat("cannot reach the downstream at ", remote_address_,
+                             ": ", backend.status().ToString()));
+      return false;
+    }
+    auto objects = (*backend)->List();
+    if (!objects.ok()) {
+      Violation(absl::StrCat("downstream List failed: ",
+                             objects.status().ToString()));
+      return false;
+    }
+    for (const snapledger::BackendObject& o : *objects) {
+      objects_[o.id] = o.parent_id;
+    }
+    std::string path = remote_address_;
+    for (std::string_view scheme : {"unix://", "unix:"}) {
+      if (path.starts_with(scheme)) {
+        path = path.substr(scheme.size());
+        break;
+      }
+    }
+    downstream_ = std::make_unique<Client>(path);
+    return true;
+  }
+
+  // The directory holding object `id`'s tree in the downstream: an active
+  // object's own mount, or a committed one's as a view shows it (a view
+  // made for the look and removed again, under a name outside snapledger's
+  // prefix, which snapledger never touches).
+  std::string RemoteTree(uint64_t id) {
+    std::string dir;
+    if (downstream_->MountSource(snapledger::RemoteActiveName(id), &dir).ok()) {
+      return dir;
+    }
+    const std::string view = absl::StrCat("crash-check/", id);
+    grpc::Status s = downstream_->View(
+        view, snapledger::RemoteCommittedName(id), {}, &dir);
+    if (!s.ok()) {
+      Violation(absl::StrCat("cannot look into downstream object ", id, ": ",
+                             s.error_message()));
+      return "";
+    }
+    (void)downstream_->Remove(view);
+    return dir;
+  }
+
   // f-* files at the top of object `id`'s tree.
   std::set<std::string> TreeFiles(uint64_t id) {
     auto it = tree_cache_.find(id);
     if (it != tree_cache_.end()) return it->second;
     std::set<std::string> files;
     std::error_code ec;
-    for (const auto& e : std::filesystem::directory_iterator(
-             absl::StrCat(root_, "/snapshots/", id, "/fs"), ec)) {
+    const std::string dir = remote_
+                                ? RemoteTree(id)
+                                : absl::StrCat(root_, "/snapshots/", id, "/fs");
+    for (const auto& e : std::filesystem::directory_iterator(dir, ec)) {
       const std::string name = e.path().filename().string();
       if (name.starts_with("f-")) files.insert(name);
     }
@@ -1333,6 +1410,9 @@ class Checker {
   const std::string journal_path_;
   const bool resolve_;
   const bool overlay_;
+  const bool remote_;
+  const std::string remote_address_;
+  std::unique_ptr<Client> downstream_;  // remote only
   int violations_ = 0;
   int64_t replayed_ = 0;
   int64_t acknowledged_ = 0;
@@ -1401,7 +1481,10 @@ int main(int argc, char** argv) {
                       "do not append resolutions of uncertain operations");
   std::string backend = "native";
   check_cmd->add_option("--backend", backend, "the daemon's backend")
-      ->check(CLI::IsMember({"native", "overlayfs"}));
+      ->check(CLI::IsMember({"native", "overlayfs", "remote"}));
+  std::string remote_address;
+  check_cmd->add_option("--remote-address", remote_address,
+                        "remote backend: the downstream's socket (serving)");
 
   CLI11_PARSE(app, argc, argv);
   spdlog::set_level(spdlog::level::warn);
@@ -1424,7 +1507,14 @@ int main(int argc, char** argv) {
     return 0;
   }
   if (*check_cmd) {
-    return crash::Checker(root, journal, !no_resolve, backend).Run();
+    if ((backend == "remote") != !remote_address.empty()) {
+      std::fprintf(stderr,
+                   "crash_client: --remote-address goes with --backend remote "
+                   "(and only with it)\n");
+      return 2;
+    }
+    return crash::Checker(root, journal, !no_resolve, backend, remote_address)
+        .Run();
   }
   return 2;
 }

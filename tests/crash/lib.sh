@@ -18,13 +18,21 @@ CR_CLIENT_PID=   # a background crash_client's pid, if any
 CR_STARTS=0
 CR_LOG=          # log of the latest daemon start
 CR_LOG_LEVEL=${CR_LOG_LEVEL:-debug}
-# snapledgerd's --backend (and crash_client check's): native (default) or
-# overlayfs, from IT_BACKEND as in the integration suites.
+# snapledgerd's --backend (and crash_client check's): native (default),
+# overlayfs or remote, from IT_BACKEND as in the integration suites. remote:
+# snapledgerd proxies a downstream that this script runs and kills too:
+# containerd's own snapshotter (CR_REMOTE_TYPE: native, the default, or
+# overlayfs) served over gRPC by tests/go's snapshotter-serve
+# (IT_SNAPSHOTTER_SERVE, its path).
 CR_BACKEND=${IT_BACKEND:-native}
 case $CR_BACKEND in
-  native | overlayfs) ;;
-  *) echo "IT_BACKEND must be native or overlayfs, not '$CR_BACKEND'" >&2; exit 2 ;;
+  native | overlayfs | remote) ;;
+  *) echo "IT_BACKEND must be native, overlayfs or remote, not '$CR_BACKEND'" >&2; exit 2 ;;
 esac
+CR_BACKEND_ARGS=(--backend "$CR_BACKEND")  # completed by cr_setup for remote
+CR_DS_PID=       # remote: the running downstream's pid, if any
+CR_DS_SOCK=      # remote: its socket
+CR_DS_STARTS=0
 CR_START_US=     # latest start: from exec to serving, in microseconds
 CR_RECOVERY_MS=  # latest start: recovery time the daemon reported
 CR_INTENTS=      # latest start: intents recovery resolved
@@ -49,15 +57,26 @@ cr_now_us() { local t=${EPOCHREALTIME/./}; echo $((10#$t)); }
 cr_check() {
   local root=$1 journal=$2
   shift 2
-  "$CR_CLIENT" check --root "$root" --journal "$journal" --backend "$CR_BACKEND" "$@"
+  local remote=()
+  [[ $CR_BACKEND == remote ]] && remote=(--remote-address "unix://$CR_DS_SOCK")
+  "$CR_CLIENT" check --root "$root" --journal "$journal" --backend "$CR_BACKEND" \
+    "${remote[@]}" "$@"
 }
 
 # cr_setup : make $CR_TMP and install the traps.
 cr_setup() {
   [[ -x $CR_DAEMON ]] || { echo "not executable: $CR_DAEMON" >&2; exit 2; }
   [[ -x $CR_CLIENT ]] || { echo "not executable: $CR_CLIENT" >&2; exit 2; }
+  if [[ $CR_BACKEND == remote && ! -x ${IT_SNAPSHOTTER_SERVE:-} ]]; then
+    echo "IT_BACKEND=remote needs IT_SNAPSHOTTER_SERVE (tests/go's snapshotter-serve)" >&2
+    exit 2
+  fi
   CR_TMP=$(mktemp -d "${TMPDIR:-/tmp}/snapledger-crash.XXXXXX") || exit 2
   mkdir -p "$CR_TMP/logs"
+  if [[ $CR_BACKEND == remote ]]; then
+    CR_DS_SOCK=$CR_TMP/downstream.sock
+    CR_BACKEND_ARGS+=(--remote-address "unix://$CR_DS_SOCK")
+  fi
   trap cr_cleanup EXIT
   trap 'cr_log "interrupted"; exit 130' INT
   trap 'cr_log "terminated"; exit 143' TERM
@@ -93,7 +112,7 @@ cr_daemon_start() {
   local t0 deadline=$((SECONDS + 60))
   : >"$CR_LOG"
   t0=$(cr_now_us)
-  env "$@" "$CR_DAEMON" --root "$root" --address "$sock" --backend "$CR_BACKEND" \
+  env "$@" "$CR_DAEMON" --root "$root" --address "$sock" "${CR_BACKEND_ARGS[@]}" \
     --log-level "$CR_LOG_LEVEL" >"$CR_LOG" 2>&1 &
   CR_PID=$!
   until [[ -S $sock ]] && grep -q 'serving on' "$CR_LOG"; do
@@ -163,6 +182,38 @@ cr_daemon_wait_death() {
   fi
 }
 
+# cr_ds_start : remote only: start the downstream (snapshotter-serve on
+# $CR_TMP/downstream) and wait until its socket appears (it binds under a
+# temporary name and renames once listening). Sets CR_DS_PID. 1 if it did
+# not come up within 30 s.
+cr_ds_start() {
+  CR_DS_STARTS=$((CR_DS_STARTS + 1))
+  local log deadline=$((SECONDS + 30))
+  log=$CR_TMP/logs/downstream.$(printf %04d "$CR_DS_STARTS").log
+  rm -f "$CR_DS_SOCK"  # a killed downstream's socket
+  "$IT_SNAPSHOTTER_SERVE" -type "${CR_REMOTE_TYPE:-native}" \
+    -root "$CR_TMP/downstream" -address "$CR_DS_SOCK" -quiet >"$log" 2>&1 &
+  CR_DS_PID=$!
+  until [[ -S $CR_DS_SOCK ]]; do
+    if cr_pid_gone "$CR_DS_PID" || ((SECONDS >= deadline)); then
+      cr_log "the downstream did not start; log tail:"
+      tail -n 20 "$log" >&2
+      cr_ds_kill
+      return 1
+    fi
+    sleep 0.005
+  done
+  return 0
+}
+
+# cr_ds_kill : remote only: kill -9 the downstream and reap it.
+cr_ds_kill() {
+  [[ -n $CR_DS_PID ]] || return 0
+  kill -KILL "$CR_DS_PID" 2>/dev/null
+  wait "$CR_DS_PID" 2>/dev/null
+  CR_DS_PID=
+}
+
 cr_cleanup() {
   local rc=$?
   trap - EXIT
@@ -176,6 +227,7 @@ cr_cleanup() {
     kill -KILL "$CR_PID" 2>/dev/null
     wait "$CR_PID" 2>/dev/null
   fi
+  cr_ds_kill
   if [[ -n $CR_TMP && -d $CR_TMP ]]; then
     if [[ ${CRASH_KEEP:-0} == 1 ]]; then
       cr_log "kept $CR_TMP"

@@ -12,6 +12,14 @@
 #   recovered, idle daemon, which then serves the next round. Every
 #   CLEAN_EVERY-th round instead stops it with SIGTERM (must exit 0), checks
 #   with no daemon running, and starts it again: clean restarts in between.
+# With IT_BACKEND=remote (crash/lib.sh) snapledgerd proxies a downstream
+# (containerd's snapshotter served by snapshotter-serve) that is killed too:
+# each round kills snapledgerd, the downstream, or both (a third each, in a
+# random order for both). A downstream killed alone leaves snapledgerd
+# serving: the clients stop at their first uncertain answer, the downstream
+# is restarted. Before each check the script waits (up to 60 s) until the
+# idle daemon has resolved by itself what the lost calls left: intents and
+# queued removals (see settle).
 # Knobs: SEED (workload and timing draws; printed), KEYS (default 48),
 # CLIENTS (4), CLEAN_EVERY (10), CR_LOG_LEVEL (info), CRASH_KEEP=1 keeps the
 # temp dir. Prints kills, acknowledged operations, violations, recovery
@@ -38,12 +46,17 @@ echo "random_kill: seed $SEED (reproduce: SEED=$SEED $0 $1 $2 $ROUNDS)"
 RANDOM=$SEED
 
 cr_setup
+if [[ $CR_BACKEND == remote ]] && ! cr_ds_start; then
+  cr_fail "the downstream did not start"
+  exit 1
+fi
 ROOT=$CR_TMP/root
 SOCK=$CR_TMP/snapledger.sock
 JOURNAL=$CR_TMP/journal
 wall0=$SECONDS
 
 kills=0
+ds_kills=0          # remote: kills of the downstream
 recovery_kills=0
 acked=0
 uncertain=0
@@ -78,6 +91,21 @@ fail_round() { # ROUND WHAT [DETAILS...]
     "reproduce: SEED=$SEED $0 $CR_DAEMON $CR_CLIENT $r"
 }
 
+# remote: a call the downstream never answered leaves an intent (resolved
+# by the daemon once the downstream answers again, every second while any
+# is left) or a queued removal (retried after 1 s, 2 s, ...), also when
+# recovery ran before the new downstream accepted. Waits (up to 60 s) until
+# the serving daemon has resolved them by itself; 1 if it did not.
+settle() {
+  local deadline=$((SECONDS + 60)) out
+  while :; do
+    out=$(cr_check "$ROOT" "$JOURNAL" --no-resolve 2>&1)
+    grep -qE 'left in intent state|has state 7$' <<<"$out" || return 0
+    ((SECONDS >= deadline)) && return 1
+    sleep 0.5
+  done
+}
+
 round=0
 while ((round < ROUNDS)); do
   round=$((round + 1))
@@ -85,6 +113,10 @@ while ((round < ROUNDS)); do
   sleep_ms=$((20 + RANDOM % 281))
   kill_in_recovery=$((RANDOM % 8 == 0))
   recovery_kill_ms=$((RANDOM % 41))
+  # remote: 0 snapledgerd, 1 the downstream, 2 both (3: both, the other
+  # order); always snapledgerd otherwise.
+  victim=0
+  [[ $CR_BACKEND == remote ]] && victim=$((RANDOM % 4))
 
   if [[ -z $CR_PID ]] && ! cr_daemon_start "$ROOT" "$SOCK"; then
     fail_round "$round" "daemon did not start"
@@ -104,9 +136,15 @@ while ((round < ROUNDS)); do
     sleep 0.002
   done
   sleep "$(printf '0.%03d' "$sleep_ms")"
-  cr_daemon_kill
-  kill_rc=$CR_RC
-  kills=$((kills + 1))
+  kill_rc=137
+  case $victim in
+    0) cr_daemon_kill; kill_rc=$CR_RC ;;
+    1) cr_ds_kill ;;
+    2) cr_daemon_kill; kill_rc=$CR_RC; cr_ds_kill ;;
+    3) cr_ds_kill; cr_daemon_kill; kill_rc=$CR_RC ;;
+  esac
+  ((victim != 1)) && kills=$((kills + 1))
+  ((victim != 0)) && ds_kills=$((ds_kills + 1))
   wait "$CR_CLIENT_PID"
   client_rc=$?
   CR_CLIENT_PID=
@@ -127,10 +165,24 @@ while ((round < ROUNDS)); do
     break
   fi
 
+  if [[ $CR_BACKEND == remote ]] && ((victim != 0)) && ! cr_ds_start; then
+    fail_round "$round" "the downstream did not restart"
+    break
+  fi
+  if ((victim == 1)); then
+    # snapledgerd kept serving without its downstream: it must still be
+    # alive, and must resolve by itself what the lost calls left.
+    if cr_pid_gone "$CR_PID"; then
+      fail_round "$round" "snapledgerd died when its downstream did"
+      break
+    fi
+    kill_in_recovery=0
+  fi
+
   if ((kill_in_recovery)); then
     # A crash during start-up or recovery: recovery must be idempotent.
     CR_LOG=$CR_TMP/logs/daemon.recovery-kill.$round.log
-    env "$CR_DAEMON" --root "$ROOT" --address "$SOCK" --backend "$CR_BACKEND" \
+    env "$CR_DAEMON" --root "$ROOT" --address "$SOCK" "${CR_BACKEND_ARGS[@]}" \
       --log-level "$CR_LOG_LEVEL" >"$CR_LOG" 2>&1 &
     CR_PID=$!
     sleep "$(printf '0.%03d' "$recovery_kill_ms")"
@@ -141,11 +193,18 @@ while ((round < ROUNDS)); do
     fi
   fi
 
-  if ! cr_daemon_start "$ROOT" "$SOCK"; then
-    fail_round "$round" "daemon did not recover"
+  if [[ -z $CR_PID ]]; then
+    if ! cr_daemon_start "$ROOT" "$SOCK"; then
+      fail_round "$round" "daemon did not recover"
+      break
+    fi
+    note_start
+  fi
+  if [[ $CR_BACKEND == remote ]] && ! settle; then
+    fail_round "$round" "what the lost downstream calls left (intents, queued removals) was not resolved within 60 s" \
+      "$(cr_check "$ROOT" "$JOURNAL" --no-resolve 2>&1 | grep '^violation')"
     break
   fi
-  note_start
   if ((round % CLEAN_EVERY == 0)); then
     cr_daemon_stop
     if [[ $CR_RC != 0 ]]; then
@@ -176,6 +235,7 @@ mean() { # SUM N SCALE : SUM/N/SCALE with one decimal
 }
 echo "random_kill: seed $SEED, $round rounds in $((SECONDS - wall0)) s"
 echo "random_kill: kills $kills ($recovery_kills during start-up/recovery)"
+[[ $CR_BACKEND == remote ]] && echo "random_kill: downstream kills $ds_kills"
 echo "random_kill: acknowledged operations $acked (plus $uncertain in flight at a kill, each checked all-or-nothing)"
 echo "random_kill: violations $violations"
 echo "random_kill: rolled forward by recovery: $fwd_prepares prepares, $fwd_commits commits, $fwd_removes removes"

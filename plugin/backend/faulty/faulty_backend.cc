@@ -218,6 +218,11 @@ absl::StatusOr<bool> FaultyBackend::Exists(uint64_t id) {
                                    [&] { return inner_->Exists(id); });
 }
 
+absl::StatusOr<bool> FaultyBackend::IsCommitted(uint64_t id) {
+  return Run<absl::StatusOr<bool>>(Op::kExists, id,
+                                   [&] { return inner_->IsCommitted(id); });
+}
+
 absl::StatusOr<std::vector<BackendObject>> FaultyBackend::List() {
   return Run<absl::StatusOr<std::vector<BackendObject>>>(
       Op::kList, 0, [&] { return inner_->List(); });

@@ -97,6 +97,8 @@ class FaultyBackend final : public Backend {
       uint64_t id, uint64_t parent_id, SnapshotKind kind) override;
   [[nodiscard]] absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
   [[nodiscard]] absl::StatusOr<bool> Exists(uint64_t id) override;
+  // Faulted as an Exists check is (the same draw sequence).
+  [[nodiscard]] absl::StatusOr<bool> IsCommitted(uint64_t id) override;
   [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() override;
   [[nodiscard]] absl::Status Cleanup() override;
 

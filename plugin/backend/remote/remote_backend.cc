@@ -286,6 +286,13 @@ class RemoteBackend final : public Backend {
     return false;
   }
 
+  absl::StatusOr<bool> IsCommitted(uint64_t id) override {
+    absl::StatusOr<pb::Info> info = Stat(RemoteCommittedName(id));
+    if (absl::IsNotFound(info.status())) return false;
+    if (!info.ok()) return info.status();
+    return info->kind() == pb::COMMITTED;
+  }
+
   absl::StatusOr<std::vector<BackendObject>> List() override {
     pb::ListSnapshotsRequest req;
     req.set_snapshotter(options_.snapshotter_name);

@@ -35,6 +35,7 @@ enum class Op {
   kMounts,
   kDiskUsage,
   kExists,
+  kIsCommitted,
   kList,
   kCleanup
 };
@@ -182,6 +183,8 @@ const char* CallNoun(Op op) {
       return "a disk usage query";
     case Op::kExists:
       return "an exists check";
+    case Op::kIsCommitted:
+      return "a committed check";
     case Op::kList:
       return "a list";
     case Op::kCleanup:
@@ -409,6 +412,11 @@ absl::StatusOr<Usage> TimedBackend::DiskUsage(uint64_t id) {
 absl::StatusOr<bool> TimedBackend::Exists(uint64_t id) {
   return Run<absl::StatusOr<bool>>({Op::kExists, id},
                                    [id](Backend& b) { return b.Exists(id); });
+}
+
+absl::StatusOr<bool> TimedBackend::IsCommitted(uint64_t id) {
+  return Run<absl::StatusOr<bool>>(
+      {Op::kIsCommitted, id}, [id](Backend& b) { return b.IsCommitted(id); });
 }
 
 absl::StatusOr<std::vector<BackendObject>> TimedBackend::List() {

@@ -106,6 +106,7 @@ class TimedBackend final : public Backend {
       uint64_t id, uint64_t parent_id, SnapshotKind kind) override;
   [[nodiscard]] absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
   [[nodiscard]] absl::StatusOr<bool> Exists(uint64_t id) override;
+  [[nodiscard]] absl::StatusOr<bool> IsCommitted(uint64_t id) override;
   [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() override;
   [[nodiscard]] absl::StatusOr<std::vector<uint64_t>> ListIds() override;
   [[nodiscard]] absl::Status Cleanup() override;
