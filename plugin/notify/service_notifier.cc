@@ -83,6 +83,9 @@ void Watchdog::Stop() {
 void Watchdog::Run() {
   bool was_healthy = true;
   while (true) {
+    // Pets are a period apart however long the check takes (a slow but
+    // passing check does not push the next pet past the interval).
+    const absl::Time next = absl::Now() + period();
     const absl::Status health = healthy_();
     if (health.ok()) {
       pet_();
@@ -99,7 +102,7 @@ void Watchdog::Run() {
     }
     was_healthy = health.ok();
     absl::MutexLock lock(&mu_);
-    if (mu_.AwaitWithTimeout(absl::Condition(&stop_), period())) return;
+    if (mu_.AwaitWithDeadline(absl::Condition(&stop_), next)) return;
   }
 }
 

@@ -53,7 +53,8 @@ std::optional<absl::Duration> WatchdogIntervalFromEnvironment();
 // interval, but only while `healthy` returns OK: a daemon whose serving
 // loop hangs (or whose health check itself hangs) stops petting, and the
 // manager restarts it after the interval. The health check runs on the
-// watchdog's thread; it should take well under half the interval. A failed
+// watchdog's thread, started every half interval (a check that takes longer
+// delays the next one); it should take well under half the interval. A failed
 // check is logged (once per change between healthy and not) and shown as
 // STATUS=.
 class Watchdog {

@@ -158,10 +158,10 @@ std::unique_ptr<snapledger::Watchdog> StartWatchdog(
   const std::optional<absl::Duration> interval =
       snapledger::WatchdogIntervalFromEnvironment();
   if (!interval.has_value()) return nullptr;
-  // Each socket's probe gets a quarter of the interval at most, so that a
-  // healthy check always ends before the next pet is due.
+  // Both sockets' probes together take a quarter of the interval at most,
+  // so that a passing check always pets before the next one is due.
   const absl::Duration probe_timeout =
-      std::min(*interval / 4, absl::Seconds(5));
+      std::min(*interval / 8, absl::Seconds(5));
   auto watchdog = std::make_unique<snapledger::Watchdog>(
       *interval,
       [&daemon, probe_timeout] { return daemon.CheckServing(probe_timeout); });
