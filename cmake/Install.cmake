@@ -56,6 +56,12 @@ native, or another snapshotter's gRPC service) and records every prepare, \
 commit and remove in a RocksDB ledger, intent first, so that no snapshot can \
 exist without a record and no removal can fail silently. snapledger is its \
 admin CLI.")
+# A test build packages the same way, but says so (crash points stay inert
+# unless SNAPLEDGER_CRASH_AT is set; sanitizers slow everything).
+if(SNAPLEDGER_CRASH_POINTS OR SNAPLEDGER_SANITIZE OR SNAPLEDGER_TSAN)
+  string(APPEND CPACK_PACKAGE_DESCRIPTION
+         " This is a test build (crash points or sanitizers compiled in).")
+endif()
 set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 set(CPACK_DEBIAN_FILE_NAME DEB-DEFAULT)
 set(CPACK_DEBIAN_PACKAGE_SECTION admin)

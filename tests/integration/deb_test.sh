@@ -42,7 +42,8 @@ t0=$SECONDS
 IT_TIMEOUT=600 it_run cpack --config "$BUILD/CPackConfig.cmake" -G DEB -B "$IT_TMP/pkg"
 assert_eq "cpack -G DEB exits 0" 0 "$IT_RC" || it_die "cpack failed: $IT_OUT"
 it_log "cpack took $((SECONDS - t0))s"
-DEB=$(ls "$IT_TMP"/pkg/snapledger_*.deb 2>/dev/null | head -n1)
+debs=("$IT_TMP"/pkg/snapledger_*.deb)
+DEB=${debs[0]}
 [[ -f $DEB ]] || it_die "no snapledger_*.deb in $IT_TMP/pkg"
 it_pass "the package is $(basename "$DEB")"
 
@@ -81,6 +82,7 @@ echo "== maintainer scripts"
 mkdir -p "$IT_TMP/ctrl" "$IT_TMP/stubs"
 dpkg-deb -e "$DEB" "$IT_TMP/ctrl"
 for s in deb-systemd-helper deb-systemd-invoke systemctl; do
+  # shellcheck disable=SC2016  # $1 and $* are the stand-in's own
   printf '#!/bin/sh\n[ "$1" = --quiet ] && shift\necho "%s $*" >>"%s"\n[ "$1" != was-enabled ] || [ ! -e "%s" ]\n' \
     "$s" "$IT_TMP/calls" "$IT_TMP/disabled" >"$IT_TMP/stubs/$s"
   chmod +x "$IT_TMP/stubs/$s"
@@ -138,7 +140,7 @@ read -r -a cmd <<<"$exec_start"
 for i in "${!cmd[@]}"; do
   [[ ${cmd[$i]} == /* && -e $ROOT${cmd[$i]} ]] && cmd[i]=$ROOT${cmd[$i]}
 done
-mkdir -p -m 0750 /run/snapledger   # RuntimeDirectory=snapledger
+mkdir -m 0750 /run/snapledger   # RuntimeDirectory=snapledger
 IT_SL_ROOT=$IT_TMP/state           # instead of StateDirectory's /var/lib/snapledger
 IT_SL_SOCK=/run/snapledger/snapledger.sock
 IT_SL_LOG=$IT_TMP/snapledgerd.log
