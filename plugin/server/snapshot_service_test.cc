@@ -208,6 +208,21 @@ TEST_F(SnapshotServiceTest, SecondDaemonOnTheSameSocketIsRefused) {
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("already serving"));
 }
 
+// What the systemd watchdog pets on (snapledgerd_main.cc).
+TEST_F(SnapshotServiceTest, CheckServingNamesASocketThatDoesNotAccept) {
+  EXPECT_TRUE(daemon_->CheckServing(absl::Seconds(5)).ok());
+  // The admin socket's file gone: no client reaches that server any more.
+  const std::string admin = DefaultAdminAddress(config_.address);
+  ASSERT_TRUE(std::filesystem::remove(admin));
+  absl::Status status = daemon_->CheckServing(absl::Seconds(1));
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("admin socket " + admin));
+  daemon_->Shutdown(absl::Seconds(1));
+  EXPECT_EQ(daemon_->CheckServing(absl::Seconds(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(SnapshotServiceTest, StaleSocketIsReplacedAndShutdownRemovesSocket) {
   daemon_->Shutdown(absl::Seconds(1));
   EXPECT_FALSE(std::filesystem::exists(config_.address));
