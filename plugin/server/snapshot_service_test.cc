@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -354,12 +356,19 @@ TEST_F(SnapshotServiceTest, RemoveThenReuseKeyAndUsage) {
   std::vector<std::string> names;
   ASSERT_TRUE(List({}, &names).ok());
   EXPECT_TRUE(names.empty());
-  // Storage is gone too.
+  // Storage is gone too: Remove answers once the tree is renamed to
+  // rm-<id>, and the tree is deleted in the background
+  // (plugin/backend/fs/object_dir.h); wait for that, 10 s at most.
   int objects = 0;
-  for (auto& e :
-       std::filesystem::directory_iterator(config_.root + "/snapshots")) {
-    (void)e;
-    ++objects;
+  for (int tries = 0; tries < 1000; ++tries) {
+    objects = 0;
+    for (auto& e :
+         std::filesystem::directory_iterator(config_.root + "/snapshots")) {
+      (void)e;
+      ++objects;
+    }
+    if (objects == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(objects, 0);
 }
