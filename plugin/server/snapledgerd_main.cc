@@ -157,7 +157,9 @@ std::unique_ptr<snapledger::Watchdog> StartWatchdog(
   snapledger::ServiceNotifier::Ready(absl::StrCat("serving on ", address));
   const std::optional<absl::Duration> interval =
       snapledger::WatchdogIntervalFromEnvironment();
-  if (!interval.has_value()) return nullptr;
+  if (!interval.has_value() || !snapledger::ServiceNotifier::Listening()) {
+    return nullptr;
+  }
   // Both sockets' probes together take a quarter of the interval at most,
   // so that a passing check always pets before the next one is due.
   const absl::Duration probe_timeout =
