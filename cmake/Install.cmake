@@ -25,7 +25,9 @@ install(FILES ${PROJECT_SOURCE_DIR}/README.md ${_snapledger_docs}
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
 # The metrics' alert rules (docs/metrics.md), when the tree has them.
 file(GLOB _snapledger_rules ${PROJECT_SOURCE_DIR}/install/*rules*.yml
-     ${PROJECT_SOURCE_DIR}/install/*alerts*.yml)
+     ${PROJECT_SOURCE_DIR}/install/*rules*.yaml
+     ${PROJECT_SOURCE_DIR}/install/*alert*.yml
+     ${PROJECT_SOURCE_DIR}/install/*alert*.yaml)
 if(_snapledger_rules)
   install(FILES ${_snapledger_rules}
           DESTINATION ${CMAKE_INSTALL_DATADIR}/snapledger)
