@@ -23,6 +23,10 @@ PACKAGES=(
   libboost-dev
   # Prometheus metrics (/metrics), systemd readiness and watchdog (sd_notify)
   prometheus-cpp-dev libsystemd-dev
+  # the .deb (cpack -G DEB): dpkg-shlibdeps derives its Depends, and its
+  # test checks them with dpkg-checkbuilddeps (also pulled in by
+  # build-essential; named for what needs it)
+  dpkg-dev
   # tests
   libgtest-dev libgmock-dev
   # static checks: only Clang checks the ABSL_GUARDED_BY annotations

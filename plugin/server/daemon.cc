@@ -341,6 +341,28 @@ absl::Status Daemon::State::StartWatcher() {
   return absl::OkStatus();
 }
 
+absl::Status Daemon::CheckServing(absl::Duration timeout) const {
+  if (state_ == nullptr || state_->stopped) {
+    return absl::FailedPreconditionError("the daemon is shut down");
+  }
+  for (const Listener* listener :
+       {state_->snapshots_listener.get(), state_->admin_listener.get()}) {
+    if (listener != nullptr && !listener->Accepts(timeout)) {
+      return absl::UnavailableError(
+          absl::StrCat(listener->name(), " socket ", listener->path(),
+                       " does not complete a handshake within ",
+                       absl::FormatDuration(timeout)));
+    }
+  }
+  if (absl::StatusOr<std::string> backend =
+          state_->ledger->GetSetting(kBackendSetting);
+      !backend.ok()) {
+    return absl::UnavailableError(absl::StrCat(
+        "the ledger does not answer a read: ", backend.status().ToString()));
+  }
+  return absl::OkStatus();
+}
+
 void Daemon::Shutdown(absl::Duration grace) {
   if (state_ == nullptr || state_->stopped) return;
   state_->stopped = true;

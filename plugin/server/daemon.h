@@ -40,6 +40,16 @@ class Daemon {
 
   const RecoveryReport& recovery() const;
 
+  // Whether the daemon is serving, for a service manager's watchdog: both
+  // sockets complete a client's gRPC handshake within `timeout` each (the
+  // serving loops are alive; a socket the ListenerDoctor is restarting
+  // fails this until it serves again), and the ledger answers a read. Not
+  // a ledger write: a full disk is healed in place (docs/architecture.md,
+  // "Storage failures"), a restart would not help. Unavailable naming what
+  // failed; FailedPrecondition after Shutdown. Thread-safe, but not to be
+  // called concurrently with Shutdown (stop the caller first).
+  [[nodiscard]] absl::Status CheckServing(absl::Duration timeout) const;
+
  private:
   struct State;
   explicit Daemon(std::unique_ptr<State> state);

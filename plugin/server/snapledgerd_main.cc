@@ -8,15 +8,19 @@
 #include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <memory>
+#include <optional>
 #include <string>
 #include <utility>
 
 #include "CLI/CLI.hpp"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "plugin/notify/service_notifier.h"
 #include "plugin/server/config.h"
 #include "plugin/server/daemon.h"
 #include "spdlog/sinks/stdout_color_sinks.h"
@@ -145,6 +149,34 @@ void RaiseOpenFileLimit() {
   spdlog::debug("open-file limit raised from {} to {}", was, lim.rlim_cur);
 }
 
+// Tells the service manager (systemd, Type=notify) the daemon is ready, and
+// pets its watchdog while both sockets serve, when it asks for one
+// (WatchdogSec=); without NOTIFY_SOCKET nothing is sent.
+std::unique_ptr<snapledger::Watchdog> StartWatchdog(
+    const snapledger::Daemon& daemon, const std::string& address) {
+  snapledger::ServiceNotifier::Ready(absl::StrCat("serving on ", address));
+  const std::optional<absl::Duration> interval =
+      snapledger::WatchdogIntervalFromEnvironment();
+  if (!interval.has_value() || !snapledger::ServiceNotifier::Listening()) {
+    return nullptr;
+  }
+  // Both sockets' probes together take a quarter of the interval at most,
+  // so that a passing check always pets before the next one is due.
+  const absl::Duration probe_timeout =
+      std::min(*interval / 8, absl::Seconds(5));
+  auto watchdog = std::make_unique<snapledger::Watchdog>(
+      *interval,
+      [&daemon, probe_timeout] { return daemon.CheckServing(probe_timeout); });
+  if (absl::Status s = watchdog->Start(); !s.ok()) {
+    // Not petting means a restart by the manager once the interval passes.
+    spdlog::error("watchdog: {}", s.ToString());
+    return nullptr;
+  }
+  spdlog::info("watchdog: petting every {} while both sockets serve",
+               absl::FormatDuration(watchdog->period()));
+  return watchdog;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -179,15 +211,25 @@ int main(int argc, char** argv) {
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
   RaiseOpenFileLimit();
 
+  using snapledger::ServiceNotifier;
+  ServiceNotifier::Status("recovering the ledger");
   auto daemon = snapledger::Daemon::Start(*config);
   if (!daemon.ok()) {
     spdlog::critical("cannot start: {}", daemon.status().ToString());
+    ServiceNotifier::Status(
+        absl::StrCat("cannot start: ", daemon.status().message()));
     return 1;
   }
+  // Daemon::Start returns after recovery, once both sockets accept.
+  std::unique_ptr<snapledger::Watchdog> watchdog =
+      StartWatchdog(**daemon, config->address);
   const int sig = WaitForStopSignal();
   spdlog::info("received {}, finishing in-flight calls (up to {})",
                sig == SIGTERM ? "SIGTERM" : "SIGINT",
                absl::FormatDuration(config->shutdown_timeout));
+  ServiceNotifier::Stopping("finishing in-flight calls");
+  // Before Shutdown: a draining daemon does not accept, and is not pet.
+  if (watchdog != nullptr) watchdog->Stop();
   (*daemon)->Shutdown(config->shutdown_timeout);
   return 0;
 }

@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <sys/stat.h>
 
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
@@ -208,6 +210,21 @@ TEST_F(SnapshotServiceTest, SecondDaemonOnTheSameSocketIsRefused) {
   EXPECT_THAT(std::string(d.status().message()), HasSubstr("already serving"));
 }
 
+// What the systemd watchdog pets on (snapledgerd_main.cc).
+TEST_F(SnapshotServiceTest, CheckServingNamesASocketThatDoesNotAccept) {
+  EXPECT_TRUE(daemon_->CheckServing(absl::Seconds(5)).ok());
+  // The admin socket's file gone: no client reaches that server any more.
+  const std::string admin = DefaultAdminAddress(config_.address);
+  ASSERT_TRUE(std::filesystem::remove(admin));
+  absl::Status status = daemon_->CheckServing(absl::Seconds(1));
+  EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(status.message()),
+              HasSubstr("admin socket " + admin));
+  daemon_->Shutdown(absl::Seconds(1));
+  EXPECT_EQ(daemon_->CheckServing(absl::Seconds(1)).code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
 TEST_F(SnapshotServiceTest, StaleSocketIsReplacedAndShutdownRemovesSocket) {
   daemon_->Shutdown(absl::Seconds(1));
   EXPECT_FALSE(std::filesystem::exists(config_.address));
@@ -339,12 +356,19 @@ TEST_F(SnapshotServiceTest, RemoveThenReuseKeyAndUsage) {
   std::vector<std::string> names;
   ASSERT_TRUE(List({}, &names).ok());
   EXPECT_TRUE(names.empty());
-  // Storage is gone too.
+  // Storage is gone too: Remove answers once the tree is renamed to
+  // rm-<id>, and the tree is deleted in the background
+  // (plugin/backend/fs/object_dir.h); wait for that, 10 s at most.
   int objects = 0;
-  for (auto& e :
-       std::filesystem::directory_iterator(config_.root + "/snapshots")) {
-    (void)e;
-    ++objects;
+  for (int tries = 0; tries < 1000; ++tries) {
+    objects = 0;
+    for (auto& e :
+         std::filesystem::directory_iterator(config_.root + "/snapshots")) {
+      (void)e;
+      ++objects;
+    }
+    if (objects == 0) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   EXPECT_EQ(objects, 0);
 }

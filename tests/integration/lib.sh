@@ -288,6 +288,9 @@ containerd_start() {
   local proxy_name=${1:-} proxy_sock=${2:-}
   local d=$IT_TMP/containerd
   mkdir -p "$d"
+  # IT_CTRD_IMPORTS=GLOB: an `imports` line (config drop-ins, deb_test.sh).
+  local imports_line=
+  [[ -n ${IT_CTRD_IMPORTS:-} ]] && imports_line="imports = [\"$IT_CTRD_IMPORTS\"]"
   IT_CTRD_ROOT=$d/root
   IT_CTRD_STATE=$d/state
   IT_CTRD_SOCK=$d/containerd.sock
@@ -297,6 +300,7 @@ containerd_start() {
 version = 2
 root = "$IT_CTRD_ROOT"
 state = "$IT_CTRD_STATE"
+$imports_line
 # No CRI; no snapshotters that only log noise here; no /opt/containerd.
 disabled_plugins = [
   "io.containerd.grpc.v1.cri",
