@@ -10,6 +10,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "plugin/text/human_units.h"
 
 namespace snapledger {
@@ -153,6 +154,22 @@ std::string_view PruneReasonName(PruneReason reason) {
       return "pressure";
   }
   return "unknown";
+}
+
+std::string DescribePrunePolicy(const PrunePolicy& p) {
+  std::vector<std::string> parts;
+  if (p.min_free.has_value()) {
+    parts.push_back(absl::StrCat("min_free ", p.min_free->ToString()));
+  }
+  if (p.max_used.has_value()) {
+    parts.push_back(absl::StrCat("max_used ", HumanBytes(*p.max_used)));
+  }
+  if (p.keep_duration > absl::ZeroDuration()) {
+    parts.push_back(
+        absl::StrCat("keep_duration ", CompactDuration(p.keep_duration)));
+  }
+  if (parts.empty()) return "no policy";
+  return absl::StrJoin(parts, ", ");
 }
 
 int64_t BytesNeeded(const PrunePolicy& policy, const DiskFigures& disk) {

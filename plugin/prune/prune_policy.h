@@ -78,6 +78,9 @@ struct PrunePolicy {
 // Checks a policy; InvalidArgument names the `prune.` setting.
 [[nodiscard]] absl::Status ValidatePrunePolicy(const PrunePolicy& policy);
 
+// "min_free 15%, max_used 100.0 GiB, keep_duration 3d", or "no policy".
+std::string DescribePrunePolicy(const PrunePolicy& policy);
+
 // Whether `id` matches one of the shell globs.
 bool MatchesAny(const std::vector<std::string>& globs, const std::string& id);
 

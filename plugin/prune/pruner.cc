@@ -35,22 +35,6 @@ absl::StatusOr<DiskFigures> StatRoot(const std::string& root) {
   return disk;
 }
 
-std::string DescribePolicy(const PrunePolicy& p) {
-  std::vector<std::string> parts;
-  if (p.min_free.has_value()) {
-    parts.push_back(absl::StrCat("min_free ", p.min_free->ToString()));
-  }
-  if (p.max_used.has_value()) {
-    parts.push_back(absl::StrCat("max_used ", HumanBytes(*p.max_used)));
-  }
-  if (p.keep_duration > absl::ZeroDuration()) {
-    parts.push_back(
-        absl::StrCat("keep_duration ", CompactDuration(p.keep_duration)));
-  }
-  if (parts.empty()) return "no policy";
-  return absl::StrJoin(parts, ", ");
-}
-
 }  // namespace
 
 Pruner::Pruner(Ledger* ledger, Coordinator* coordinator, ContainerdOps* ops,
@@ -324,7 +308,7 @@ absl::StatusOr<PruneReport> Pruner::Run(const PruneRequest& request) {
 
   PruneReport report;
   report.dry_run = policy.dry_run;
-  report.policy = DescribePolicy(policy);
+  report.policy = DescribePrunePolicy(policy);
   report.before = *disk;
   report.bytes_needed = BytesNeeded(policy, *disk);
   const absl::Time now = options_.clock();
