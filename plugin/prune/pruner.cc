@@ -95,7 +95,11 @@ PruneStats Pruner::Stats() const {
 int64_t Pruner::UsageOf(const Record& record) const {
   if (record.kind() == store::v1::COMMITTED) return record.size_bytes();
   if (record.kind() != store::v1::ACTIVE) return 0;
-  absl::StatusOr<Usage> usage = coordinator_->GetUsage(ClientKey(record));
+  absl::StatusOr<Usage> usage =
+      IsVisible(record) ? coordinator_->GetUsage(ClientKey(record))
+      : options_.object_usage
+          ? options_.object_usage(record.backend_id())
+          : absl::StatusOr<Usage>(absl::NotFoundError("not measured"));
   return usage.ok() ? usage->size_bytes : 0;
 }
 
@@ -131,19 +135,29 @@ absl::StatusOr<DiskFigures> Pruner::MeasureDisk(
 }
 
 std::optional<Record> Pruner::Visible(const std::string& ns,
-                                      const std::string& key) const {
+                                      const std::string& key,
+                                      const std::string& holder) const {
   absl::StatusOr<std::vector<Record>> records = ledger_->ByName(ns, key);
   if (!records.ok()) return std::nullopt;
+  std::optional<Record> held;
   for (Record& r : *records) {
     if (IsVisible(r)) return std::move(r);
+    // containerd already dropped it, and its removal waits for the
+    // container: it goes when the container does.
+    if (!holder.empty() && r.state() == store::v1::REMOVE_PENDING &&
+        r.held_by() == holder) {
+      held = std::move(r);
+    }
   }
-  return std::nullopt;
+  return held;
 }
 
 std::vector<Pruner::Held> Pruner::HeldBy(const Ownership& view, PruneKind kind,
                                          const std::string& ns,
                                          const std::string& id) const {
   std::vector<std::string> keys;
+  const std::string holder =
+      kind == PruneKind::kContainer ? absl::StrCat(ns, "/", id) : "";
   if (kind == PruneKind::kContainer) {
     if (const ContainerInfo* c = view.Container(ns, id)) {
       keys.push_back(c->snapshot_key);
@@ -154,7 +168,7 @@ std::vector<Pruner::Held> Pruner::HeldBy(const Ownership& view, PruneKind kind,
   std::vector<Held> held;
   std::set<std::string> seen;
   for (const std::string& key : keys) {
-    std::optional<Record> r = Visible(ns, key);
+    std::optional<Record> r = Visible(ns, key, holder);
     // The snapshot and its ancestors, leaf first.
     while (r.has_value() && seen.insert(r->key()).second) {
       const std::string parent = r->parent();
@@ -178,7 +192,8 @@ std::vector<PruneCandidate> Pruner::Candidates(const Ownership& view) const {
     candidate.id = c.id;
     candidate.unused_since = c.idle_since;
     // Its own layer: the parents are the image's, which usually stays.
-    if (std::optional<Record> r = Visible(c.ns, c.snapshot_key)) {
+    if (std::optional<Record> r =
+            Visible(c.ns, c.snapshot_key, absl::StrCat(c.ns, "/", c.id))) {
       candidate.estimated_bytes = UsageOf(*r);
     }
     out.push_back(std::move(candidate));
@@ -201,7 +216,7 @@ std::vector<PruneCandidate> Pruner::Candidates(const Ownership& view) const {
     for (const std::string& key : l.snapshot_keys) {
       const SnapshotHolders* h = view.Holders(l.ns, key);
       if (h != nullptr && !h->containers.empty()) continue;
-      if (std::optional<Record> r = Visible(l.ns, key)) {
+      if (std::optional<Record> r = Visible(l.ns, key, "")) {
         candidate.estimated_bytes += UsageOf(*r);
       }
     }
@@ -250,8 +265,14 @@ void Pruner::Act(const Ownership& view, const std::string& policy,
         gc.ToString());
   }
   for (const Held& h : held) {
+    // Gone, or no longer visible; a removal that was held for the container
+    // counts once released (else the queue's `removed` event shows it).
     absl::StatusOr<Record> now = ledger_->Get(h.record.key());
-    if (absl::IsNotFound(now.status()) || (now.ok() && !IsVisible(*now))) {
+    const bool went =
+        absl::IsNotFound(now.status()) ||
+        (now.ok() &&
+         (IsVisible(h.record) ? !IsVisible(*now) : now->held_by().empty()));
+    if (went) {
       action->freed_bytes += h.bytes;
       action->freed_snapshots.push_back(h.record.key());
     }

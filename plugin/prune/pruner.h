@@ -99,6 +99,10 @@ struct PrunerOptions {
   // the pruner). Default: statvfs(root).
   std::function<absl::StatusOr<DiskFigures>()> disk;
   std::function<absl::Time()> clock = [] { return absl::Now(); };
+  // The usage of backend object `id` (Backend::DiskUsage): for an active
+  // snapshot whose removal is queued (the coordinator measures only
+  // visible ones). Empty: such snapshots count 0 bytes.
+  std::function<absl::StatusOr<Usage>(uint64_t id)> object_usage;
   // Called after a pass that deleted something, to have the view catch up.
   std::function<void()> request_relist;
 };
@@ -139,9 +143,10 @@ class Pruner {
   // measured).
   [[nodiscard]] absl::StatusOr<int64_t> UsedBytes() const;
   int64_t UsageOf(const Record& record) const;
-  // The visible record of containerd key `key` in `ns`, if any.
-  std::optional<Record> Visible(const std::string& ns,
-                                const std::string& key) const;
+  // The visible record of containerd key `key` in `ns`; else, with a
+  // `holder` ("<ns>/<id>"), the queued removal held for that container.
+  std::optional<Record> Visible(const std::string& ns, const std::string& key,
+                                const std::string& holder) const;
   // The snapshots the candidate holds: a container's rootfs, a lease's
   // snapshots, each with its ancestors (which go only when nothing else
   // holds them).

@@ -127,6 +127,12 @@ class PrunerTest : public testing::LedgerFixture {
     CoordinatorOptions options;
     options.remove_policy = RemovePolicy::kDefer;
     options.queue.clock = [this] { return clock_.Now(); };
+    // The owner tracker's guard, reduced to one container.
+    options.queue.holder =
+        [this](const Record& r) -> std::optional<std::string> {
+      if (hold_ctr1_ && r.containerd_key() == "ctr1") return "default/c1";
+      return std::nullopt;
+    };
     coord_ = std::make_unique<Coordinator>(ledger_.get(), &backend_, options);
     ops_.set_coordinator(coord_.get());
     // An image layer, two containers' rootfs on it, and a build cache
@@ -186,6 +192,9 @@ class PrunerTest : public testing::LedgerFixture {
                          -1};
     };
     options.clock = [this] { return clock_.Now(); };
+    options.object_usage = [this](uint64_t id) {
+      return backend_.DiskUsage(id);
+    };
     options.request_relist = [this] { ++relists_; };
     pruner_ = std::make_unique<Pruner>(ledger_.get(), coord_.get(), &ops_,
                                        std::move(options));
@@ -210,6 +219,7 @@ class PrunerTest : public testing::LedgerFixture {
   int64_t free_ = 100 * 1024;
   int64_t freed_per_removal_ = kObject;
   int relists_ = 0;
+  bool hold_ctr1_ = false;
   std::unique_ptr<Pruner> pruner_;
 };
 
@@ -252,6 +262,22 @@ TEST_F(PrunerTest, DryRunSaysWhatWouldGoAndChangesNothing) {
   ASSERT_TRUE(pruner_->Run(dry).ok());
   EXPECT_THAT(ops_.TakeCalls(), IsEmpty());
   EXPECT_TRUE(Exists("default/2/ctr1"));
+}
+
+TEST_F(PrunerTest, ARemovalHeldForTheContainerCountsInItsEstimate) {
+  // containerd dropped c1's rootfs already (`ctr snapshots rm`); the
+  // removal waits for the container.
+  hold_ctr1_ = true;
+  ASSERT_TRUE(coord_->Remove("default/2/ctr1").ok());
+  ASSERT_FALSE(Exists("default/2/ctr1"));
+  AddContainer("c1", "ctr1", TaskStatus::kStopped, absl::Hours(2));
+  PrunePolicy policy = Ttl(absl::Hours(1));
+  policy.dry_run = true;
+  MakePruner(policy);
+  absl::StatusOr<PruneReport> r = pruner_->Run({});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->actions.size(), 1u);
+  EXPECT_EQ(r->actions[0].choice.candidate.estimated_bytes, kObject);
 }
 
 TEST_F(PrunerTest, TtlDeletesThroughContainerdAndNotesTheBytesInHistory) {

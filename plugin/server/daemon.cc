@@ -274,6 +274,8 @@ void Daemon::State::MakePruner() {
   options.request_relist = [this] {
     if (watcher != nullptr) watcher->RequestRelist();
   };
+  TimedBackend* timed = backend.get();
+  options.object_usage = [timed](uint64_t id) { return timed->DiskUsage(id); };
   pruner = std::make_unique<Pruner>(ledger.get(), coordinator.get(),
                                     containerd_ops.get(), std::move(options));
 }
