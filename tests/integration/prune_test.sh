@@ -58,6 +58,7 @@ free_at_least() { (($(free_pct) >= $1)); }
 free_bytes() { df --output=avail -B1 "$IT_SL_ROOT" | awk 'NR == 2 {print $1}'; }
 ledger_all() { sl_json ls --all; }
 ledger_count() { ledger_all | jq length; }
+# shellcheck disable=SC2010  # names are decimal ids or known temporaries
 backend_ids() { ls -A "$BACKEND_DIR" 2>/dev/null | grep -E '^[0-9]+$' | sort -n; }
 ledger_backend_ids() { ledger_all | jq -r '.[].backend_id' | sort -n; }
 ctrd_keys() { ctrs ls | awk 'NR > 1 {print $1}' | sort; }
@@ -133,6 +134,7 @@ ctrd run -d --snapshotter "$SN" "$IMG" keeper sleep 600 >/dev/null 2>&1 ||
   it_log "keeper did not start"
 wait_for 30 "keeper running" test "$(task_status keeper)" = RUNNING
 sleep "$IDLE"   # every filler idle for longer than [prune] dead_after
+# shellcheck disable=SC2086  # the ids, as words
 wait_for 30 "the fillers seen stopped" seen_stopped $FILLERS
 FREE0=$(free_pct)
 # A target two fillers short of what is free now.
