@@ -171,5 +171,9 @@ absl::StatusOr<admin::DeadResponse> GrpcAdminApi::Dead(
     const admin::DeadRequest& request) {
   return Call<admin::DeadResponse>(&admin::Admin::Stub::Dead, request);
 }
+absl::StatusOr<admin::PruneResponse> GrpcAdminApi::Prune(
+    const admin::PruneRequest& request) {
+  return Call<admin::PruneResponse>(&admin::Admin::Stub::Prune, request);
+}
 
 }  // namespace snapledger::cli

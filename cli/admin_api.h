@@ -52,6 +52,8 @@ class AdminApi {
       const admin::CheckRequest& request) = 0;
   [[nodiscard]] virtual absl::StatusOr<admin::DeadResponse> Dead(
       const admin::DeadRequest& request) = 0;
+  [[nodiscard]] virtual absl::StatusOr<admin::PruneResponse> Prune(
+      const admin::PruneRequest& request) = 0;
 
   // True when reading a ledger directly (no daemon: nothing can be changed).
   virtual bool offline() const = 0;
@@ -88,6 +90,8 @@ class GrpcAdminApi final : public AdminApi {
       const admin::CheckRequest& request) override;
   [[nodiscard]] absl::StatusOr<admin::DeadResponse> Dead(
       const admin::DeadRequest& request) override;
+  [[nodiscard]] absl::StatusOr<admin::PruneResponse> Prune(
+      const admin::PruneRequest& request) override;
   bool offline() const override { return false; }
 
  private:
@@ -103,9 +107,9 @@ class GrpcAdminApi final : public AdminApi {
 };
 
 // The admin API answered from <root>/ledger opened read-only, without the
-// daemon (safe beside a running one). Retry, Reconcile{apply} and Dead (the
-// containerd watcher lives in the daemon) need the daemon and answer
-// FailedPrecondition.
+// daemon (safe beside a running one). Retry, Reconcile{apply}, Dead and
+// Prune (the containerd watcher lives in the daemon) need the daemon and
+// answer FailedPrecondition.
 class LocalAdminApi final : public AdminApi {
  public:
   // NotFound when `root` does not exist or holds no ledger (naming what was
@@ -134,6 +138,8 @@ class LocalAdminApi final : public AdminApi {
       const admin::CheckRequest& request) override;
   [[nodiscard]] absl::StatusOr<admin::DeadResponse> Dead(
       const admin::DeadRequest& request) override;
+  [[nodiscard]] absl::StatusOr<admin::PruneResponse> Prune(
+      const admin::PruneRequest& request) override;
   bool offline() const override { return true; }
 
  private:

@@ -183,4 +183,20 @@ int RunDead(const CommandContext& ctx) {
       [&](const admin::DeadResponse& r) { return RenderDead(r, ctx.now); });
 }
 
+int RunPrune(const CommandContext& ctx, const PruneOptions& options) {
+  if (ctx.api->offline()) {
+    return Fail(ctx, absl::FailedPreconditionError(
+                         "prune needs the running daemon: it acts only "
+                         "through containerd (run without --root)"));
+  }
+  admin::PruneRequest request;
+  request.set_dry_run(options.dry_run);
+  request.set_until(options.until);
+  request.set_free(options.free);
+  return Show<admin::PruneResponse>(
+      ctx, [&] { return ctx.api->Prune(request); },
+      [&](const admin::PruneResponse& r) { return PruneJson(r, ctx.now); },
+      [&](const admin::PruneResponse& r) { return RenderPrune(r, ctx.now); });
+}
+
 }  // namespace snapledger::cli

@@ -62,4 +62,15 @@ int RunDu(const CommandContext& ctx, bool all);
 // (`check` is the command that fails on them).
 int RunDead(const CommandContext& ctx);
 
+struct PruneOptions {
+  bool dry_run = false;
+  // A TTL for this pass ("72h") and a free-space target ("30%", "20GiB");
+  // empty: the daemon's [prune] settings. Checked by the daemon.
+  std::string until;
+  std::string free;
+};
+// One prune pass (docs/prune.md); needs the daemon. kExitOk when the pass
+// ran (actions that failed are shown), kExitError when it could not.
+int RunPrune(const CommandContext& ctx, const PruneOptions& options);
+
 }  // namespace snapledger::cli

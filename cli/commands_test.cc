@@ -80,6 +80,12 @@ class FakeAdminApi : public AdminApi {
     ++calls;
     return dead;
   }
+  absl::StatusOr<admin::PruneResponse> Prune(
+      const admin::PruneRequest& request) override {
+    prune_request = request;
+    ++calls;
+    return prune;
+  }
   bool offline() const override { return is_offline; }
 
   bool is_offline = false;
@@ -91,6 +97,8 @@ class FakeAdminApi : public AdminApi {
   absl::StatusOr<admin::CheckResponse> check = admin::CheckResponse();
   absl::StatusOr<admin::StatsResponse> stats = admin::StatsResponse();
   absl::StatusOr<admin::DeadResponse> dead = admin::DeadResponse();
+  absl::StatusOr<admin::PruneResponse> prune = admin::PruneResponse();
+  admin::PruneRequest prune_request;
   admin::ListRequest list_request;
   admin::InspectRequest inspect_request;
   admin::HistoryRequest history_request;
@@ -475,6 +483,84 @@ TEST(DescribeRpcErrorTest, KeepsServerAnswersAndExplainsTheRest) {
                                            absl::Seconds(30))
                               .message()),
               HasSubstr("does not serve snapledger's admin API"));
+}
+
+admin::PruneResponse OnePrune(bool dry_run) {
+  admin::PruneResponse r;
+  r.set_dry_run(dry_run);
+  r.set_policy("min_free 30%");
+  r.set_total_bytes(int64_t{10} << 30);
+  r.set_free_bytes_before(int64_t{2} << 30);
+  r.set_free_bytes_after(int64_t{3} << 30);
+  r.set_used_bytes_before(-1);
+  r.set_bytes_needed(int64_t{1} << 30);
+  r.set_target_met(true);
+  r.set_bytes_freed(int64_t{1} << 30);
+  admin::PruneAction* a = r.add_actions();
+  a->set_kind("container");
+  a->set_namespace_("default");
+  a->set_id("build-3");
+  a->set_reason("pressure");
+  a->set_unused_since_ns(
+      absl::ToUnixNanos(absl::FromUnixSeconds(1795435468) - absl::Minutes(5)));
+  a->set_estimated_bytes(int64_t{1} << 30);
+  a->set_freed_bytes(dry_run ? 0 : int64_t{1} << 30);
+  a->set_done(!dry_run);
+  if (!dry_run) a->add_freed_snapshots("default/7/build-3");
+  return r;
+}
+
+TEST_F(CommandsTest, PruneSendsTheFlagsAndPrintsWhatWouldGo) {
+  api_.prune = OnePrune(/*dry_run=*/true);
+  PruneOptions options;
+  options.dry_run = true;
+  options.until = "72h";
+  options.free = "30%";
+  EXPECT_EQ(RunPrune(Context(), options), kExitOk);
+  EXPECT_TRUE(api_.prune_request.dry_run());
+  EXPECT_EQ(api_.prune_request.until(), "72h");
+  EXPECT_EQ(api_.prune_request.free(), "30%");
+  EXPECT_EQ(out_.str(),
+            "prune (dry run): min_free 30%\n"
+            "disk: 2.0 GiB free of 10.0 GiB; 1.0 GiB to free\n"
+            "KIND        NAME              REASON     UNUSED     BYTES   "
+            "RESULT\n"
+            "container   default/build-3   pressure   5m       1.0 GiB   "
+            "would go\n"
+            "1 action, 1.0 GiB would be freed; target met\n");
+  EXPECT_THAT(err_.str(), IsEmpty());
+}
+
+TEST_F(CommandsTest, PruneInJsonGivesTheBytesFreed) {
+  api_.prune = OnePrune(/*dry_run=*/false);
+  EXPECT_EQ(RunPrune(Context(/*json=*/true), PruneOptions{}), kExitOk);
+  const Json j = Json::parse(out_.str());
+  EXPECT_EQ(j["dry_run"], false);
+  EXPECT_EQ(j["bytes_freed"], int64_t{1} << 30);
+  EXPECT_EQ(j["used_bytes_before"], nullptr);
+  ASSERT_EQ(j["actions"].size(), 1u);
+  EXPECT_EQ(j["actions"][0]["kind"], "container");
+  EXPECT_EQ(j["actions"][0]["id"], "build-3");
+  EXPECT_EQ(j["actions"][0]["unused_seconds"], 300);
+  EXPECT_EQ(j["actions"][0]["done"], true);
+  EXPECT_EQ(j["actions"][0]["error"], nullptr);
+  EXPECT_EQ(j["actions"][0]["freed_snapshots"][0], "default/7/build-3");
+}
+
+TEST_F(CommandsTest, PruneNeedsTheDaemon) {
+  api_.is_offline = true;
+  EXPECT_EQ(RunPrune(Context(), PruneOptions{}), kExitError);
+  EXPECT_EQ(api_.calls, 0);
+  EXPECT_THAT(err_.str(), HasSubstr("prune needs the running daemon"));
+}
+
+TEST_F(CommandsTest, APruneTheDaemonRefusesFails) {
+  api_.prune = absl::InvalidArgumentError(
+      "--free: \"lots\" is neither a percentage (\"30%\") nor a size");
+  PruneOptions options;
+  options.free = "lots";
+  EXPECT_EQ(RunPrune(Context(), options), kExitError);
+  EXPECT_THAT(err_.str(), HasSubstr("--free"));
 }
 
 }  // namespace

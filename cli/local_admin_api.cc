@@ -107,5 +107,9 @@ absl::StatusOr<admin::DeadResponse> LocalAdminApi::Dead(
     const admin::DeadRequest& request) {
   return NeedsDaemon("dead");
 }
+absl::StatusOr<admin::PruneResponse> LocalAdminApi::Prune(
+    const admin::PruneRequest&) {
+  return NeedsDaemon("prune");
+}
 
 }  // namespace snapledger::cli

@@ -1063,4 +1063,97 @@ Json DeadJson(const admin::DeadResponse& response, absl::Time now) {
   return j;
 }
 
+// --- prune -------------------------------------------------------------------
+
+namespace {
+
+std::optional<absl::Duration> Unused(const admin::PruneAction& a,
+                                     absl::Time now) {
+  if (a.unused_since_ns() == 0) return std::nullopt;
+  return now - absl::FromUnixNanos(a.unused_since_ns());
+}
+
+}  // namespace
+
+std::string RenderPrune(const admin::PruneResponse& response, absl::Time now) {
+  std::string out =
+      absl::StrCat("prune", response.dry_run() ? " (dry run)" : "", ": ",
+                   response.policy(), "\n");
+  absl::StrAppend(&out, "disk: ", HumanSize(response.free_bytes_before()),
+                  " free of ", HumanSize(response.total_bytes()));
+  if (response.used_bytes_before() >= 0) {
+    absl::StrAppend(&out, ", snapledger holds ",
+                    HumanSize(response.used_bytes_before()));
+  }
+  if (response.bytes_needed() > 0) {
+    absl::StrAppend(&out, "; ", HumanSize(response.bytes_needed()), " to free");
+  }
+  out += "\n";
+  if (response.actions().empty()) {
+    out += "nothing to prune\n";
+    return out;
+  }
+  Table table({"KIND", "NAME", "REASON", "UNUSED", "BYTES", "RESULT"});
+  table.AlignRight(4);
+  for (const admin::PruneAction& a : response.actions()) {
+    const std::optional<absl::Duration> unused = Unused(a, now);
+    std::string result = response.dry_run() ? "would go"
+                         : a.done()         ? "freed"
+                                    : absl::StrCat("failed: ", a.error());
+    table.AddRow(
+        {a.kind(), absl::StrCat(a.namespace_(), "/", a.id()), a.reason(),
+         unused.has_value() ? CompactDuration(*unused) : "-",
+         HumanSize(response.dry_run() || !a.done() ? a.estimated_bytes()
+                                                   : a.freed_bytes()),
+         OneLine(result)});
+  }
+  out += table.Render();
+  absl::StrAppend(&out, response.actions_size(),
+                  response.actions_size() == 1 ? " action, " : " actions, ",
+                  HumanSize(response.bytes_freed()),
+                  response.dry_run() ? " would be freed" : " freed");
+  if (response.bytes_needed() > 0) {
+    out += response.target_met() ? "; target met" : "; target not met";
+  }
+  out += "\n";
+  return out;
+}
+
+Json PruneJson(const admin::PruneResponse& response, absl::Time now) {
+  Json j = Json::object();
+  j["dry_run"] = response.dry_run();
+  j["policy"] = response.policy();
+  j["total_bytes"] = response.total_bytes();
+  j["free_bytes_before"] = response.free_bytes_before();
+  j["free_bytes_after"] = response.free_bytes_after();
+  j["used_bytes_before"] = response.used_bytes_before() >= 0
+                               ? Json(response.used_bytes_before())
+                               : Json();
+  j["bytes_needed"] = response.bytes_needed();
+  j["target_met"] = response.target_met();
+  j["bytes_freed"] = response.bytes_freed();
+  j["actions"] = Json::array();
+  for (const admin::PruneAction& a : response.actions()) {
+    Json item = Json::object();
+    item["kind"] = a.kind();
+    item["namespace"] = a.namespace_();
+    item["id"] = a.id();
+    item["reason"] = a.reason();
+    item["unused_since"] = Rfc3339(a.unused_since_ns());
+    const std::optional<absl::Duration> unused = Unused(a, now);
+    item["unused_seconds"] =
+        unused.has_value() ? Json(absl::ToInt64Seconds(*unused)) : Json();
+    item["estimated_bytes"] = a.estimated_bytes();
+    item["freed_bytes"] = a.freed_bytes();
+    item["done"] = a.done();
+    item["error"] = OrNull(a.error());
+    item["freed_snapshots"] = Json::array();
+    for (const auto& key : a.freed_snapshots()) {
+      item["freed_snapshots"].push_back(key);
+    }
+    j["actions"].push_back(std::move(item));
+  }
+  return j;
+}
+
 }  // namespace snapledger::cli

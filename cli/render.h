@@ -164,4 +164,15 @@ Json WatcherJson(const admin::WatcherStatus& watcher);
 // pinned_bytes, reaper}]}; idle_seconds as of `now`.
 Json DeadJson(const admin::DeadResponse& response, absl::Time now);
 
+// `snapledger prune`: the policy and the disk, then KIND, NAME, REASON,
+// UNUSED, BYTES, RESULT per action ("would go", "freed", "failed: …"), then
+// the total and whether the target holds.
+std::string RenderPrune(const admin::PruneResponse& response, absl::Time now);
+// {"dry_run", "policy", "total_bytes", "free_bytes_before",
+// "free_bytes_after", "used_bytes_before", "bytes_needed", "target_met",
+// "bytes_freed", "actions": [{kind, namespace, id, reason, unused_since,
+// unused_seconds, estimated_bytes, freed_bytes, done, error,
+// freed_snapshots}]}.
+Json PruneJson(const admin::PruneResponse& response, absl::Time now);
+
 }  // namespace snapledger::cli

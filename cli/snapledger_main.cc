@@ -220,6 +220,26 @@ Command AddDu(CLI::App& app) {
           }};
 }
 
+Command AddPrune(CLI::App& app) {
+  auto o = std::make_shared<cli::PruneOptions>();
+  auto* cmd = app.add_subcommand(
+      "prune",
+      "Run one prune pass now (docs/prune.md): delete, through containerd, "
+      "dead containers and expired leases the policies select, and print "
+      "what went and the bytes freed (needs the daemon)");
+  cmd->add_flag("--dry-run", o->dry_run,
+                "Only print what would go and the bytes it would free");
+  cmd->add_option("--until", o->until,
+                  "TTL for this pass: what has been unused for longer goes "
+                  "(e.g. 72h; default: [prune] keep_duration)");
+  cmd->add_option("--free", o->free,
+                  "Free-space target for this pass (e.g. 30% or 20GiB; "
+                  "default: [prune] min_free)");
+  return {cmd, [o](const cli::CommandContext& ctx) {
+            return cli::RunPrune(ctx, *o);
+          }};
+}
+
 // Every subcommand, in the order --help lists them.
 std::vector<Command> AddCommands(CLI::App& app) {
   std::vector<Command> commands;
@@ -254,6 +274,7 @@ std::vector<Command> AddCommands(CLI::App& app) {
       "than the grace period) and the snapshots they pin (needs the daemon "
       "and its containerd watcher)",
       cli::RunDead));
+  commands.push_back(AddPrune(app));
   for (const Command& command : commands) {
     command.app->footer(
         "Global options (--address, --root, --json, --timeout) go before or "

@@ -102,6 +102,11 @@ show snapledger check
 grep -E 'dead container' "$IT_SL_LOG" | sed 's/^/  log: /'
 
 echo
+echo "== what the prune would take (docs/prune.md): a dry run changes nothing"
+echo "   (--until 1s: a TTL for this pass; keeper has been dead longer)"
+show snapledger prune --dry-run --until 1s
+
+echo
 echo "== the container is deleted: the queue removes its snapshot, then the"
 echo "   layer (cascade, leaf first)"
 ctrd task delete keeper >/dev/null 2>&1

@@ -489,6 +489,18 @@ absl::StatusOr<adminpb::DeadResponse> AdminCore::Dead(
   return response;
 }
 
+absl::StatusOr<adminpb::PruneResponse> AdminCore::Prune(
+    const adminpb::PruneRequest& request) {
+  if (sources_.prune) return sources_.prune(request);
+  if (!live()) {
+    return absl::FailedPreconditionError(
+        "prune needs the daemon (the ledger is open read-only)");
+  }
+  return absl::FailedPreconditionError(
+      "prune needs containerd_address: it acts only through containerd's "
+      "API");
+}
+
 grpc::Status AdminService::List(grpc::ServerContext*,
                                 const adminpb::ListRequest* request,
                                 adminpb::ListResponse* response) {
@@ -538,6 +550,11 @@ grpc::Status AdminService::Dead(grpc::ServerContext*,
                                 const adminpb::DeadRequest* request,
                                 adminpb::DeadResponse* response) {
   return Answer(core_->Dead(*request), response);
+}
+grpc::Status AdminService::Prune(grpc::ServerContext*,
+                                 const adminpb::PruneRequest* request,
+                                 adminpb::PruneResponse* response) {
+  return Answer(core_->Prune(*request), response);
 }
 
 absl::StatusOr<std::unique_ptr<OfflineAdmin>> OfflineAdmin::Open(

@@ -56,6 +56,11 @@ struct AdminSources {
   // thread, concurrently; Stats, Check and Orphans call them too.
   std::function<absl::StatusOr<adminpb::DeadResponse>()> dead;
   std::function<adminpb::WatcherStatus()> watcher_status;
+  // With the containerd watcher: one prune pass (plugin/prune/pruner.h),
+  // from any RPC thread. Empty: Prune answers FailedPrecondition.
+  std::function<absl::StatusOr<adminpb::PruneResponse>(
+      const adminpb::PruneRequest&)>
+      prune;
 };
 
 class AdminCore {
@@ -93,6 +98,11 @@ class AdminCore {
   // no containers. Offline: FailedPrecondition ("needs the daemon").
   [[nodiscard]] absl::StatusOr<adminpb::DeadResponse> Dead(
       const adminpb::DeadRequest& request);
+
+  // One prune pass (docs/prune.md). FailedPrecondition offline and without
+  // containerd_address: the prune acts only through containerd.
+  [[nodiscard]] absl::StatusOr<adminpb::PruneResponse> Prune(
+      const adminpb::PruneRequest& request);
 
   bool live() const { return sources_.repairs != nullptr; }
 
@@ -133,6 +143,8 @@ class AdminService final : public adminpb::Admin::Service {
                      adminpb::CheckResponse*) override;
   grpc::Status Dead(grpc::ServerContext*, const adminpb::DeadRequest*,
                     adminpb::DeadResponse*) override;
+  grpc::Status Prune(grpc::ServerContext*, const adminpb::PruneRequest*,
+                     adminpb::PruneResponse*) override;
 
  private:
   AdminCore* const core_;

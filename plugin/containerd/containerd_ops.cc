@@ -188,6 +188,19 @@ class GrpcContainerdOps final : public ContainerdOps {
                 });
   }
 
+  absl::Status DeleteLease(const std::string& ns,
+                           const std::string& id) override {
+    leases_v1::DeleteRequest del;
+    del.set_id(id);
+    google::protobuf::Empty empty;
+    absl::Status st = Call("Leases/Delete", ns, id, Deadline(),
+                           [&](grpc::ClientContext* ctx) {
+                             return leases_->Delete(ctx, del, &empty);
+                           });
+    if (absl::IsNotFound(st)) return absl::OkStatus();
+    return st;
+  }
+
  private:
   absl::Time Deadline() const { return absl::Now() + options_.rpc_timeout; }
 
@@ -280,6 +293,12 @@ class GrpcContainerdOps final : public ContainerdOps {
 };
 
 }  // namespace
+
+absl::Status ContainerdOps::DeleteLease(const std::string& ns,
+                                        const std::string& id) {
+  return absl::UnimplementedError(
+      absl::StrCat("DeleteLease ", ns, "/", id, ": not implemented here"));
+}
 
 std::unique_ptr<ContainerdOps> MakeGrpcContainerdOps(
     GrpcContainerdOpsOptions options) {

@@ -54,6 +54,11 @@ class ContainerdOps {
   // the caller must hold nothing a Remove needs (no key lock), or this
   // waits for gc_timeout.
   [[nodiscard]] virtual absl::Status CollectGarbage(const std::string& ns) = 0;
+  // Deletes lease `id` in `ns` (not synchronously: the caller runs
+  // CollectGarbage after). OK when it is already gone. The prune's
+  // (plugin/prune/pruner.h); the default answers Unimplemented.
+  [[nodiscard]] virtual absl::Status DeleteLease(const std::string& ns,
+                                                 const std::string& id);
 };
 
 struct GrpcContainerdOpsOptions {

@@ -42,6 +42,8 @@ std::string_view HistoryOpName(HistoryOp op) {
       return "leases";
     case HistoryOp::kReaped:
       return "reaped";
+    case HistoryOp::kPruned:
+      return "pruned";
   }
   return "unknown";
 }

@@ -32,6 +32,7 @@ enum class HistoryOp {
   kOwner,           // the owning container changed
   kLeases,          // the leases holding it changed
   kReaped,          // the reaper deleted its dead container
+  kPruned,          // the prune deleted what held it (docs/prune.md)
 };
 
 // The op's name in the ledger and the admin API ("remove-deferred", ...).

@@ -92,7 +92,7 @@ TEST(StatesTest, PredicatesPartitionTheStates) {
 TEST(HistoryTest, EveryOpHasItsOwnName) {
   std::set<std::string> names;
   for (int op = static_cast<int>(HistoryOp::kPrepare);
-       op <= static_cast<int>(HistoryOp::kReaped); ++op) {
+       op <= static_cast<int>(HistoryOp::kPruned); ++op) {
     const std::string name(HistoryOpName(static_cast<HistoryOp>(op)));
     EXPECT_NE(name, "unknown");
     EXPECT_TRUE(names.insert(name).second) << name;

@@ -272,6 +272,61 @@ absl::Status LoadReaper(const std::string& path, const toml::node& node,
       });
 }
 
+// [prune] (docs/prune.md).
+absl::Status LoadPrune(const std::string& path, const toml::node& node,
+                       Config* c) {
+  PrunePolicy& p = c->prune;
+  return ForEachSetting(
+      path, "prune", node,
+      [&](const std::string& key, const toml::node& n) -> absl::Status {
+        const std::string what = absl::StrCat("prune.", key);
+        if (key == "enabled" || key == "dry_run") {
+          absl::StatusOr<bool> v = GetBool(path, n, what);
+          if (!v.ok()) return v.status();
+          (key == "enabled" ? p.enabled : p.dry_run) = *v;
+          return absl::OkStatus();
+        }
+        if (key == "containers" || key == "leases") {
+          absl::StatusOr<std::vector<std::string>> v =
+              GetStrings(path, n, what);
+          if (!v.ok()) return v.status();
+          (key == "containers" ? p.containers : p.leases) = *std::move(v);
+          return absl::OkStatus();
+        }
+        absl::Duration* duration = key == "interval"        ? &p.interval
+                                   : key == "keep_duration" ? &p.keep_duration
+                                   : key == "dead_after"
+                                       ? &p.pressure_dead_after
+                                       : nullptr;
+        if (duration == nullptr && key != "min_free" && key != "max_used") {
+          return Unknown(path, n, "prune", key);
+        }
+        absl::StatusOr<std::string> v = GetString(path, n, what);
+        if (!v.ok()) return v.status();
+        if (duration != nullptr) {
+          return ParseDurationOr(path, n, what, *v, "72h", duration);
+        }
+        if (v->empty()) {  // "": the policy is off
+          if (key == "min_free") p.min_free.reset();
+          if (key == "max_used") p.max_used.reset();
+          return absl::OkStatus();
+        }
+        if (key == "min_free") {
+          absl::StatusOr<FreeTarget> t = ParseFreeTarget(*v);
+          if (!t.ok())
+            return Bad(path, n, absl::StrCat(what, ": ", t.status().message()));
+          p.min_free = *t;
+          return absl::OkStatus();
+        }
+        absl::StatusOr<int64_t> bytes = ParseByteSize(*v);
+        if (!bytes.ok())
+          return Bad(path, n,
+                     absl::StrCat(what, ": ", bytes.status().message()));
+        p.max_used = *bytes;
+        return absl::OkStatus();
+      });
+}
+
 }  // namespace
 
 absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
@@ -310,6 +365,7 @@ absl::StatusOr<Config> LoadConfigText(std::string_view text,
       {"remove_queue", &LoadRemoveQueue},
       {"containers", &LoadContainers},
       {"reaper", &LoadReaper},
+      {"prune", &LoadPrune},
   };
   for (auto&& [k, node] : table) {
     const std::string key(k.str());
@@ -434,6 +490,12 @@ absl::Status ValidateConfig(const Config& config) {
       return absl::InvalidArgumentError(
           "reaper.match: an empty pattern matches no container id");
     }
+  }
+  if (absl::Status s = ValidatePrunePolicy(config.prune); !s.ok()) return s;
+  if (config.prune.enabled && config.containerd_address.empty()) {
+    return absl::InvalidArgumentError(
+        "prune.enabled needs containerd_address: the prune acts only "
+        "through containerd's API");
   }
   if (absl::Status s = ValidateRetryPolicy(config.remove_retry); !s.ok()) {
     return absl::InvalidArgumentError(

@@ -37,6 +37,17 @@
 //   enabled = false
 //   match = ["obuilder-run-*"]            # globs on the container id
 //   dry_run = false                       # only say what it would delete
+//   [prune]                               # ledger-driven prune (docs/prune.md)
+//   enabled = false                       # a pass every interval; the CLI's
+//                                         # `snapledger prune` works anyway
+//   interval = "5m"
+//   min_free = ""                         # "15%" or "20GiB" of the root's fs
+//   max_used = ""                         # "100GiB" held by our snapshots
+//   keep_duration = "0s"                  # TTL since last use; "0s": none
+//   dry_run = false                       # only say what would go
+//   dead_after = "1m"                     # under pressure: idle this long
+//   containers = ["*"]                    # globs on container ids
+//   leases = []                           # globs on lease ids (expired only)
 #pragma once
 
 #include <string>
@@ -46,6 +57,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "plugin/core/coordinator.h"
+#include "plugin/prune/prune_policy.h"
 #include "plugin/removal/removal_schedule.h"
 
 namespace snapledger {
@@ -100,6 +112,9 @@ struct Config {
   bool reaper_enabled = false;
   std::vector<std::string> reap_match;
   bool reap_dry_run = false;
+  // [prune] (docs/prune.md). prune.dead_after here is the one of [containers]
+  // (set by the daemon); pressure_dead_after is [prune] dead_after.
+  PrunePolicy prune;
 };
 
 // Applies the settings in TOML file `path` on top of `base`. InvalidArgument

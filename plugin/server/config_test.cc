@@ -266,6 +266,7 @@ TEST_F(ConfigTest, ShippedConfigLoadsAndIsValid) {
   EXPECT_TRUE(ValidateConfig(*c).ok());
   EXPECT_EQ(c->containerd_address, "");
   EXPECT_FALSE(c->reaper_enabled);
+  EXPECT_FALSE(c->prune.enabled);
   EXPECT_EQ(c->dead_after, absl::Minutes(10));
   // The shipped default is the production backend.
   EXPECT_EQ(c->backend, "overlayfs");
@@ -305,6 +306,74 @@ TEST_F(ConfigTest, HeaderExampleLoadsAndStatesTheDefaults) {
   EXPECT_EQ(c->dead_after, defaults.dead_after);
   EXPECT_EQ(c->reaper_enabled, defaults.reaper_enabled);
   EXPECT_EQ(c->reap_dry_run, defaults.reap_dry_run);
+  EXPECT_EQ(c->prune.enabled, defaults.prune.enabled);
+  EXPECT_EQ(c->prune.interval, defaults.prune.interval);
+  EXPECT_EQ(c->prune.min_free.has_value(), defaults.prune.min_free.has_value());
+  EXPECT_EQ(c->prune.max_used, defaults.prune.max_used);
+  EXPECT_EQ(c->prune.keep_duration, defaults.prune.keep_duration);
+  EXPECT_EQ(c->prune.pressure_dead_after, defaults.prune.pressure_dead_after);
+  EXPECT_EQ(c->prune.containers, defaults.prune.containers);
+  EXPECT_EQ(c->prune.leases, defaults.prune.leases);
+}
+
+TEST_F(ConfigTest, PruneSettings) {
+  auto c = LoadConfigFile(Write(R"(
+containerd_address = "/run/containerd/containerd.sock"
+[prune]
+enabled = true
+interval = "30s"
+min_free = "15%"
+max_used = "100GiB"
+keep_duration = "72h"
+dry_run = true
+dead_after = "2m"
+containers = ["obuilder-run-*"]
+leases = ["buildkit-*", "ci-*"]
+)"),
+                          Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(ValidateConfig(*c).ok()) << ValidateConfig(*c);
+  EXPECT_TRUE(c->prune.enabled);
+  EXPECT_EQ(c->prune.interval, absl::Seconds(30));
+  ASSERT_TRUE(c->prune.min_free.has_value());
+  EXPECT_TRUE(c->prune.min_free->percent);
+  EXPECT_EQ(c->prune.min_free->value, 15);
+  EXPECT_EQ(c->prune.max_used, int64_t{100} << 30);
+  EXPECT_EQ(c->prune.keep_duration, absl::Hours(72));
+  EXPECT_TRUE(c->prune.dry_run);
+  EXPECT_EQ(c->prune.pressure_dead_after, absl::Minutes(2));
+  EXPECT_THAT(c->prune.containers, ElementsAre("obuilder-run-*"));
+  EXPECT_THAT(c->prune.leases, ElementsAre("buildkit-*", "ci-*"));
+}
+
+TEST_F(ConfigTest, PruneRefusesBadValuesNamingThem) {
+  const std::pair<const char*, const char*> cases[] = {
+      {"[prune]\nmin_free = \"150%\"\n", "prune.min_free"},
+      {"[prune]\nmin_free = \"lots\"\n", "prune.min_free"},
+      {"[prune]\nmax_used = \"12 parsecs\"\n", "prune.max_used"},
+      {"[prune]\nkeep_duration = \"3 days\"\n", "prune.keep_duration"},
+      {"[prune]\nleases = \"ci-*\"\n", "prune.leases"},
+      {"[prune]\nmax_free = \"1G\"\n", "unknown setting `prune.max_free`"},
+  };
+  for (const auto& [text, want] : cases) {
+    auto c = LoadConfigFile(Write(text), Config{});
+    ASSERT_FALSE(c.ok()) << text;
+    EXPECT_THAT(std::string(c.status().message()), HasSubstr(want)) << text;
+  }
+  Config no_containerd;
+  no_containerd.prune.enabled = true;
+  no_containerd.prune.keep_duration = absl::Hours(1);
+  EXPECT_THAT(ValidateConfig(no_containerd).message(),
+              HasSubstr("prune.enabled needs containerd_address"));
+  Config no_policy;
+  no_policy.containerd_address = "/run/containerd/containerd.sock";
+  no_policy.prune.enabled = true;
+  EXPECT_THAT(ValidateConfig(no_policy).message(), HasSubstr("needs a policy"));
+  Config zero_dead = no_policy;
+  zero_dead.prune.keep_duration = absl::Hours(1);
+  zero_dead.prune.pressure_dead_after = absl::ZeroDuration();
+  EXPECT_THAT(ValidateConfig(zero_dead).message(),
+              HasSubstr("prune.dead_after"));
 }
 
 TEST_F(ConfigTest, OverlayfsSettings) {

@@ -16,6 +16,7 @@
 #include "plugin/containerd/ownership.h"
 #include "plugin/containerd/watcher.h"
 #include "plugin/core/coordinator.h"
+#include "plugin/prune/pruner.h"
 #include "plugin/recovery/reconciler.h"
 #include "plugin/server/coordinator_repairs.h"
 #include "plugin/server/host_paths.h"
@@ -95,6 +96,8 @@ struct Daemon::State {
   std::unique_ptr<ContainerdOps> containerd_ops;
   std::unique_ptr<OwnerTracker> owners;
   std::unique_ptr<Watcher> watcher;
+  // With containerd_address only: the prune (plugin/prune/pruner.h).
+  std::unique_ptr<Pruner> pruner;
   std::unique_ptr<Reconciler> reconciler;
   std::unique_ptr<Listener> snapshots_listener;
   std::string admin_address;
@@ -111,6 +114,7 @@ struct Daemon::State {
   absl::Status Recover();
   absl::Status StartCoordinator();
   void MakeOwnerTracker();
+  void MakePruner();
   absl::Status ServeSnapshots();
   absl::Status ServeAdmin();
   absl::Status StartWatcher();
@@ -120,6 +124,7 @@ struct Daemon::State {
   // it): stop them before any member goes. Shutdown() does the same.
   ~State() {
     if (doctor != nullptr) doctor->Stop();
+    if (pruner != nullptr) pruner->Stop();
     if (watcher != nullptr) watcher->Stop();
     if (owners != nullptr) owners->Stop();
     if (coordinator != nullptr) coordinator->removal_queue().Stop();
@@ -212,7 +217,10 @@ absl::Status Daemon::State::StartCoordinator() {
   }
   coordinator =
       std::make_unique<Coordinator>(ledger.get(), backend.get(), options);
-  if (!config.containerd_address.empty()) MakeOwnerTracker();
+  if (!config.containerd_address.empty()) {
+    MakeOwnerTracker();
+    MakePruner();
+  }
   RemovalQueue& queue = coordinator->removal_queue();
   if (absl::Status s = queue.Start(); !s.ok()) return s;
   if (absl::StatusOr<RemovalQueueStats> stats = queue.Stats(); stats.ok()) {
@@ -251,6 +259,25 @@ void Daemon::State::MakeOwnerTracker() {
   owners =
       std::make_unique<OwnerTracker>(ledger.get(), coordinator.get(),
                                      containerd_ops.get(), std::move(options));
+}
+
+void Daemon::State::MakePruner() {
+  PrunerOptions options;
+  options.policy = config.prune;
+  options.policy.dead_after = config.dead_after;
+  options.root = config.root;
+  // The watcher is made later (StartWatcher); until then there is no view
+  // and a pass answers FailedPrecondition.
+  options.view = [this]() -> std::shared_ptr<const Ownership> {
+    return watcher != nullptr ? watcher->Current() : nullptr;
+  };
+  options.request_relist = [this] {
+    if (watcher != nullptr) watcher->RequestRelist();
+  };
+  TimedBackend* timed = backend.get();
+  options.object_usage = [timed](uint64_t id) { return timed->DiskUsage(id); };
+  pruner = std::make_unique<Pruner>(ledger.get(), coordinator.get(),
+                                    containerd_ops.get(), std::move(options));
 }
 
 absl::Status Daemon::State::ServeSnapshots() {
@@ -301,6 +328,35 @@ absl::Status Daemon::State::ServeAdmin() {
       return WatcherStatusProto(with_last_sync(tracker->Status()));
     };
   }
+  if (pruner != nullptr) {
+    Pruner* p = pruner.get();
+    sources.prune = [p](const adminpb::PruneRequest& request)
+        -> absl::StatusOr<adminpb::PruneResponse> {
+      PruneRequest r;
+      if (request.dry_run()) r.dry_run = true;
+      if (!request.until().empty()) {
+        absl::Duration until;
+        if (!absl::ParseDuration(request.until(), &until) ||
+            until <= absl::ZeroDuration()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--until: \"", request.until(),
+                           "\" is not a positive duration (e.g. \"72h\")"));
+        }
+        r.keep_duration = until;
+      }
+      if (!request.free().empty()) {
+        absl::StatusOr<FreeTarget> free = ParseFreeTarget(request.free());
+        if (!free.ok()) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("--free: ", free.status().message()));
+        }
+        r.min_free = *free;
+      }
+      absl::StatusOr<PruneReport> report = p->Run(r);
+      if (!report.ok()) return report.status();
+      return PruneResponseProto(*report);
+    };
+  }
   admin_core = std::make_unique<AdminCore>(std::move(sources));
   // 0600: the admin API is for root only.
   AdminCore* core = admin_core.get();
@@ -331,6 +387,15 @@ absl::Status Daemon::State::StartWatcher() {
   watcher = std::make_unique<Watcher>(std::move(options));
   if (absl::Status s = watcher->Start(); !s.ok()) return s;
   if (absl::Status s = owners->Start(); !s.ok()) return s;
+  if (pruner != nullptr) {
+    if (absl::Status s = pruner->Start(); !s.ok()) return s;
+    if (config.prune.enabled) {
+      spdlog::info("prune: a pass every {} ({}){}",
+                   absl::FormatDuration(config.prune.interval),
+                   DescribePrunePolicy(config.prune),
+                   config.prune.dry_run ? ", dry run" : "");
+    }
+  }
   spdlog::info(
       "watching containerd at {} for owners (dead after {}; reaper {})",
       config.containerd_address, absl::FormatDuration(config.dead_after),
@@ -366,8 +431,9 @@ absl::Status Daemon::CheckServing(absl::Duration timeout) const {
 void Daemon::Shutdown(absl::Duration grace) {
   if (state_ == nullptr || state_->stopped) return;
   state_->stopped = true;
-  // The watcher and the tracker first, while the server still answers the
-  // Removes a garbage collection the reaper asked for may send.
+  // The prune, the watcher and the tracker first, while the server still
+  // answers the Removes a garbage collection they asked for may send.
+  if (state_->pruner != nullptr) state_->pruner->Stop();
   if (state_->watcher != nullptr) state_->watcher->Stop();
   if (state_->owners != nullptr) state_->owners->Stop();
   // The doctor first: nothing restarts a listener that is going.
@@ -386,6 +452,7 @@ void Daemon::Shutdown(absl::Duration grace) {
   state_->coordinator.reset();  // stops the removal worker
   // After the coordinator: its removal worker may ask the holder.
   state_->owners.reset();
+  state_->pruner.reset();  // after the admin core, which calls it
   state_->containerd_ops.reset();
   // A backend call that outlived its limit keeps the backend alive by
   // itself; waiting a little lets it finish and log its outcome.
