@@ -305,6 +305,32 @@ TEST_F(ConfigTest, HeaderExampleLoadsAndStatesTheDefaults) {
   EXPECT_EQ(c->dead_after, defaults.dead_after);
   EXPECT_EQ(c->reaper_enabled, defaults.reaper_enabled);
   EXPECT_EQ(c->reap_dry_run, defaults.reap_dry_run);
+  EXPECT_EQ(c->metrics_address, defaults.metrics_address);
+  EXPECT_EQ(c->metrics_allow_non_loopback, defaults.metrics_allow_non_loopback);
+}
+
+TEST_F(ConfigTest, MetricsAddressIsLoopbackUnlessAllowed) {
+  EXPECT_EQ(Config{}.metrics_address, "");  // off by default
+  auto c =
+      LoadConfigFile(Write("metrics_address = \"127.0.0.1:9305\"\n"), Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metrics_address, "127.0.0.1:9305");
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+  c = LoadConfigFile(Write("metrics_address = \"0.0.0.0:9305\"\n"), Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::Status refused = ValidateConfig(*c);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused));
+  EXPECT_THAT(std::string(refused.message()),
+              HasSubstr("metrics_allow_non_loopback = true"));
+  c = LoadConfigFile(Write("metrics_address = \"0.0.0.0:9305\"\n"
+                           "metrics_allow_non_loopback = true\n"),
+                     Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->metrics_allow_non_loopback);
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+  auto bad =
+      LoadConfigFile(Write("metrics_allow_non_loopback = \"yes\"\n"), Config{});
+  EXPECT_FALSE(bad.ok());
 }
 
 TEST_F(ConfigTest, OverlayfsSettings) {
