@@ -596,8 +596,14 @@ uint64_t Ledger::Counts::total() const {
 absl::StatusOr<Ledger::Counts> Ledger::CountRecords() const {
   if (absl::Status s = RequireIndexes(); !s.ok()) return s;
   Counts counts;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
   const std::string prefix(kCountPrefix);
+  // Bounded: the iterator reads no block beyond the counts.
+  std::string end = prefix;
+  ++end.back();
+  const rocksdb::Slice end_slice(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &end_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
   for (it->Seek(prefix); it->Valid(); it->Next()) {
     std::string_view k = it->key().ToStringView();
     if (!k.starts_with(prefix) || k.size() != prefix.size() + 3) break;
@@ -630,7 +636,12 @@ absl::StatusOr<std::optional<absl::Time>> Ledger::OldestRemovalRequest(
   }
   if (absl::Status s = RequireIndexes(); !s.ok()) return s;
   const std::string prefix = RequestIndexPrefix(state);
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
+  std::string end = prefix;
+  ++end.back();
+  const rocksdb::Slice end_slice(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &end_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
   it->Seek(prefix);
   if (!it->Valid()) {
     if (absl::Status s = FromRocks(it->status(), "read of the request index");
