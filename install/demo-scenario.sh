@@ -29,6 +29,9 @@ cat >"$IT_TMP/snapledger.toml" <<EOF
 backend = "$IT_BACKEND"
 remove_policy = "defer"
 containerd_address = "$IT_TMP/containerd/containerd.sock"
+# Prometheus metrics on loopback (docs/metrics.md); port 0: a free one, which
+# the daemon's log names.
+metrics_address = "127.0.0.1:0"
 [containers]
 dead_after = "2s"
 [remove_queue]
@@ -102,6 +105,19 @@ show snapledger check
 grep -E 'dead container' "$IT_SL_LOG" | sed 's/^/  log: /'
 
 echo
+echo "== the same state as Prometheus metrics (docs/metrics.md; alert rules in"
+echo "   install/snapledger-alerts.rules.yml): the queue, the dead container and"
+echo "   the bytes it pins"
+METRICS_URL=$(sed -nE 's#.*metrics on (http://[^ ]+/metrics)$#\1#p' "$IT_SL_LOG" | tail -n1)
+PORT=${METRICS_URL##*:}; PORT=${PORT%%/*}
+show_metrics() {
+  curl -s "http://127.0.0.1:$PORT/metrics" | grep snapledger_ |
+    grep -E '^snapledger_(snapshots|removal_queue|removal_oldest|dead_container|watcher_connected|ledger_size)'
+}
+printf '\n$ curl -s http://127.0.0.1:%s/metrics | grep snapledger_ | grep -E %s\n' "$PORT" \
+  "'^snapledger_(snapshots|removal_queue|removal_oldest|dead_container|watcher_connected|ledger_size)'"
+show_metrics
+
 echo "== what the prune would take (docs/prune.md): a dry run changes nothing"
 echo "   (--until 1s: a TTL for this pass; keeper has been dead longer)"
 show snapledger prune --dry-run --until 1s

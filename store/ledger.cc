@@ -87,9 +87,12 @@ constexpr std::string_view kOwnedPrefix = "o/";
 constexpr std::string_view kNamePrefix = "n/";
 constexpr std::string_view kStatePrefix = "t/";
 constexpr std::string_view kCountPrefix = "m/n/";
+constexpr std::string_view kRequestPrefix = "q/";
 constexpr std::string_view kIndexVersionKey = "m/index_version";
 // Bump when an index is added or its keys change: Open then rebuilds.
-constexpr std::string_view kIndexVersion = "1";
+// 2: the counts by kind and held removals (m/n/ keys of three bytes), the
+// removal request index (q/).
+constexpr std::string_view kIndexVersion = "2";
 
 std::string RecordKey(std::string_view key) {
   std::string out(kRecordPrefix);
@@ -161,6 +164,25 @@ std::string StateClass(const Record& r) {
   return out;
 }
 
+// A record's class for the counts: its StateClass, with REMOVE_PENDING
+// records held for a container (no due time, held_by set) in sub-class 2,
+// then its kind. The counts answer "how many, by state and kind" without a
+// scan (the metrics' snapshots by kind and state, the queue's held ones).
+std::string CountClass(const Record& r) {
+  std::string out = StateClass(r);
+  if (out[1] == '\1' && !r.held_by().empty()) out[1] = '\2';
+  out.push_back(static_cast<char>(r.kind() & 0xff));
+  return out;
+}
+
+// Queued removals (REMOVE_PENDING, STUCK) by the time they were asked for:
+// the oldest one is the first entry of its state's prefix.
+std::string RequestIndexPrefix(RecordState state) {
+  std::string out(kRequestPrefix);
+  out.push_back(static_cast<char>(state & 0xff));
+  return out;
+}
+
 // Every index entry `r` has (the keys; all values are empty).
 std::vector<std::string> IndexEntries(const Record& r) {
   std::vector<std::string> out;
@@ -176,6 +198,12 @@ std::vector<std::string> IndexEntries(const Record& r) {
   }
   if (r.state() != store::v1::LIVE) {
     out.push_back(std::string(kStatePrefix) + StateClass(r) + r.key());
+  }
+  if (r.state() == store::v1::REMOVE_PENDING || r.state() == store::v1::STUCK) {
+    out.push_back(RequestIndexPrefix(r.state()) +
+                  EncodeU64(static_cast<uint64_t>(
+                      std::max<int64_t>(r.remove_requested_ns(), 0))) +
+                  r.key());
   }
   return out;
 }
@@ -428,8 +456,8 @@ absl::Status Ledger::CheckIndexes(uint64_t* seq, uint64_t* next_id) {
   // in a synced write, so an interrupted rebuild runs again.
   spdlog::info("ledger: building the indexes of {}", options_.path);
   rocksdb::WriteOptions wo;
-  for (std::string_view prefix :
-       {kChildPrefix, kOwnedPrefix, kNamePrefix, kStatePrefix, kCountPrefix}) {
+  for (std::string_view prefix : {kChildPrefix, kOwnedPrefix, kNamePrefix,
+                                  kStatePrefix, kCountPrefix, kRequestPrefix}) {
     std::string end(prefix);
     ++end.back();  // the first key after the prefix's key space
     s = RocksWrite([&] {
@@ -448,7 +476,7 @@ absl::Status Ledger::CheckIndexes(uint64_t* seq, uint64_t* next_id) {
     *seq = std::max(*seq, r.seq());
     *next_id = std::max(*next_id, r.backend_id() + 1);
     for (const std::string& k : IndexEntries(r)) wb.Put(k, "");
-    ++counts[StateClass(r)];
+    ++counts[CountClass(r)];
     ++records;
     if (wb.Count() >= 10000) {
       s = RocksWrite([&] { return db_->Write(wo, &wb); });
@@ -568,24 +596,85 @@ uint64_t Ledger::Counts::total() const {
 absl::StatusOr<Ledger::Counts> Ledger::CountRecords() const {
   if (absl::Status s = RequireIndexes(); !s.ok()) return s;
   Counts counts;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
   const std::string prefix(kCountPrefix);
+  // Bounded: the iterator reads no block beyond the counts.
+  std::string end = prefix;
+  ++end.back();
+  const rocksdb::Slice end_slice(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &end_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
   for (it->Seek(prefix); it->Valid(); it->Next()) {
     std::string_view k = it->key().ToStringView();
-    if (!k.starts_with(prefix) || k.size() != prefix.size() + 2) break;
+    if (!k.starts_with(prefix) || k.size() != prefix.size() + 3) break;
     const auto n = static_cast<int64_t>(DecodeU64(it->value().ToStringView()));
     if (n <= 0) continue;
     const auto state =
         static_cast<RecordState>(static_cast<uint8_t>(k[prefix.size()]));
+    const auto kind =
+        static_cast<RecordKind>(static_cast<uint8_t>(k[prefix.size() + 2]));
     counts.by_state[state] += static_cast<uint64_t>(n);
-    if (k[prefix.size() + 1] == '\1') {
+    counts.by_state_kind[{state, kind}] += static_cast<uint64_t>(n);
+    if (k[prefix.size() + 1] != '\0') {
       counts.pending_without_due += static_cast<uint64_t>(n);
+    }
+    if (k[prefix.size() + 1] == '\2') {
+      counts.pending_held += static_cast<uint64_t>(n);
     }
   }
   if (absl::Status s = FromRocks(it->status(), "read of the counts"); !s.ok()) {
     return s;
   }
   return counts;
+}
+
+absl::StatusOr<std::optional<absl::Time>> Ledger::OldestRemovalRequest(
+    RecordState state) const {
+  if (state != store::v1::REMOVE_PENDING && state != store::v1::STUCK) {
+    return absl::InvalidArgumentError(
+        "only queued removals are indexed by request time");
+  }
+  if (absl::Status s = RequireIndexes(); !s.ok()) return s;
+  const std::string prefix = RequestIndexPrefix(state);
+  std::string end = prefix;
+  ++end.back();
+  const rocksdb::Slice end_slice(end);
+  rocksdb::ReadOptions ro;
+  ro.iterate_upper_bound = &end_slice;
+  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  it->Seek(prefix);
+  if (!it->Valid()) {
+    if (absl::Status s = FromRocks(it->status(), "read of the request index");
+        !s.ok()) {
+      return s;
+    }
+    return std::optional<absl::Time>();
+  }
+  std::string_view k = it->key().ToStringView();
+  if (!k.starts_with(prefix) || k.size() < prefix.size() + 8) {
+    return std::optional<absl::Time>();
+  }
+  return std::optional<absl::Time>(absl::FromUnixNanos(
+      static_cast<int64_t>(DecodeU64(k.substr(prefix.size(), 8)))));
+}
+
+absl::StatusOr<uint64_t> Ledger::DiskBytes() const {
+  std::error_code ec;
+  uint64_t total = 0;
+  for (auto it = std::filesystem::directory_iterator(options_.path, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    std::error_code size_ec;
+    // A file RocksDB deletes meanwhile (compaction) just does not count.
+    if (!it->is_regular_file(size_ec)) continue;
+    const uintmax_t size = it->file_size(size_ec);
+    if (!size_ec) total += size;
+  }
+  if (ec) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot list the ledger directory ", options_.path, ": ",
+                     ec.message()));
+  }
+  return total;
 }
 
 absl::StatusOr<Record> Ledger::Get(std::string_view key) const {
@@ -720,7 +809,7 @@ absl::Status Ledger::Write(Batch& batch) {
     std::vector<std::string> stale;
     if (prior.has_value()) {
       stale = IndexEntries(*prior);
-      --count_deltas[StateClass(*prior)];
+      --count_deltas[CountClass(*prior)];
     }
     if (op.put) {
       op.record.set_seq(seq);
@@ -736,7 +825,7 @@ absl::Status Ledger::Write(Batch& batch) {
         }
       }
       for (const std::string& k : fresh) wb.Put(k, "");
-      ++count_deltas[StateClass(r)];
+      ++count_deltas[CountClass(r)];
       max_id = std::max(max_id, r.backend_id());
       touched[r.key()] = r;
     } else {
@@ -771,7 +860,12 @@ absl::Status Ledger::Write(Batch& batch) {
   if (max_id > 0) wb.Merge(std::string(kNextIdKey), EncodeU64(max_id + 1));
   rocksdb::WriteOptions wo;
   wo.sync = options_.sync && batch.durability_ == Durability::kSynced;
+  const absl::Time write_start =
+      options_.on_write ? absl::Now() : absl::InfinitePast();
   rocksdb::Status s = RocksWrite([&] { return db_->Write(wo, &wb); });
+  if (options_.on_write) {
+    options_.on_write(WriteSample{wo.sync, absl::Now() - write_start, s.ok()});
+  }
   if (s.ok()) {
     (wo.sync ? synced_writes_ : unsynced_writes_)
         .fetch_add(1, std::memory_order_relaxed);

@@ -10,7 +10,11 @@
 //                                          identity: namespace, containerd key)
 //   t/<state:u8><sub:u8><key>       -> ""  state index, every state but LIVE
 //                                          (sub 1: REMOVE_PENDING, no due time)
-//   m/n/<state:u8><sub:u8>          -> signed be64 count, merged by addition
+//   m/n/<state:u8><sub:u8><kind:u8> -> signed be64 count, merged by addition
+//                                          (sub 2: REMOVE_PENDING held for a
+//                                          container)
+//   q/<state:u8><requested:be64><key> -> ""  queued removals (REMOVE_PENDING,
+//                                          STUCK) by the time asked for
 //   m/seq, m/next_id                -> big-endian uint64, merged with max()
 //   m/index_version                 -> the version of the indexes above
 //   h/<seq:be64><index:be32>        -> HistoryEvent, written with the change
@@ -34,6 +38,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -81,6 +86,13 @@ class Ledger {
     kDeferred,
   };
 
+  // One write, as Options::on_write sees it.
+  struct WriteSample {
+    bool synced = false;  // fsynced before returning
+    absl::Duration took;  // the RocksDB write (and its fsync)
+    bool ok = false;      // false: the write failed (Write returns an error)
+  };
+
   struct Options {
     // Directory of the RocksDB database; created if missing.
     std::string path;
@@ -99,6 +111,10 @@ class Ledger {
     size_t write_buffer_bytes = 4 << 20;
     // History events kept; older ones are deleted as new ones arrive.
     uint64_t history_limit = 100000;
+    // Called after every Write's RocksDB write, on the writer's thread, with
+    // how it went (the daemon's metrics). Must be cheap and must not call
+    // back into the ledger. Empty: nothing is timed.
+    std::function<void(const WriteSample&)> on_write;
   };
 
   // A set of changes applied atomically by Ledger::Write.
@@ -164,12 +180,26 @@ class Ledger {
   // Records per state, kept incrementally by every write.
   struct Counts {
     std::map<RecordState, uint64_t> by_state;
+    // The same records by state and kind.
+    std::map<std::pair<RecordState, RecordKind>, uint64_t> by_state_kind;
     // Of the REMOVE_PENDING ones, those without a due time (waiting for
-    // their children).
+    // their children, or held for a container).
     uint64_t pending_without_due = 0;
+    // Of those, the ones held for a container (held_by set).
+    uint64_t pending_held = 0;
     uint64_t total() const;
   };
   [[nodiscard]] absl::StatusOr<Counts> CountRecords() const;
+
+  // When the oldest removal now in `state` (REMOVE_PENDING or STUCK, else
+  // InvalidArgument) was asked for (its remove_requested_ns); nullopt when
+  // none is. One seek in the request index, whatever the ledger's size.
+  [[nodiscard]] absl::StatusOr<std::optional<absl::Time>> OldestRemovalRequest(
+      RecordState state) const;
+
+  // The bytes of the ledger's files on disk (its directory: tables, logs,
+  // manifest), summed from one directory listing.
+  [[nodiscard]] absl::StatusOr<uint64_t> DiskBytes() const;
 
   // Keys of the records whose parent is backend object `parent_id` (in any
   // state), in key order, at most `limit` of them.

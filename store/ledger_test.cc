@@ -582,6 +582,110 @@ TEST_F(LedgerTest, CountsAreKeptByEveryWrite) {
   EXPECT_EQ(counts->total(), 2u);
 }
 
+TEST_F(LedgerTest, CountsByKindAndHeldRemovalsAreKept) {
+  Record view = Make("v", "", 1);
+  view.set_kind(store::v1::VIEW);
+  Put(view);
+  Record active = Make("a", "", 2);
+  active.set_kind(store::v1::ACTIVE);
+  Put(active);
+  Put(Make("c", "", 3));
+  Record held = Make("snapledger.removed/4", "", 4);
+  held.set_kind(store::v1::ACTIVE);
+  held.set_state(store::v1::REMOVE_PENDING);
+  held.set_held_by("default/ctr");
+  Put(held);
+  Record waiting = Make("snapledger.removed/5", "", 5);
+  waiting.set_state(store::v1::REMOVE_PENDING);
+  Put(waiting);
+  auto counts = ledger_->CountRecords();
+  ASSERT_TRUE(counts.ok());
+  using Key = std::pair<RecordState, RecordKind>;
+  EXPECT_EQ((counts->by_state_kind[Key{store::v1::LIVE, store::v1::VIEW}]), 1u);
+  EXPECT_EQ((counts->by_state_kind[Key{store::v1::LIVE, store::v1::ACTIVE}]),
+            1u);
+  EXPECT_EQ((counts->by_state_kind[Key{store::v1::LIVE, store::v1::COMMITTED}]),
+            1u);
+  EXPECT_EQ(
+      (counts
+           ->by_state_kind[Key{store::v1::REMOVE_PENDING, store::v1::ACTIVE}]),
+      1u);
+  EXPECT_EQ(counts->pending_without_due, 2u);
+  EXPECT_EQ(counts->pending_held, 1u);
+
+  // The container went: the held removal is due, no longer held.
+  held.clear_held_by();
+  held.set_next_attempt_ns(7);
+  Put(held);
+  counts = ledger_->CountRecords();
+  ASSERT_TRUE(counts.ok());
+  EXPECT_EQ(counts->pending_without_due, 1u);
+  EXPECT_EQ(counts->pending_held, 0u);
+  EXPECT_EQ(counts->by_state[store::v1::REMOVE_PENDING], 2u);
+}
+
+TEST_F(LedgerTest, OldestRemovalRequestComesFromTheRequestIndex) {
+  auto none = ledger_->OldestRemovalRequest(store::v1::REMOVE_PENDING);
+  ASSERT_TRUE(none.ok());
+  EXPECT_FALSE(none->has_value());
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      ledger_->OldestRemovalRequest(store::v1::LIVE).status()));
+  Record later = Make("snapledger.removed/1", "", 1);
+  later.set_state(store::v1::REMOVE_PENDING);
+  later.set_remove_requested_ns(2000);
+  Put(later);
+  Record older = Make("snapledger.removed/2", "", 2);
+  older.set_state(store::v1::REMOVE_PENDING);
+  older.set_remove_requested_ns(1000);
+  Put(older);
+  auto oldest = ledger_->OldestRemovalRequest(store::v1::REMOVE_PENDING);
+  ASSERT_TRUE(oldest.ok());
+  EXPECT_EQ(*oldest, absl::FromUnixNanos(1000));
+
+  // Stuck now: it leaves the pending index for the stuck one.
+  older.set_state(store::v1::STUCK);
+  Put(older);
+  oldest = ledger_->OldestRemovalRequest(store::v1::REMOVE_PENDING);
+  ASSERT_TRUE(oldest.ok());
+  EXPECT_EQ(*oldest, absl::FromUnixNanos(2000));
+  auto stuck = ledger_->OldestRemovalRequest(store::v1::STUCK);
+  ASSERT_TRUE(stuck.ok());
+  EXPECT_EQ(*stuck, absl::FromUnixNanos(1000));
+
+  Ledger::Batch batch;
+  batch.Delete(later);
+  ASSERT_TRUE(ledger_->Write(batch).ok());
+  Reopen();
+  oldest = ledger_->OldestRemovalRequest(store::v1::REMOVE_PENDING);
+  ASSERT_TRUE(oldest.ok());
+  EXPECT_FALSE(oldest->has_value());
+}
+
+TEST_F(LedgerTest, WritesAreReportedToTheObserverAndDiskBytesAreCounted) {
+  ledger_.reset();
+  std::vector<Ledger::WriteSample> samples;
+  Ledger::Options options;
+  options.path = dir_ + "/ledger";
+  options.on_write = [&](const Ledger::WriteSample& s) {
+    samples.push_back(s);
+  };
+  auto opened = Ledger::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  ledger_ = *std::move(opened);
+  Put(Make("a", "", 1));
+  Ledger::Batch deferred(Ledger::Durability::kDeferred);
+  deferred.Put(Make("b", "", 2));
+  ASSERT_TRUE(ledger_->Write(deferred).ok());
+  ASSERT_EQ(samples.size(), 2u);
+  EXPECT_TRUE(samples[0].synced);
+  EXPECT_TRUE(samples[0].ok);
+  EXPECT_GE(samples[0].took, absl::ZeroDuration());
+  EXPECT_FALSE(samples[1].synced);
+  absl::StatusOr<uint64_t> bytes = ledger_->DiskBytes();
+  ASSERT_TRUE(bytes.ok()) << bytes.status();
+  EXPECT_GT(*bytes, 0u);
+}
+
 TEST_F(LedgerTest, IndexesMissingFromAnOlderLedgerAreRebuiltOnOpen) {
   Record a = Make("default/1/a", "", 1);
   a.set_namespace_("default");

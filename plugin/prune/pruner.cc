@@ -398,6 +398,14 @@ absl::StatusOr<PruneReport> Pruner::Run(const PruneRequest& request) {
       }
     }
   }
+  if (options_.on_action) {
+    for (const PruneActionReport& a : report.actions) {
+      if (a.done) {
+        options_.on_action(PruneKindName(a.choice.candidate.kind),
+                           a.freed_bytes);
+      }
+    }
+  }
   if (!report.actions.empty() || report.bytes_needed > 0) {
     spdlog::info("prune{}: {} actions, {} {} ({}); free {} of {}, target {}",
                  policy.dry_run ? " (dry run)" : "", report.actions.size(),

@@ -33,6 +33,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -105,6 +106,9 @@ struct PrunerOptions {
   std::function<absl::StatusOr<Usage>(uint64_t id)> object_usage;
   // Called after a pass that deleted something, to have the view catch up.
   std::function<void()> request_relist;
+  // Called for each action done (not for a dry run): its kind
+  // (PruneKindName) and the bytes it freed. How the metrics learn of it.
+  std::function<void(std::string_view kind, int64_t bytes_freed)> on_action;
 };
 
 class Pruner {

@@ -28,6 +28,7 @@ void CountRemoval(const Record& record, RemovalQueueStats* stats) {
       ++stats->scheduled;
     } else {
       ++stats->waiting_for_children;
+      if (!record.held_by().empty()) ++stats->held;
     }
   }
 }

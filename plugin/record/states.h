@@ -36,6 +36,9 @@ bool HasTrackedOwner(const Record& r);
 struct RemovalQueueStats {
   size_t scheduled = 0;             // pending, with a due time
   size_t waiting_for_children = 0;  // pending, due when the last child goes
+  // Of the waiting ones, those held for a container that still exists (due
+  // when it goes; see RemovalQueueOptions::holder).
+  size_t held = 0;
   size_t stuck = 0;
   std::optional<absl::Time> next_due;
 };

@@ -13,6 +13,7 @@ namespace {
 void Add(ReconcileReport* report, Finding::Type type, const std::string& key,
          uint64_t id, std::string detail) {
   ++report->findings_total;
+  ++report->findings_by_type[type];
   if (report->findings.size() >= Reconciler::kMaxFindings) return;
   Finding f;
   f.set_type(type);

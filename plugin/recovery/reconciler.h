@@ -28,6 +28,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <thread>
 #include <vector>
@@ -54,6 +55,8 @@ struct ReconcileReport {
   // At most kMaxFindings; `findings_total` counts them all.
   std::vector<Finding> findings;
   int findings_total = 0;
+  // All of them (beyond kMaxFindings too), by type.
+  std::map<Finding::Type, int> findings_by_type;
 };
 
 class Reconciler {

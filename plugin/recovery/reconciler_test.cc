@@ -64,6 +64,9 @@ TEST_F(ReconcilerTest, FindsMissingUnrecordedAndParentMismatch) {
   EXPECT_EQ(by_type[Finding::MISSING_OBJECT].key(), "lost");
   EXPECT_EQ(by_type[Finding::PARENT_MISMATCH].key(), "child");
   EXPECT_EQ(by_type[Finding::UNRECORDED_OBJECT].backend_id(), 3u);
+  EXPECT_EQ(r->findings_by_type[Finding::MISSING_OBJECT], 1);
+  EXPECT_EQ(r->findings_by_type[Finding::PARENT_MISMATCH], 1);
+  EXPECT_EQ(r->findings_by_type[Finding::UNRECORDED_OBJECT], 1);
 }
 
 TEST_F(ReconcilerTest, IntentsAreNotJudged) {

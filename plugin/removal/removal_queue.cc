@@ -14,6 +14,26 @@
 
 namespace snapledger {
 
+std::string_view RemovalEventName(RemovalEvent event) {
+  switch (event) {
+    case RemovalEvent::kRemoved:
+      return "removed";
+    case RemovalEvent::kFailed:
+      return "failed";
+    case RemovalEvent::kStuck:
+      return "stuck";
+    case RemovalEvent::kWaitingForChildren:
+      return "waiting_for_children";
+    case RemovalEvent::kHeld:
+      return "held";
+    case RemovalEvent::kBackoffRetry:
+      return "backoff";
+    case RemovalEvent::kOperatorRetry:
+      return "operator";
+  }
+  return "unknown";
+}
+
 RemovalQueue::RemovalQueue(RemovalQueueDeps deps, RemovalQueueOptions options)
     : deps_(std::move(deps)), options_(std::move(options)) {}
 
@@ -128,7 +148,9 @@ void RemovalQueue::AttemptLocked(const Record& record) {
     batch.Put(waiting);
     if (absl::Status s = deps_.ledger->Write(batch); !s.ok()) {
       spdlog::warn("removal queue: {}: {}", record.key(), s.ToString());
+      return;
     }
+    Notify(RemovalEvent::kWaitingForChildren);
     return;
   }
 
@@ -149,6 +171,7 @@ void RemovalQueue::AttemptLocked(const Record& record) {
     if (absl::Status s = deps_.ledger->Write(batch); !s.ok()) {
       return RetryLater(id, s);
     }
+    Notify(RemovalEvent::kHeld);
     Reschedule(held);
     return;
   }
@@ -162,6 +185,7 @@ void RemovalQueue::AttemptLocked(const Record& record) {
     return RetryLater(id, s);  // nothing changed
   }
   CRASH_POINT("queue.after_intent");
+  if (record.remove_attempts() > 0) Notify(RemovalEvent::kBackoffRetry);
 
   absl::Status removed = deps_.backend->Remove(id);
   if (absl::IsNotFound(removed)) removed = absl::OkStatus();
@@ -179,6 +203,7 @@ void RemovalQueue::AttemptLocked(const Record& record) {
     return;
   }
   CRASH_POINT("queue.after_complete");
+  Notify(RemovalEvent::kRemoved);
   spdlog::info(
       "removal queue: removed {} ({}) after {} failed attempts, {} after it "
       "was asked for",
@@ -217,6 +242,7 @@ void RemovalQueue::NoteFailure(const Record& record,
     deps_.pending_intents->Note(record.key());
     return;
   }
+  Notify(stuck ? RemovalEvent::kStuck : RemovalEvent::kFailed);
   if (stuck) {
     spdlog::error(
         "removal queue: {} ({}) is stuck after {} attempts, last: {}; kept "
@@ -372,6 +398,7 @@ absl::Status RemovalQueue::Retry(uint64_t backend_id) {
                            ? "stuck removal retried on demand"
                            : "retried on demand"));
   if (absl::Status s = deps_.ledger->Write(batch); !s.ok()) return s;
+  Notify(RemovalEvent::kOperatorRetry);
   spdlog::info("removal queue: retry of {} ({}) asked for", due.removed_key(),
                key);
   Reschedule(due);
@@ -389,6 +416,7 @@ absl::StatusOr<RemovalQueueStats> RemovalQueue::Stats() {
   };
   stats.stuck = count(store::v1::STUCK);
   stats.waiting_for_children = counts->pending_without_due;
+  stats.held = counts->pending_held;
   stats.scheduled =
       count(store::v1::REMOVE_PENDING) - counts->pending_without_due;
   absl::MutexLock lock(&mu_);

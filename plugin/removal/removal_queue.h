@@ -32,6 +32,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -51,8 +52,28 @@
 
 namespace snapledger {
 
+// What the queue did, as RemovalQueueOptions::on_event hears it.
+enum class RemovalEvent {
+  // Outcomes of an attempt at a due removal:
+  kRemoved,             // the object and its record are gone
+  kFailed,              // the backend failed; backs off and tries again
+  kStuck,               // failed max_attempts times: kept for an operator
+  kWaitingForChildren,  // not attempted: children remain (the cascade)
+  kHeld,                // not attempted: its container still exists
+  // Retries:
+  kBackoffRetry,   // an attempt after an earlier failed one
+  kOperatorRetry,  // Retry(): an operator made it due now
+};
+// "removed", "failed", "stuck", "waiting_for_children", "held", "backoff",
+// "operator": the metrics' label values.
+std::string_view RemovalEventName(RemovalEvent event);
+
 struct RemovalQueueOptions {
   RetryPolicy retry;
+  // Called for every RemovalEvent once the ledger recorded it, on the
+  // thread that made the attempt (the daemon's metrics). Must be cheap and
+  // must not call back into the queue. Empty: nobody listens.
+  std::function<void(RemovalEvent)> on_event;
   // Time source for due times (tests use a fake clock).
   std::function<absl::Time()> clock = [] { return absl::Now(); };
   // The container that holds `record` back from removal — the container
@@ -147,6 +168,9 @@ class RemovalQueue {
   // Schedules `id` at `due` and wakes the worker.
   void ScheduleAt(uint64_t id, absl::Time due) ABSL_LOCKS_EXCLUDED(mu_);
   void WorkerLoop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Notify(RemovalEvent event) const {
+    if (options_.on_event) options_.on_event(event);
+  }
 
   const RemovalQueueDeps deps_;
   const RemovalQueueOptions options_;

@@ -6,7 +6,9 @@
 #include <functional>
 #include <random>
 #include <set>
+#include <string>
 #include <thread>
+#include <vector>
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -58,6 +60,9 @@ class RemovalTest : public testing::LedgerFixture {
     options.remove_policy = policy;
     options.queue.retry = retry;
     options.queue.clock = [this] { return clock_.Now(); };
+    options.queue.on_event = [this](RemovalEvent e) {
+      events_.push_back(std::string(RemovalEventName(e)));
+    };
     coord_ = std::make_unique<Coordinator>(ledger_.get(), &backend_, options);
     ASSERT_TRUE(coord_->removal_queue().Load().ok());
   }
@@ -103,6 +108,8 @@ class RemovalTest : public testing::LedgerFixture {
 
   testing::FakeClock clock_;
   std::unique_ptr<Coordinator> coord_;
+  // What the queue reported (RemovalQueueOptions::on_event), by name.
+  std::vector<std::string> events_;
 };
 
 TEST_F(RemovalTest, RefuseNamesTheChildrenAndKeepsTheSnapshot) {
@@ -271,6 +278,9 @@ TEST_F(RemovalTest, StuckAfterMaxAttemptsUntilRetried) {
   EXPECT_EQ(coord_->removal_queue().RunDue(), 1);
   EXPECT_EQ(RecordCount(), 0u);
   EXPECT_THAT(backend_.objects(), IsEmpty());
+  // Attempt 1 was the RPC's own; the queue made the others.
+  EXPECT_THAT(events_, ElementsAre("backoff", "failed", "backoff", "stuck",
+                                   "operator", "backoff", "removed"));
 }
 
 TEST_F(RemovalTest, HistoryIsBounded) {
@@ -314,6 +324,7 @@ TEST_F(RemovalTest, CascadeRemovesParentsLeafFirst) {
   ASSERT_TRUE(stats.ok());
   EXPECT_EQ(stats->scheduled, 1u);
   EXPECT_EQ(stats->waiting_for_children, 2u);
+  EXPECT_EQ(stats->held, 0u);
 
   // The view goes at once; mid still has the pending leaf.
   ASSERT_TRUE(coord_->Remove("view").ok());

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "plugin/metrics/metrics.h"
 #include "plugin/transport/transport.h"
 #include "toml++/toml.h"
 
@@ -327,6 +328,25 @@ absl::Status LoadPrune(const std::string& path, const toml::node& node,
       });
 }
 
+// The metrics settings (top level, like stargz's and soci's
+// `metrics_address`). NotFound: `key` is not one of them.
+absl::Status LoadMetricsSetting(const std::string& path, const std::string& key,
+                                const toml::node& node, Config* c) {
+  if (key == "metrics_address") {
+    absl::StatusOr<std::string> v = GetString(path, node, key);
+    if (!v.ok()) return v.status();
+    c->metrics_address = *v;
+    return absl::OkStatus();
+  }
+  if (key == "metrics_allow_non_loopback") {
+    absl::StatusOr<bool> v = GetBool(path, node, key);
+    if (!v.ok()) return v.status();
+    c->metrics_allow_non_loopback = *v;
+    return absl::OkStatus();
+  }
+  return absl::NotFoundError(key);
+}
+
 }  // namespace
 
 absl::StatusOr<Config> LoadConfigFile(const std::string& path, Config base) {
@@ -374,6 +394,7 @@ absl::StatusOr<Config> LoadConfigText(std::string_view text,
       s = loader->second(path, node, &base);
     } else {
       s = LoadTopLevel(path, key, node, &base);
+      if (absl::IsNotFound(s)) s = LoadMetricsSetting(path, key, node, &base);
       if (absl::IsNotFound(s)) s = Unknown(path, node, "", key);
     }
     if (!s.ok()) return s;
@@ -496,6 +517,11 @@ absl::Status ValidateConfig(const Config& config) {
     return absl::InvalidArgumentError(
         "prune.enabled needs containerd_address: the prune acts only "
         "through containerd's API");
+  }
+  if (!config.metrics_address.empty()) {
+    absl::StatusOr<std::string> metrics = CheckMetricsAddress(
+        config.metrics_address, config.metrics_allow_non_loopback);
+    if (!metrics.ok()) return metrics.status();
   }
   if (absl::Status s = ValidateRetryPolicy(config.remove_retry); !s.ok()) {
     return absl::InvalidArgumentError(

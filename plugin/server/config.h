@@ -15,6 +15,10 @@
 //   containerd_address = ""               # containerd's socket: owners,
 //                                         # dead containers (docs/owners.md)
 //   containerd_snapshotter = "snapledger" # our name in [proxy_plugins]
+//   metrics_address = ""                  # Prometheus /metrics, HOST:PORT
+//                                         # on loopback, e.g. "127.0.0.1:9305"
+//                                         # (docs/metrics.md); "": off
+//   metrics_allow_non_loopback = false    # serve metrics off loopback too
 //   [ledger]
 //   durability = "sync"                   # sync | async (see docs)
 //   [native]
@@ -115,6 +119,10 @@ struct Config {
   // [prune] (docs/prune.md). prune.dead_after here is the one of [containers]
   // (set by the daemon); pressure_dead_after is [prune] dead_after.
   PrunePolicy prune;
+  // Prometheus metrics over HTTP at /metrics (plugin/metrics/metrics.h):
+  // "HOST:PORT", loopback only unless metrics_allow_non_loopback. Empty: off.
+  std::string metrics_address;
+  bool metrics_allow_non_loopback = false;
 };
 
 // Applies the settings in TOML file `path` on top of `base`. InvalidArgument

@@ -314,6 +314,8 @@ TEST_F(ConfigTest, HeaderExampleLoadsAndStatesTheDefaults) {
   EXPECT_EQ(c->prune.pressure_dead_after, defaults.prune.pressure_dead_after);
   EXPECT_EQ(c->prune.containers, defaults.prune.containers);
   EXPECT_EQ(c->prune.leases, defaults.prune.leases);
+  EXPECT_EQ(c->metrics_address, defaults.metrics_address);
+  EXPECT_EQ(c->metrics_allow_non_loopback, defaults.metrics_allow_non_loopback);
 }
 
 TEST_F(ConfigTest, PruneSettings) {
@@ -374,6 +376,30 @@ TEST_F(ConfigTest, PruneRefusesBadValuesNamingThem) {
   zero_dead.prune.pressure_dead_after = absl::ZeroDuration();
   EXPECT_THAT(ValidateConfig(zero_dead).message(),
               HasSubstr("prune.dead_after"));
+}
+
+TEST_F(ConfigTest, MetricsAddressIsLoopbackUnlessAllowed) {
+  EXPECT_EQ(Config{}.metrics_address, "");  // off by default
+  auto c =
+      LoadConfigFile(Write("metrics_address = \"127.0.0.1:9305\"\n"), Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_EQ(c->metrics_address, "127.0.0.1:9305");
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+  c = LoadConfigFile(Write("metrics_address = \"0.0.0.0:9305\"\n"), Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  absl::Status refused = ValidateConfig(*c);
+  EXPECT_TRUE(absl::IsInvalidArgument(refused));
+  EXPECT_THAT(std::string(refused.message()),
+              HasSubstr("metrics_allow_non_loopback = true"));
+  c = LoadConfigFile(Write("metrics_address = \"0.0.0.0:9305\"\n"
+                           "metrics_allow_non_loopback = true\n"),
+                     Config{});
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE(c->metrics_allow_non_loopback);
+  EXPECT_TRUE(ValidateConfig(*c).ok());
+  auto bad =
+      LoadConfigFile(Write("metrics_allow_non_loopback = \"yes\"\n"), Config{});
+  EXPECT_FALSE(bad.ok());
 }
 
 TEST_F(ConfigTest, OverlayfsSettings) {

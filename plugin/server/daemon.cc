@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <filesystem>
 
@@ -16,6 +17,7 @@
 #include "plugin/containerd/ownership.h"
 #include "plugin/containerd/watcher.h"
 #include "plugin/core/coordinator.h"
+#include "plugin/metrics/metrics.h"
 #include "plugin/prune/pruner.h"
 #include "plugin/recovery/reconciler.h"
 #include "plugin/server/coordinator_repairs.h"
@@ -88,6 +90,9 @@ absl::Status CheckBackendIdentity(Ledger& ledger, const Config& config) {
 
 struct Daemon::State {
   Config config;
+  // With metrics_address only (else null). First, so that it goes last: the
+  // ledger, the backend and the removal queue report to it until they go.
+  std::unique_ptr<Metrics> metrics;
   std::unique_ptr<Ledger> ledger;
   std::unique_ptr<TimedBackend> backend;
   std::unique_ptr<Coordinator> coordinator;
@@ -118,11 +123,15 @@ struct Daemon::State {
   absl::Status ServeSnapshots();
   absl::Status ServeAdmin();
   absl::Status StartWatcher();
+  absl::Status ServeMetrics();
+  // What the metrics read at scrape time (plugin/metrics/metrics.h).
+  MetricsSources MetricsSourcesOf();
 
   // A start that fails half-way leaves threads running that reach across
   // members (the removal worker asks the owner tracker, the watcher feeds
   // it): stop them before any member goes. Shutdown() does the same.
   ~State() {
+    if (metrics != nullptr) metrics->StopServing();
     if (doctor != nullptr) doctor->Stop();
     if (pruner != nullptr) pruner->Stop();
     if (watcher != nullptr) watcher->Stop();
@@ -145,7 +154,8 @@ absl::StatusOr<std::unique_ptr<Daemon>> Daemon::Start(const Config& config) {
   // unguarded by the owner tracker, and the socket appears last.
   for (absl::Status (State::*step)() :
        {&State::OpenStorage, &State::Recover, &State::StartCoordinator,
-        &State::ServeSnapshots, &State::ServeAdmin, &State::StartWatcher}) {
+        &State::ServeSnapshots, &State::ServeAdmin, &State::StartWatcher,
+        &State::ServeMetrics}) {
     if (absl::Status s = (state.get()->*step)(); !s.ok()) return s;
   }
   spdlog::info(
@@ -164,6 +174,19 @@ absl::Status Daemon::State::OpenStorage() {
   Ledger::Options ledger_options;
   ledger_options.path = config.root + "/ledger";
   ledger_options.sync = config.ledger_sync;
+  TimedBackendOptions timed_options{config.backend_timeout};
+  if (!config.metrics_address.empty()) {
+    // Made now, served last (ServeMetrics): the ledger and the backend
+    // report to it from their first call.
+    metrics = std::make_unique<Metrics>(MetricsSourcesOf());
+    Metrics* m = metrics.get();
+    ledger_options.on_write = [m](const Ledger::WriteSample& w) {
+      m->ObserveLedgerWrite(w.synced, w.took, w.ok);
+    };
+    timed_options.on_call = [m](const BackendCallSample& c) {
+      m->ObserveBackendCall(c.op, c.took, c.code, c.timed_out);
+    };
+  }
   auto opened = Ledger::Open(ledger_options);
   if (!opened.ok()) return opened.status();
   ledger = *std::move(opened);
@@ -175,7 +198,7 @@ absl::Status Daemon::State::OpenStorage() {
   if (!inner.ok()) return inner.status();
   // Every backend call is bounded in time, recovery's included.
   backend = NewTimedBackend(std::shared_ptr<Backend>(*std::move(inner)),
-                            TimedBackendOptions{config.backend_timeout});
+                            std::move(timed_options));
   return absl::OkStatus();
 }
 
@@ -207,6 +230,10 @@ absl::Status Daemon::State::StartCoordinator() {
   CoordinatorOptions options;
   options.remove_policy = config.remove_policy;
   options.queue.retry = config.remove_retry;
+  if (metrics != nullptr) {
+    Metrics* m = metrics.get();
+    options.queue.on_event = [m](RemovalEvent e) { m->CountRemoval(e); };
+  }
   if (!config.containerd_address.empty()) {
     // `owners` is set below, before the removal queue starts: no removal
     // runs unguarded.
@@ -276,6 +303,13 @@ void Daemon::State::MakePruner() {
   };
   TimedBackend* timed = backend.get();
   options.object_usage = [timed](uint64_t id) { return timed->DiskUsage(id); };
+  if (metrics != nullptr) {
+    Metrics* m = metrics.get();
+    options.on_action = [m](std::string_view kind, int64_t bytes_freed) {
+      m->CountPruneAction(kind, static_cast<uint64_t>(std::max<int64_t>(
+                                    bytes_freed, 0)));
+    };
+  }
   pruner = std::make_unique<Pruner>(ledger.get(), coordinator.get(),
                                     containerd_ops.get(), std::move(options));
 }
@@ -285,9 +319,16 @@ absl::Status Daemon::State::ServeSnapshots() {
   grpc::EnableDefaultHealthCheckService(true);
   // 0660: containerd (root) and a group an operator may grant.
   Coordinator* served = coordinator.get();
+  RpcObserver observer;
+  if (metrics != nullptr) {
+    Metrics* m = metrics.get();
+    observer = [m](std::string_view method, absl::StatusCode code,
+                   absl::Duration took) { m->ObserveRpc(method, code, took); };
+  }
   absl::StatusOr<std::unique_ptr<Listener>> started = Listener::Start(
-      "Snapshots", config.address, 0117, kSnapshotsPollers,
-      [served] { return std::make_unique<SnapshotService>(served); });
+      "Snapshots", config.address, 0117, kSnapshotsPollers, [served, observer] {
+        return std::make_unique<SnapshotService>(served, observer);
+      });
   if (!started.ok()) return started.status();
   snapshots_listener = *std::move(started);
   reconciler = std::make_unique<Reconciler>(ledger.get(), backend.get());
@@ -428,9 +469,76 @@ absl::Status Daemon::CheckServing(absl::Duration timeout) const {
   return absl::OkStatus();
 }
 
+absl::Status Daemon::State::ServeMetrics() {
+  if (metrics == nullptr) return absl::OkStatus();
+  if (absl::Status s = metrics->Serve(config.metrics_address,
+                                      config.metrics_allow_non_loopback);
+      !s.ok()) {
+    return s;
+  }
+  // The bound port: an address with port 0 gets one from the kernel.
+  spdlog::info("metrics on {}", metrics->url());
+  return absl::OkStatus();
+}
+
+// Called at scrape time on the metrics server's thread, which runs only once
+// Start has finished (ServeMetrics is its last step) and stops first in
+// Shutdown: the members it reads are set and stay.
+MetricsSources Daemon::State::MetricsSourcesOf() {
+  MetricsSources sources;
+  sources.counts = [this] { return ledger->CountRecords(); };
+  sources.oldest_pending = [this] {
+    return ledger->OldestRemovalRequest(store::v1::REMOVE_PENDING);
+  };
+  sources.ledger_disk_bytes = [this] { return ledger->DiskBytes(); };
+  sources.ledger_degraded = [this] { return ledger->degraded(); };
+  sources.backend_calls_running_late = [this] {
+    return static_cast<uint64_t>(backend->abandoned());
+  };
+  sources.drift = [this]() -> std::optional<DriftSample> {
+    if (reconciler == nullptr) return std::nullopt;
+    std::optional<ReconcileReport> report = reconciler->Latest();
+    if (!report.has_value()) return std::nullopt;
+    DriftSample drift;
+    drift.finished = report->started + report->took;
+    const auto n = [&](Finding::Type t) -> int64_t {
+      auto it = report->findings_by_type.find(t);
+      return it == report->findings_by_type.end() ? 0 : it->second;
+    };
+    drift.unrecorded = n(Finding::UNRECORDED_OBJECT);
+    drift.missing = n(Finding::MISSING_OBJECT);
+    drift.parent_mismatch = n(Finding::PARENT_MISMATCH);
+    return drift;
+  };
+  if (!config.containerd_address.empty()) {
+    sources.owners = [this]() -> std::optional<OwnersSample> {
+      if (owners == nullptr) return std::nullopt;
+      DeadReport report = owners->Dead();
+      OwnersSample sample;
+      sample.connected = report.watcher.connected;
+      sample.last_sync = report.watcher.last_sync;
+      if (watcher != nullptr) {
+        // The watcher's own view: the tracker hears of a view only when its
+        // content changes.
+        const absl::Time synced = watcher->Current()->last_sync;
+        if (synced != absl::InfinitePast()) sample.last_sync = synced;
+      }
+      sample.dead_containers = report.containers.size();
+      for (const DeadContainer& d : report.containers) {
+        sample.dead_pinned_bytes += d.pinned_bytes;
+      }
+      sample.reaped_total = report.reaped_total;
+      return sample;
+    };
+  }
+  return sources;
+}
+
 void Daemon::Shutdown(absl::Duration grace) {
   if (state_ == nullptr || state_->stopped) return;
   state_->stopped = true;
+  // No scrape from here on: the members its sources read go below.
+  if (state_->metrics != nullptr) state_->metrics->StopServing();
   // The prune, the watcher and the tracker first, while the server still
   // answers the Removes a garbage collection they asked for may send.
   if (state_->pruner != nullptr) state_->pruner->Stop();

@@ -41,6 +41,7 @@ extern "C" void OnStopSignal(int sig) {
 struct Flags {
   std::string config_path, root, address, admin_address, backend, log_level,
       containerd_address, remote_address;
+  std::string metrics_address;
 };
 
 void AddFlags(CLI::App& app, Flags& f) {
@@ -80,6 +81,11 @@ void AddFlags(CLI::App& app, Flags& f) {
                  "trace, debug, info, warn, error or off (default info)")
       ->check(
           CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  app.add_option("--metrics-address", f.metrics_address,
+                 "Serve Prometheus metrics at http://HOST:PORT/metrics, "
+                 "e.g. 127.0.0.1:9305; loopback only unless the config sets "
+                 "metrics_allow_non_loopback (default: off; "
+                 "docs/metrics.md)");
   app.set_version_flag("--version", "snapledgerd 0.1.0");
 }
 
@@ -98,7 +104,8 @@ absl::StatusOr<snapledger::Config> ConfigFrom(const Flags& f) {
         {&f.backend, &config.backend},
         {&f.containerd_address, &config.containerd_address},
         {&f.remote_address, &config.remote_address},
-        {&f.log_level, &config.log_level}}) {
+        {&f.log_level, &config.log_level},
+        {&f.metrics_address, &config.metrics_address}}) {
     if (!flag->empty()) *setting = *flag;
   }
   if (absl::Status s = snapledger::ValidateConfig(config); !s.ok()) return s;

@@ -33,14 +33,24 @@ void FillMounts(
 
 // Logs one call at debug level (at warn level when it failed with an error
 // containerd does not expect in normal operation) and converts its status.
+// Tells the service's observer, if any, the call's duration and code.
 class CallLog {
  public:
-  CallLog(const char* op, const std::string& key)
-      : op_(op), key_(key), start_(std::chrono::steady_clock::now()) {}
+  CallLog(const char* op, const std::string& key, const RpcObserver& observer)
+      : op_(op),
+        key_(key),
+        observer_(observer),
+        start_(std::chrono::steady_clock::now()) {}
   grpc::Status Done(const absl::Status& status) {
-    const auto us = std::chrono::duration_cast<std::chrono::microseconds>(
-                        std::chrono::steady_clock::now() - start_)
-                        .count();
+    const auto elapsed = std::chrono::steady_clock::now() - start_;
+    const auto us =
+        std::chrono::duration_cast<std::chrono::microseconds>(elapsed).count();
+    grpc::Status reply = ToGrpcStatus(status);
+    if (observer_) {
+      // gRPC's codes and absl's share their numbers.
+      observer_(op_, static_cast<absl::StatusCode>(reply.error_code()),
+                absl::FromChrono(elapsed));
+    }
     switch (status.code()) {
       case absl::StatusCode::kOk:
       case absl::StatusCode::kNotFound:
@@ -53,12 +63,13 @@ class CallLog {
       default:
         spdlog::warn("{} {:?} -> {} ({} us)", op_, key_, status.ToString(), us);
     }
-    return ToGrpcStatus(status);
+    return reply;
   }
 
  private:
   const char* op_;
   const std::string& key_;
+  const RpcObserver& observer_;
   std::chrono::steady_clock::time_point start_;
 };
 
@@ -86,13 +97,13 @@ void ToInfo(const Record& record, snapshots_v1::Info* info) {
                                  record.labels().end());
 }
 
-SnapshotService::SnapshotService(Coordinator* coordinator)
-    : coordinator_(coordinator) {}
+SnapshotService::SnapshotService(Coordinator* coordinator, RpcObserver observer)
+    : coordinator_(coordinator), observer_(std::move(observer)) {}
 
 grpc::Status SnapshotService::Prepare(
     grpc::ServerContext*, const snapshots_v1::PrepareSnapshotRequest* req,
     snapshots_v1::PrepareSnapshotResponse* resp) {
-  CallLog log("Prepare", req->key());
+  CallLog log("Prepare", req->key(), observer_);
   auto mounts = coordinator_->Prepare(req->key(), req->parent(),
                                       FromProto(req->labels()));
   if (mounts.ok()) FillMounts(*mounts, resp->mutable_mounts());
@@ -102,7 +113,7 @@ grpc::Status SnapshotService::Prepare(
 grpc::Status SnapshotService::View(grpc::ServerContext*,
                                    const snapshots_v1::ViewSnapshotRequest* req,
                                    snapshots_v1::ViewSnapshotResponse* resp) {
-  CallLog log("View", req->key());
+  CallLog log("View", req->key(), observer_);
   auto mounts =
       coordinator_->View(req->key(), req->parent(), FromProto(req->labels()));
   if (mounts.ok()) FillMounts(*mounts, resp->mutable_mounts());
@@ -112,7 +123,7 @@ grpc::Status SnapshotService::View(grpc::ServerContext*,
 grpc::Status SnapshotService::Mounts(grpc::ServerContext*,
                                      const snapshots_v1::MountsRequest* req,
                                      snapshots_v1::MountsResponse* resp) {
-  CallLog log("Mounts", req->key());
+  CallLog log("Mounts", req->key(), observer_);
   auto mounts = coordinator_->Mounts(req->key());
   if (mounts.ok()) FillMounts(*mounts, resp->mutable_mounts());
   return log.Done(mounts.status());
@@ -121,7 +132,7 @@ grpc::Status SnapshotService::Mounts(grpc::ServerContext*,
 grpc::Status SnapshotService::Commit(
     grpc::ServerContext*, const snapshots_v1::CommitSnapshotRequest* req,
     google::protobuf::Empty*) {
-  CallLog log("Commit", req->key());
+  CallLog log("Commit", req->key(), observer_);
   return log.Done(
       coordinator_->Commit(req->name(), req->key(), FromProto(req->labels())));
 }
@@ -129,14 +140,14 @@ grpc::Status SnapshotService::Commit(
 grpc::Status SnapshotService::Remove(
     grpc::ServerContext*, const snapshots_v1::RemoveSnapshotRequest* req,
     google::protobuf::Empty*) {
-  CallLog log("Remove", req->key());
+  CallLog log("Remove", req->key(), observer_);
   return log.Done(coordinator_->Remove(req->key()));
 }
 
 grpc::Status SnapshotService::Stat(grpc::ServerContext*,
                                    const snapshots_v1::StatSnapshotRequest* req,
                                    snapshots_v1::StatSnapshotResponse* resp) {
-  CallLog log("Stat", req->key());
+  CallLog log("Stat", req->key(), observer_);
   auto record = coordinator_->Stat(req->key());
   if (record.ok()) ToInfo(*record, resp->mutable_info());
   return log.Done(record.status());
@@ -145,7 +156,7 @@ grpc::Status SnapshotService::Stat(grpc::ServerContext*,
 grpc::Status SnapshotService::Update(
     grpc::ServerContext*, const snapshots_v1::UpdateSnapshotRequest* req,
     snapshots_v1::UpdateSnapshotResponse* resp) {
-  CallLog log("Update", req->info().name());
+  CallLog log("Update", req->info().name(), observer_);
   std::vector<std::string> paths(req->update_mask().paths().begin(),
                                  req->update_mask().paths().end());
   auto record = coordinator_->Update(req->info().name(),
@@ -203,7 +214,7 @@ grpc::ServerWriteReactor<snapshots_v1::ListSnapshotsResponse>*
 SnapshotService::List(grpc::CallbackServerContext*,
                       const snapshots_v1::ListSnapshotsRequest* req) {
   static const std::string kNoKey;
-  CallLog log("List", kNoKey);
+  CallLog log("List", kNoKey, observer_);
   std::vector<std::string> exprs(req->filters().begin(), req->filters().end());
   auto filter = filter::Filter::ParseAll(exprs);
   if (!filter.ok()) return new ListReactor({}, log.Done(filter.status()));
@@ -232,7 +243,7 @@ SnapshotService::List(grpc::CallbackServerContext*,
 grpc::Status SnapshotService::Usage(grpc::ServerContext*,
                                     const snapshots_v1::UsageRequest* req,
                                     snapshots_v1::UsageResponse* resp) {
-  CallLog log("Usage", req->key());
+  CallLog log("Usage", req->key(), observer_);
   auto usage = coordinator_->GetUsage(req->key());
   if (usage.ok()) {
     resp->set_size(usage->size_bytes);
@@ -245,7 +256,7 @@ grpc::Status SnapshotService::Cleanup(grpc::ServerContext*,
                                       const snapshots_v1::CleanupRequest*,
                                       google::protobuf::Empty*) {
   static const std::string kNoKey;
-  CallLog log("Cleanup", kNoKey);
+  CallLog log("Cleanup", kNoKey, observer_);
   return log.Done(coordinator_->Cleanup());
 }
 

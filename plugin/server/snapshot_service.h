@@ -10,8 +10,11 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
+#include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/time/time.h"
 #include "containerd/services/snapshots/v1/snapshots.grpc.pb.h"
 #include "grpcpp/grpcpp.h"
 #include "plugin/core/coordinator.h"
@@ -30,6 +33,13 @@ namespace snapshots_v1 = ::containerd::services::snapshots::v1;
 inline constexpr int kListBatchSize = 100;
 inline constexpr size_t kListBatchBytes = size_t{1} << 20;
 
+// Hears of every call once its handler is done: the method ("Prepare",
+// "List", ...), the gRPC code answered, and the handler's time (for List,
+// reading the matches, not streaming them). Called on the handler's thread;
+// must be cheap (the daemon's metrics).
+using RpcObserver = std::function<void(
+    std::string_view method, absl::StatusCode code, absl::Duration took)>;
+
 // The unary calls are synchronous: each runs on a thread of gRPC's sync
 // server (see daemon.cc for its pool). List uses gRPC's callback API: its
 // stream holds no thread while the client does not read (see ListReactor in
@@ -40,8 +50,10 @@ class SnapshotService final
     : public snapshots_v1::Snapshots::WithCallbackMethod_List<
           snapshots_v1::Snapshots::Service> {
  public:
-  // `coordinator` is not owned and must outlive the service.
-  explicit SnapshotService(Coordinator* coordinator);
+  // `coordinator` is not owned and must outlive the service. `observer`
+  // may be empty.
+  explicit SnapshotService(Coordinator* coordinator,
+                           RpcObserver observer = nullptr);
 
   grpc::Status Prepare(grpc::ServerContext* ctx,
                        const snapshots_v1::PrepareSnapshotRequest* req,
@@ -76,6 +88,7 @@ class SnapshotService final
 
  private:
   Coordinator* const coordinator_;
+  const RpcObserver observer_;
 };
 
 // Fills a containerd Info from a ledger record.

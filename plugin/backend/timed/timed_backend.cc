@@ -193,6 +193,29 @@ const char* CallNoun(Op op) {
   return "a call";
 }
 
+// The operation's name in metrics (BackendCallSample::op).
+std::string_view OpName(Op op) {
+  switch (op) {
+    case Op::kCreate:
+      return "create";
+    case Op::kCommit:
+      return "commit";
+    case Op::kRemove:
+      return "remove";
+    case Op::kMounts:
+      return "mounts";
+    case Op::kDiskUsage:
+      return "disk_usage";
+    case Op::kExists:
+      return "exists";
+    case Op::kList:
+      return "list";
+    case Op::kCleanup:
+      return "cleanup";
+  }
+  return "call";
+}
+
 // "remove of object 42", "create of object 8 on object 7", "cleanup".
 std::string Describe(const CallInfo& info) {
   std::string noun = CallNoun(info.op);
@@ -258,7 +281,8 @@ const absl::Status& StatusOf(const absl::StatusOr<U>& s) {
 
 TimedBackend::TimedBackend(std::shared_ptr<Backend> inner,
                            TimedBackendOptions options)
-    : inner_(std::move(inner)),
+    : on_call_(std::move(options.on_call)),
+      inner_(std::move(inner)),
       timeout_(options.timeout),
       bounded_(options.timeout > absl::ZeroDuration() &&
                options.timeout != absl::InfiniteDuration()),
@@ -283,6 +307,17 @@ TimedBackend::~TimedBackend() {
 
 template <typename T, typename Fn>
 T TimedBackend::Run(const CallInfo& info, Fn fn) {
+  bool timed_out = false;
+  if (!on_call_) return RunBounded<T>(info, std::move(fn), &timed_out);
+  const absl::Time start = absl::Now();
+  T result = RunBounded<T>(info, std::move(fn), &timed_out);
+  on_call_(BackendCallSample{OpName(info.op), absl::Now() - start,
+                             StatusOf(result).code(), timed_out});
+  return result;
+}
+
+template <typename T, typename Fn>
+T TimedBackend::RunBounded(const CallInfo& info, Fn fn, bool* timed_out) {
   if (!bounded_) return fn(*inner_);
 
   const absl::Time started = absl::Now();
@@ -349,6 +384,7 @@ T TimedBackend::Run(const CallInfo& info, Fn fn) {
     call->seq = state_->next_seq++;
     state_->abandoned.emplace(call->seq, SharedState::Abandoned{info, started});
   }
+  *timed_out = true;
   return absl::DeadlineExceededError(absl::StrCat(
       name_, " backend: ", Describe(info), " did not finish within ",
       absl::FormatDuration(timeout_), "; it continues in the background"));

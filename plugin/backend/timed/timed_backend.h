@@ -45,6 +45,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -62,6 +63,19 @@ struct SharedState;  // bookkeeping shared with the running calls
 struct WorkerPool;   // the threads that run the calls
 }  // namespace timed_backend_internal
 
+// One call, as TimedBackendOptions::on_call hears of it.
+struct BackendCallSample {
+  // "create", "commit", "remove", "mounts", "disk_usage", "exists", "list",
+  // "cleanup".
+  std::string_view op;
+  // How long the caller waited (at most the time limit, when bounded).
+  absl::Duration took;
+  absl::StatusCode code = absl::StatusCode::kOk;
+  // The time limit passed: the caller got DeadlineExceeded, and the call
+  // goes on in the background.
+  bool timed_out = false;
+};
+
 struct TimedBackendOptions {
   // The longest a caller waits for one call. Zero, negative or
   // absl::InfiniteDuration(): no bound, calls are made directly.
@@ -69,6 +83,10 @@ struct TimedBackendOptions {
   // The most worker threads kept idle between calls (more are started while
   // more calls run at once; those end when their call does). At least 1.
   size_t max_idle_workers = 8;
+  // Called after every call (bounded or not; MountsOfNew and ListIds
+  // aside), on the caller's thread: the daemon's metrics. Must be cheap.
+  // Empty: nothing is timed.
+  std::function<void(const BackendCallSample&)> on_call;
 };
 
 class TimedBackend final : public Backend {
@@ -119,9 +137,16 @@ class TimedBackend final : public Backend {
   size_t abandoned() const;
 
  private:
-  // Runs `fn(*inner_)` within the time limit; defined in the .cc only.
+  // Runs `fn(*inner_)` within the time limit and tells on_call; defined in
+  // the .cc only.
   template <typename T, typename Fn>
   T Run(const timed_backend_internal::CallInfo& info, Fn fn);
+  // Run without on_call; sets *timed_out when the limit passed.
+  template <typename T, typename Fn>
+  T RunBounded(const timed_backend_internal::CallInfo& info, Fn fn,
+               bool* timed_out);
+
+  const std::function<void(const BackendCallSample&)> on_call_;
 
   const std::shared_ptr<Backend> inner_;
   const absl::Duration timeout_;

@@ -374,6 +374,35 @@ TEST_F(TimedBackendTest, BlockedCallTimesOutAndContinuesInTheBackground) {
   EXPECT_FALSE(timed_->WaitIdle(absl::Milliseconds(10)));
 }
 
+TEST_F(TimedBackendTest, EveryCallIsToldToTheObserverWithItsOutcome) {
+  std::vector<BackendCallSample> samples;
+  absl::Mutex mu;
+  TimedBackendOptions options{kLimit};
+  options.on_call = [&](const BackendCallSample& s) {
+    absl::MutexLock lock(&mu);
+    samples.push_back(s);
+  };
+  timed_ = NewTimedBackend(inner_, options);
+  ASSERT_TRUE(timed_->Create(1, 0, SnapshotKind::kActive).ok());
+  GateBackend::Results failing;
+  failing.commit = absl::FailedPreconditionError("commit: not active");
+  inner_->SetResults(failing);
+  EXPECT_FALSE(timed_->Commit(1).ok());
+  inner_->Block("remove", 42);
+  EXPECT_EQ(timed_->Remove(42).code(), absl::StatusCode::kDeadlineExceeded);
+  absl::MutexLock lock(&mu);
+  ASSERT_EQ(samples.size(), 3u);
+  EXPECT_EQ(samples[0].op, "create");
+  EXPECT_EQ(samples[0].code, absl::StatusCode::kOk);
+  EXPECT_FALSE(samples[0].timed_out);
+  EXPECT_EQ(samples[1].op, "commit");
+  EXPECT_EQ(samples[1].code, absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(samples[2].op, "remove");
+  EXPECT_EQ(samples[2].code, absl::StatusCode::kDeadlineExceeded);
+  EXPECT_TRUE(samples[2].timed_out);
+  EXPECT_GE(samples[2].took, kLimit);
+}
+
 TEST_F(TimedBackendTest, EveryCallOnABusyIdIsRefusedWithoutReachingInner) {
   Abandon("remove", 42, [&] { return timed_->Remove(42); });
   const int entered = inner_->entered();
