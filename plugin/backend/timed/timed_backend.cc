@@ -208,6 +208,8 @@ std::string_view OpName(Op op) {
       return "disk_usage";
     case Op::kExists:
       return "exists";
+    case Op::kIsCommitted:
+      return "is_committed";
     case Op::kList:
       return "list";
     case Op::kCleanup:
