@@ -314,6 +314,8 @@ TEST_F(ConfigTest, HeaderExampleLoadsAndStatesTheDefaults) {
   EXPECT_EQ(c->prune.pressure_dead_after, defaults.prune.pressure_dead_after);
   EXPECT_EQ(c->prune.containers, defaults.prune.containers);
   EXPECT_EQ(c->prune.leases, defaults.prune.leases);
+  EXPECT_EQ(c->prune.images, defaults.prune.images);
+  EXPECT_TRUE(defaults.prune.images.empty());  // opt-in
 }
 
 TEST_F(ConfigTest, PruneSettings) {
@@ -329,6 +331,7 @@ dry_run = true
 dead_after = "2m"
 containers = ["obuilder-run-*"]
 leases = ["buildkit-*", "ci-*"]
+images = ["docker.io/library/*:ci-*", "registry.local/tmp/*"]
 )"),
                           Config{});
   ASSERT_TRUE(c.ok()) << c.status();
@@ -344,6 +347,8 @@ leases = ["buildkit-*", "ci-*"]
   EXPECT_EQ(c->prune.pressure_dead_after, absl::Minutes(2));
   EXPECT_THAT(c->prune.containers, ElementsAre("obuilder-run-*"));
   EXPECT_THAT(c->prune.leases, ElementsAre("buildkit-*", "ci-*"));
+  EXPECT_THAT(c->prune.images,
+              ElementsAre("docker.io/library/*:ci-*", "registry.local/tmp/*"));
 }
 
 TEST_F(ConfigTest, PruneRefusesBadValuesNamingThem) {
@@ -353,6 +358,8 @@ TEST_F(ConfigTest, PruneRefusesBadValuesNamingThem) {
       {"[prune]\nmax_used = \"12 parsecs\"\n", "prune.max_used"},
       {"[prune]\nkeep_duration = \"3 days\"\n", "prune.keep_duration"},
       {"[prune]\nleases = \"ci-*\"\n", "prune.leases"},
+      {"[prune]\nimages = \"ci-*\"\n", "prune.images"},
+      {"[prune]\nimages = [\"ci-*\", 3]\n", "prune.images"},
       {"[prune]\nmax_free = \"1G\"\n", "unknown setting `prune.max_free`"},
   };
   for (const auto& [text, want] : cases) {
