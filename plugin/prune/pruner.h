@@ -88,7 +88,7 @@ struct PruneReport {
 struct PruneStats {
   uint64_t passes = 0;
   uint64_t failed_passes = 0;
-  // Done actions by kind ("container", "lease"), and failed ones.
+  // Done actions by kind ("container", "lease", "image"), and failed ones.
   std::map<std::string, uint64_t> actions;
   uint64_t failed_actions = 0;
   int64_t bytes_freed = 0;
