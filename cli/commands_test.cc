@@ -547,6 +547,33 @@ TEST_F(CommandsTest, PruneInJsonGivesTheBytesFreed) {
   EXPECT_EQ(j["actions"][0]["freed_snapshots"][0], "default/7/build-3");
 }
 
+TEST_F(CommandsTest, PruneShowsImagesByNameInTextAndJson) {
+  admin::PruneResponse r = OnePrune(/*dry_run=*/false);
+  admin::PruneAction* a = r.add_actions();
+  a->set_kind("image");
+  a->set_namespace_("default");
+  a->set_id("registry.local/ci/tool:1");
+  a->set_reason("pressure");
+  a->set_unused_since_ns(
+      absl::ToUnixNanos(absl::FromUnixSeconds(1795435468) - absl::Hours(3)));
+  a->set_freed_bytes(int64_t{5} << 20);
+  a->set_done(true);
+  a->add_freed_snapshots("default/9/sha256:0123");
+  api_.prune = r;
+  EXPECT_EQ(RunPrune(Context(), PruneOptions{}), kExitOk);
+  EXPECT_THAT(out_.str(),
+              HasSubstr("image       default/registry.local/ci/tool:1   "
+                        "pressure   3h       5.0 MiB   freed\n"));
+  out_.str("");
+  EXPECT_EQ(RunPrune(Context(/*json=*/true), PruneOptions{}), kExitOk);
+  const Json j = Json::parse(out_.str());
+  ASSERT_EQ(j["actions"].size(), 2u);
+  EXPECT_EQ(j["actions"][1]["kind"], "image");
+  EXPECT_EQ(j["actions"][1]["id"], "registry.local/ci/tool:1");
+  EXPECT_EQ(j["actions"][1]["freed_bytes"], int64_t{5} << 20);
+  EXPECT_EQ(j["actions"][1]["freed_snapshots"][0], "default/9/sha256:0123");
+}
+
 TEST_F(CommandsTest, PruneNeedsTheDaemon) {
   api_.is_offline = true;
   EXPECT_EQ(RunPrune(Context(), PruneOptions{}), kExitError);

@@ -225,8 +225,9 @@ Command AddPrune(CLI::App& app) {
   auto* cmd = app.add_subcommand(
       "prune",
       "Run one prune pass now (docs/prune.md): delete, through containerd, "
-      "dead containers and expired leases the policies select, and print "
-      "what went and the bytes freed (needs the daemon)");
+      "dead containers, expired leases and (with [prune] images) unused "
+      "images the policies select, and print what went and the bytes freed "
+      "(needs the daemon)");
   cmd->add_flag("--dry-run", o->dry_run,
                 "Only print what would go and the bytes it would free");
   cmd->add_option("--until", o->until,

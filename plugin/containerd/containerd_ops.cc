@@ -17,13 +17,17 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "containerd/services/containers/v1/containers.grpc.pb.h"
+#include "containerd/services/images/v1/images.grpc.pb.h"
 #include "containerd/services/leases/v1/leases.grpc.pb.h"
+#include "containerd/services/namespaces/v1/namespace.grpc.pb.h"
 #include "containerd/services/tasks/v1/tasks.grpc.pb.h"
 #include "plugin/rpc/status.h"
 
 namespace snapledger {
 
 namespace containers_v1 = ::containerd::services::containers::v1;
+namespace images_v1 = ::containerd::services::images::v1;
+namespace namespaces_v1 = ::containerd::services::namespaces::v1;
 namespace leases_v1 = ::containerd::services::leases::v1;
 namespace tasks_v1 = ::containerd::services::tasks::v1;
 namespace types_v1 = ::containerd::v1::types;
@@ -59,6 +63,8 @@ class GrpcContainerdOps final : public ContainerdOps {
     containers_ = containers_v1::Containers::NewStub(channel);
     tasks_ = tasks_v1::Tasks::NewStub(channel);
     leases_ = leases_v1::Leases::NewStub(channel);
+    images_ = images_v1::Images::NewStub(channel);
+    namespaces_ = namespaces_v1::Namespaces::NewStub(channel);
   }
 
   absl::StatusOr<bool> ContainerExists(const std::string& ns,
@@ -201,7 +207,78 @@ class GrpcContainerdOps final : public ContainerdOps {
     return st;
   }
 
+  absl::StatusOr<std::vector<std::string>> ListNamespaces() override {
+    namespaces_v1::ListNamespacesRequest req;
+    namespaces_v1::ListNamespacesResponse resp;
+    absl::Status st = Call("Namespaces/List", "", "*", Deadline(),
+                           [&](grpc::ClientContext* ctx) {
+                             return namespaces_->List(ctx, req, &resp);
+                           });
+    if (!st.ok()) return st;
+    std::vector<std::string> out;
+    for (const auto& n : resp.namespaces()) out.push_back(n.name());
+    return out;
+  }
+
+  absl::StatusOr<std::vector<ImageInfo>> ListImages(
+      const std::string& ns) override {
+    images_v1::ListImagesRequest req;
+    images_v1::ListImagesResponse resp;
+    absl::Status st =
+        Call("Images/List", ns, "*", Deadline(), [&](grpc::ClientContext* ctx) {
+          return images_->List(ctx, req, &resp);
+        });
+    if (!st.ok()) return st;
+    std::vector<ImageInfo> out;
+    for (const images_v1::Image& i : resp.images()) {
+      ImageInfo info;
+      info.ns = ns;
+      info.name = i.name();
+      info.labels.insert(i.labels().begin(), i.labels().end());
+      if (i.has_created_at()) info.created_at = TimeOf(i.created_at());
+      if (i.has_updated_at()) info.updated_at = TimeOf(i.updated_at());
+      out.push_back(std::move(info));
+    }
+    return out;
+  }
+
+  absl::StatusOr<std::vector<std::string>> ImageUsers(
+      const std::string& ns, const std::string& name) override {
+    // Every container of the namespace, compared here: a filter would need
+    // the reference quoted for containerd's filter syntax.
+    containers_v1::ListContainersRequest req;
+    containers_v1::ListContainersResponse resp;
+    absl::Status st = Call("Containers/List", ns, "*", Deadline(),
+                           [&](grpc::ClientContext* ctx) {
+                             return containers_->List(ctx, req, &resp);
+                           });
+    if (!st.ok()) return st;
+    std::vector<std::string> users;
+    for (const containers_v1::Container& c : resp.containers()) {
+      if (c.image() == name) users.push_back(c.id());
+    }
+    return users;
+  }
+
+  absl::Status DeleteImage(const std::string& ns,
+                           const std::string& name) override {
+    images_v1::DeleteImageRequest req;
+    req.set_name(name);
+    req.set_sync(false);
+    google::protobuf::Empty empty;
+    absl::Status st = Call("Images/Delete", ns, name, Deadline(),
+                           [&](grpc::ClientContext* ctx) {
+                             return images_->Delete(ctx, req, &empty);
+                           });
+    if (absl::IsNotFound(st)) return absl::OkStatus();
+    return st;
+  }
+
  private:
+  static absl::Time TimeOf(const google::protobuf::Timestamp& t) {
+    return absl::FromUnixSeconds(t.seconds()) + absl::Nanoseconds(t.nanos());
+  }
+
   absl::Time Deadline() const { return absl::Now() + options_.rpc_timeout; }
 
   // Runs one unary call with the namespace header and `deadline`. Errors
@@ -212,7 +289,7 @@ class GrpcContainerdOps final : public ContainerdOps {
       const std::function<grpc::Status(grpc::ClientContext*)>& call) {
     grpc::ClientContext ctx;
     ctx.set_deadline(absl::ToChronoTime(deadline));
-    ctx.AddMetadata(kNamespaceHeader, ns);
+    if (!ns.empty()) ctx.AddMetadata(kNamespaceHeader, ns);
     const grpc::Status st = call(&ctx);
     return FromGrpcStatus(
         st, absl::StrCat("containerd ", std::string(method), " ", ns, "/",
@@ -287,6 +364,8 @@ class GrpcContainerdOps final : public ContainerdOps {
   std::unique_ptr<containers_v1::Containers::Stub> containers_;
   std::unique_ptr<tasks_v1::Tasks::Stub> tasks_;
   std::unique_ptr<leases_v1::Leases::Stub> leases_;
+  std::unique_ptr<images_v1::Images::Stub> images_;
+  std::unique_ptr<namespaces_v1::Namespaces::Stub> namespaces_;
 
   absl::Mutex rng_mu_;
   absl::BitGen rng_ ABSL_GUARDED_BY(rng_mu_);
@@ -298,6 +377,28 @@ absl::Status ContainerdOps::DeleteLease(const std::string& ns,
                                         const std::string& id) {
   return absl::UnimplementedError(
       absl::StrCat("DeleteLease ", ns, "/", id, ": not implemented here"));
+}
+
+absl::StatusOr<std::vector<std::string>> ContainerdOps::ListNamespaces() {
+  return absl::UnimplementedError("ListNamespaces: not implemented here");
+}
+
+absl::StatusOr<std::vector<ImageInfo>> ContainerdOps::ListImages(
+    const std::string& ns) {
+  return absl::UnimplementedError(
+      absl::StrCat("ListImages ", ns, ": not implemented here"));
+}
+
+absl::StatusOr<std::vector<std::string>> ContainerdOps::ImageUsers(
+    const std::string& ns, const std::string& name) {
+  return absl::UnimplementedError(
+      absl::StrCat("ImageUsers ", ns, "/", name, ": not implemented here"));
+}
+
+absl::Status ContainerdOps::DeleteImage(const std::string& ns,
+                                        const std::string& name) {
+  return absl::UnimplementedError(
+      absl::StrCat("DeleteImage ", ns, "/", name, ": not implemented here"));
 }
 
 std::unique_ptr<ContainerdOps> MakeGrpcContainerdOps(

@@ -16,8 +16,10 @@
 // Thread-safety: implementations are thread-safe.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -25,6 +27,19 @@
 #include "plugin/containerd/watcher.h"
 
 namespace snapledger {
+
+// An image record as containerd's Images service lists it.
+struct ImageInfo {
+  std::string ns;
+  // The reference, e.g. "docker.io/library/busybox:latest".
+  std::string name;
+  std::map<std::string, std::string> labels;
+  absl::Time created_at = absl::InfinitePast();
+  // Last change of the record (a pull or tag); InfinitePast if unset.
+  absl::Time updated_at = absl::InfinitePast();
+
+  bool operator==(const ImageInfo&) const = default;
+};
 
 class ContainerdOps {
  public:
@@ -59,6 +74,24 @@ class ContainerdOps {
   // (plugin/prune/pruner.h); the default answers Unimplemented.
   [[nodiscard]] virtual absl::Status DeleteLease(const std::string& ns,
                                                  const std::string& id);
+
+  // The prune's images (plugin/prune/pruner.h); the defaults answer
+  // Unimplemented.
+  //
+  // containerd's namespaces.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<std::string>>
+  ListNamespaces();
+  // The image records of namespace `ns`.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<ImageInfo>> ListImages(
+      const std::string& ns);
+  // The ids of every container in `ns` (whatever its snapshotter) whose
+  // `image` is `name`, listed now; empty when none is.
+  [[nodiscard]] virtual absl::StatusOr<std::vector<std::string>> ImageUsers(
+      const std::string& ns, const std::string& name);
+  // Deletes image record `name` in `ns` (not synchronously: the caller runs
+  // CollectGarbage after). OK when it is already gone.
+  [[nodiscard]] virtual absl::Status DeleteImage(const std::string& ns,
+                                                 const std::string& name);
 };
 
 struct GrpcContainerdOpsOptions {

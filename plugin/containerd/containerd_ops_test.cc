@@ -437,6 +437,60 @@ TEST_F(ContainerdOpsTest, ConcurrentCallsUseDistinctLeases) {
 // ---------------------------------------------------------------------------
 // containerd away or stuck.
 
+// ---------------------------------------------------------------------------
+// The prune's images.
+
+TEST_F(ContainerdOpsTest, ListsNamespacesAndTheirImages) {
+  const absl::Time updated = absl::FromUnixSeconds(1'700'000'000);
+  fake_->PutImage("default", "registry.local/ci/tool:1", updated);
+  fake_->PutImage("k8s.io", "docker.io/library/busybox:latest", updated);
+  auto namespaces = ops_->ListNamespaces();
+  ASSERT_TRUE(namespaces.ok()) << namespaces.status();
+  EXPECT_THAT(*namespaces, ElementsAre("default", "k8s.io"));
+  auto images = ops_->ListImages("default");
+  ASSERT_TRUE(images.ok()) << images.status();
+  ASSERT_EQ(images->size(), 1u);
+  EXPECT_EQ((*images)[0].ns, "default");
+  EXPECT_EQ((*images)[0].name, "registry.local/ci/tool:1");
+  EXPECT_EQ((*images)[0].updated_at, updated);
+  EXPECT_EQ((*images)[0].created_at, updated - absl::Hours(1));
+}
+
+TEST_F(ContainerdOpsTest, ImageUsersAreTheNamespacesContainersNamingIt) {
+  fake_->PutContainer("default", "a", "snapledger", "a-snap");
+  fake_->SetContainerImage("default", "a", "registry.local/ci/tool:1");
+  // Another snapshotter's container counts too.
+  fake_->PutContainer("default", "b", "overlayfs", "b-snap");
+  fake_->SetContainerImage("default", "b", "registry.local/ci/tool:1");
+  fake_->PutContainer("default", "c", "snapledger", "c-snap");  // busybox
+  fake_->PutContainer("other", "d", "snapledger", "d-snap");
+  fake_->SetContainerImage("other", "d", "registry.local/ci/tool:1");
+  auto users = ops_->ImageUsers("default", "registry.local/ci/tool:1");
+  ASSERT_TRUE(users.ok()) << users.status();
+  EXPECT_THAT(*users, ElementsAre("a", "b"));
+  users = ops_->ImageUsers("default", "registry.local/ci/tool");  // no tag
+  ASSERT_TRUE(users.ok()) << users.status();
+  EXPECT_THAT(*users, IsEmpty());
+}
+
+TEST_F(ContainerdOpsTest, DeleteImageIsNotSyncAndAlreadyGoneIsOk) {
+  fake_->PutImage("default", "registry.local/ci/tool:1", absl::Now());
+  EXPECT_TRUE(ops_->DeleteImage("default", "registry.local/ci/tool:1").ok());
+  EXPECT_FALSE(fake_->HasImage("default", "registry.local/ci/tool:1"));
+  EXPECT_TRUE(ops_->DeleteImage("default", "registry.local/ci/tool:1").ok());
+  EXPECT_THAT(CallsTo("Images/Delete"),
+              ElementsAre("Images/Delete default/registry.local/ci/tool:1 "
+                          "sync=false",
+                          "Images/Delete default/registry.local/ci/tool:1 "
+                          "sync=false"));
+  fake_->PutImage("default", "x:1", absl::Now());
+  fake_->FailCalls("Images/Delete",
+                   grpc::Status(grpc::StatusCode::INTERNAL, "bolt is sad"));
+  absl::Status st = ops_->DeleteImage("default", "x:1");
+  EXPECT_EQ(st.message(),
+            "containerd Images/Delete default/x:1: INTERNAL: bolt is sad");
+}
+
 TEST_F(ContainerdOpsTest, DeadSocketFailsFastWithUnavailable) {
   fake_->Stop();
   const absl::Time t0 = absl::Now();

@@ -117,12 +117,15 @@ absl::Status ValidatePrunePolicy(const PrunePolicy& policy) {
     return absl::InvalidArgumentError(
         "prune.enabled needs a policy: min_free, max_used or keep_duration");
   }
-  for (const auto* globs : {&policy.containers, &policy.leases}) {
+  for (const auto* globs :
+       {&policy.containers, &policy.leases, &policy.images}) {
     for (const std::string& glob : *globs) {
       if (glob.empty()) {
-        return absl::InvalidArgumentError(absl::StrCat(
-            globs == &policy.containers ? "prune.containers" : "prune.leases",
-            ": an empty pattern matches nothing"));
+        return absl::InvalidArgumentError(
+            absl::StrCat(globs == &policy.containers ? "prune.containers"
+                         : globs == &policy.leases   ? "prune.leases"
+                                                     : "prune.images",
+                         ": an empty pattern matches nothing"));
       }
     }
   }
@@ -142,6 +145,8 @@ std::string_view PruneKindName(PruneKind kind) {
       return "container";
     case PruneKind::kLease:
       return "lease";
+    case PruneKind::kImage:
+      return "image";
   }
   return "unknown";
 }
@@ -197,9 +202,15 @@ std::vector<PruneChoice> SelectPrune(const PrunePolicy& policy, absl::Time now,
   std::vector<bool> taken(candidates.size(), false);
   auto idle = [&](const PruneCandidate& c) { return now - c.unused_since; };
   auto allowed = [&](const PruneCandidate& c) {
-    return MatchesAny(
-        c.kind == PruneKind::kContainer ? policy.containers : policy.leases,
-        c.id);
+    switch (c.kind) {
+      case PruneKind::kContainer:
+        return MatchesAny(policy.containers, c.id);
+      case PruneKind::kLease:
+        return MatchesAny(policy.leases, c.id);
+      case PruneKind::kImage:
+        return !c.in_use && MatchesAny(policy.images, c.id);
+    }
+    return false;
   };
 
   if (policy.keep_duration > absl::ZeroDuration()) {
@@ -218,7 +229,8 @@ std::vector<PruneChoice> SelectPrune(const PrunePolicy& policy, absl::Time now,
   for (const PruneChoice& c : chosen) need -= c.candidate.estimated_bytes;
   const absl::Duration pressure_dead =
       std::min(policy.pressure_dead_after, policy.dead_after);
-  for (PruneKind kind : {PruneKind::kContainer, PruneKind::kLease}) {
+  for (PruneKind kind :
+       {PruneKind::kContainer, PruneKind::kLease, PruneKind::kImage}) {
     for (size_t i = 0; i < candidates.size() && need > 0; ++i) {
       const PruneCandidate& c = candidates[i];
       if (taken[i] || c.kind != kind || !allowed(c)) continue;

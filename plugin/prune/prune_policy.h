@@ -11,8 +11,8 @@
 //   - keep_duration: nothing matching stays unused for longer than this.
 // The first two are pressure: candidates go, oldest-unused first, dead
 // containers before expired leases, until the estimated bytes cover the
-// deficit. The third is a TTL: every candidate unused for longer goes,
-// whatever the disk says.
+// deficit (then, opt-in, images no container uses). The third is a TTL: every
+// candidate unused for longer goes, whatever the disk says.
 //
 // Thread-safety: pure functions and plain values.
 #pragma once
@@ -69,6 +69,10 @@ struct PrunePolicy {
   // Shell globs on lease ids the prune may delete once expired. Empty: no
   // lease is ever deleted.
   std::vector<std::string> leases;
+  // Shell globs on image names ("docker.io/library/busybox:*") the prune
+  // may delete once no container uses them. Empty: no image is ever
+  // deleted.
+  std::vector<std::string> images;
 
   bool has_pressure_policy() const {
     return min_free.has_value() || max_used.has_value();
@@ -84,8 +88,9 @@ std::string DescribePrunePolicy(const PrunePolicy& policy);
 // Whether `id` matches one of the shell globs.
 bool MatchesAny(const std::vector<std::string>& globs, const std::string& id);
 
-enum class PruneKind { kContainer, kLease };
-std::string_view PruneKindName(PruneKind kind);  // "container", "lease"
+enum class PruneKind { kContainer, kLease, kImage };
+// "container", "lease", "image"
+std::string_view PruneKindName(PruneKind kind);
 
 // Something the prune could delete through containerd.
 struct PruneCandidate {
@@ -93,10 +98,12 @@ struct PruneCandidate {
   std::string ns;
   std::string id;
   // Since when it has been unused: a container's idle_since (no live task),
-  // a lease's creation.
+  // a lease's creation, an image's updated_at (its last pull or tag).
   absl::Time unused_since = absl::InfiniteFuture();
   // Leases: containerd's own `containerd.io/gc.expire` has passed.
   bool expired_by_label = false;
+  // Images: some container in the namespace uses it (never chosen).
+  bool in_use = false;
   // What deleting it would free, as far as the ledger tells (the snapshots
   // only it holds); an estimate.
   int64_t estimated_bytes = 0;
@@ -127,8 +134,9 @@ int64_t BytesNeeded(const PrunePolicy& policy, const DiskFigures& disk);
 // first; then, while BytesNeeded is not covered by the estimates of the
 // choices so far, pressure choices: dead containers (idle for at least
 // min(pressure_dead_after, dead_after)), oldest first, then expired leases
-// (their gc.expire passed), oldest first. Candidates whose id no glob
-// matches, and containers not idle long enough, are never chosen.
+// (their gc.expire passed), oldest first, then images no container uses,
+// oldest first. Candidates whose id (an image's name) no glob matches,
+// containers not idle long enough and images in use are never chosen.
 std::vector<PruneChoice> SelectPrune(const PrunePolicy& policy, absl::Time now,
                                      const DiskFigures& disk,
                                      std::vector<PruneCandidate> candidates);

@@ -74,6 +74,10 @@ TEST(ValidatePrunePolicyTest, SaysWhichSettingIsWrong) {
   p.leases = {""};
   EXPECT_THAT(ValidatePrunePolicy(p).message(), HasSubstr("prune.leases"));
   p.leases = {"ci-*"};
+  p.images = {"docker.io/library/*", ""};
+  EXPECT_THAT(ValidatePrunePolicy(p).message(), HasSubstr("prune.images"));
+  p.images = {"docker.io/library/*"};
+  EXPECT_TRUE(ValidatePrunePolicy(p).ok());
   p.keep_duration = -absl::Seconds(1);
   EXPECT_THAT(ValidatePrunePolicy(p).message(),
               HasSubstr("prune.keep_duration"));
@@ -103,6 +107,16 @@ class SelectPruneTest : public ::testing::Test {
     c.estimated_bytes = bytes;
     c.expired_by_label = expired_by_label;
     return c;
+  }
+  PruneCandidate Image(const std::string& name, absl::Duration age,
+                       bool in_use = false) {
+    PruneCandidate c;
+    c.kind = PruneKind::kImage;
+    c.ns = "default";
+    c.id = name;
+    c.unused_since = now_ - age;
+    c.in_use = in_use;
+    return c;  // estimated_bytes 0: unknown before the deletion
   }
   static std::vector<std::string> Ids(const std::vector<PruneChoice>& v) {
     std::vector<std::string> out;
@@ -226,6 +240,55 @@ TEST_F(SelectPruneTest, LiveContainersAreNeverCandidates) {
   PruneCandidate live = Container("running", absl::ZeroDuration(), kGiB);
   live.unused_since = absl::InfiniteFuture();  // its task is live
   EXPECT_THAT(SelectPrune(policy_, now_, Disk(0), {live}), IsEmpty());
+}
+
+TEST_F(SelectPruneTest, ImagesAreOptIn) {
+  policy_.min_free = *ParseFreeTarget("99%");
+  policy_.keep_duration = absl::Seconds(1);
+  ASSERT_TRUE(policy_.images.empty());  // the default
+  EXPECT_THAT(SelectPrune(policy_, now_, Disk(0),
+                          {Image("docker.io/library/busybox:latest",
+                                 absl::Hours(100))}),
+              IsEmpty());
+}
+
+TEST_F(SelectPruneTest, ImagesGoLastUnderPressureOldestFirst) {
+  policy_.min_free = *ParseFreeTarget("30%");
+  policy_.images = {"registry.local/ci/*"};
+  EXPECT_THAT(Ids(SelectPrune(policy_, now_, Disk(10 * kGiB),
+                              {Image("registry.local/ci/b:1", absl::Hours(1)),
+                               Image("registry.local/ci/a:1", absl::Hours(5)),
+                               Lease("ci-old", absl::Hours(2), kGiB, true),
+                               Container("c-1h", absl::Hours(1), kGiB)})),
+              ElementsAre("c-1h:pressure", "ci-old:pressure",
+                          "registry.local/ci/a:1:pressure",
+                          "registry.local/ci/b:1:pressure"));
+  // Containers and leases cover the deficit: no image goes.
+  EXPECT_THAT(Ids(SelectPrune(policy_, now_, Disk(29 * kGiB),
+                              {Image("registry.local/ci/a:1", absl::Hours(5)),
+                               Container("c-1h", absl::Hours(1), kGiB)})),
+              ElementsAre("c-1h:pressure"));
+}
+
+TEST_F(SelectPruneTest, ImagesInUseOrNotMatchingNeverGo) {
+  policy_.min_free = *ParseFreeTarget("99%");
+  policy_.keep_duration = absl::Seconds(1);
+  policy_.images = {"registry.local/ci/*"};
+  EXPECT_THAT(Ids(SelectPrune(
+                  policy_, now_, Disk(0),
+                  {Image("registry.local/ci/used:1", absl::Hours(9), true),
+                   Image("docker.io/library/busybox:latest", absl::Hours(9)),
+                   Image("registry.local/ci/unused:1", absl::Hours(9))})),
+              ElementsAre("registry.local/ci/unused:1:ttl"));
+}
+
+TEST_F(SelectPruneTest, ImagesTtlIsSinceTheirLastUpdate) {
+  policy_.keep_duration = absl::Hours(72);
+  policy_.images = {"*"};
+  EXPECT_THAT(Ids(SelectPrune(policy_, now_, Disk(90 * kGiB),
+                              {Image("old:1", absl::Hours(73)),
+                               Image("new:1", absl::Hours(71))})),
+              ElementsAre("old:1:ttl"));
 }
 
 }  // namespace

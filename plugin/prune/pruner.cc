@@ -182,6 +182,65 @@ std::vector<Pruner::Held> Pruner::HeldBy(const Ownership& view, PruneKind kind,
   return held;
 }
 
+std::vector<Pruner::Held> Pruner::CommittedIn(const std::string& ns) const {
+  std::vector<Held> held;
+  absl::Status s = ledger_->ForEach([&](const Record& r) {
+    if (IsVisible(r) && r.kind() == store::v1::COMMITTED &&
+        r.namespace_() == ns) {
+      held.push_back({r, UsageOf(r)});
+    }
+    return true;
+  });
+  if (!s.ok()) {
+    spdlog::warn("prune: cannot read the ledger: {}", s.ToString());
+  }
+  return held;
+}
+
+void Pruner::ImageCandidates(std::vector<PruneCandidate>* out) const {
+  const std::vector<std::string>& globs = options_.policy.images;
+  if (globs.empty()) return;
+  absl::StatusOr<std::vector<std::string>> namespaces = ops_->ListNamespaces();
+  if (!namespaces.ok()) {
+    spdlog::warn("prune: images left out of this pass: {}",
+                 namespaces.status().ToString());
+    return;
+  }
+  for (const std::string& ns : *namespaces) {
+    absl::StatusOr<std::vector<ImageInfo>> images = ops_->ListImages(ns);
+    if (!images.ok()) {
+      spdlog::warn("prune: images of namespace {} left out of this pass: {}",
+                   ns, images.status().ToString());
+      continue;
+    }
+    for (const ImageInfo& image : *images) {
+      if (!MatchesAny(globs, image.name)) continue;
+      // Any container of the namespace, whatever its snapshotter: the
+      // watcher's view has only ours.
+      absl::StatusOr<std::vector<std::string>> users =
+          ops_->ImageUsers(ns, image.name);
+      if (!users.ok()) {
+        spdlog::warn("prune: image {}/{} left out of this pass: {}", ns,
+                     image.name, users.status().ToString());
+        continue;
+      }
+      PruneCandidate candidate;
+      candidate.kind = PruneKind::kImage;
+      candidate.ns = ns;
+      candidate.id = image.name;
+      candidate.unused_since = image.updated_at != absl::InfinitePast()
+                                   ? image.updated_at
+                                   : image.created_at;
+      candidate.in_use = !users->empty();
+      // Unknown: which snapshots are the image's layers, and which of them
+      // another image shares, only containerd's content store tells. The
+      // bytes freed are measured after the deletion.
+      candidate.estimated_bytes = 0;
+      out->push_back(std::move(candidate));
+    }
+  }
+}
+
 std::vector<PruneCandidate> Pruner::Candidates(const Ownership& view) const {
   std::vector<PruneCandidate> out;
   for (const auto& [name, c] : view.containers) {
@@ -222,6 +281,7 @@ std::vector<PruneCandidate> Pruner::Candidates(const Ownership& view) const {
     }
     out.push_back(std::move(candidate));
   }
+  ImageCandidates(&out);
   return out;
 }
 
@@ -230,10 +290,25 @@ void Pruner::Act(const Ownership& view, const std::string& policy,
   const PruneCandidate& c = action->choice.candidate;
   const std::string name = absl::StrCat(c.ns, "/", c.id);
   const std::string kind(PruneKindName(c.kind));
-  std::vector<Held> held = HeldBy(view, c.kind, c.ns, c.id);
+  std::vector<Held> held = c.kind == PruneKind::kImage
+                               ? CommittedIn(c.ns)
+                               : HeldBy(view, c.kind, c.ns, c.id);
 
   absl::Status s;
-  if (c.kind == PruneKind::kContainer) {
+  if (c.kind == PruneKind::kImage) {
+    // Judged on a listing: a container made since then that uses the image
+    // keeps it (containerd's Images/Delete itself does not ask).
+    absl::StatusOr<std::vector<std::string>> users =
+        ops_->ImageUsers(c.ns, c.id);
+    if (!users.ok()) {
+      s = users.status();
+    } else if (!users->empty()) {
+      s = absl::FailedPreconditionError(absl::StrCat(
+          "container ", c.ns, "/", users->front(), " uses it now; left alone"));
+    } else {
+      s = ops_->DeleteImage(c.ns, c.id);
+    }
+  } else if (c.kind == PruneKind::kContainer) {
     // The view may be an event behind: a task that runs again is left
     // alone (and DeleteTask itself refuses a live one).
     absl::StatusOr<TaskStatus> task = ops_->GetTask(c.ns, c.id);
@@ -264,6 +339,7 @@ void Pruner::Act(const Ownership& view, const std::string& policy,
         "itself later)",
         gc.ToString());
   }
+  std::set<std::string> freed_parents;
   for (const Held& h : held) {
     // Gone, or no longer visible; a removal that was held for the container
     // counts once released (else the queue's `removed` event shows it).
@@ -275,6 +351,23 @@ void Pruner::Act(const Ownership& view, const std::string& policy,
     if (went) {
       action->freed_bytes += h.bytes;
       action->freed_snapshots.push_back(h.record.key());
+      freed_parents.insert(h.record.parent());
+    }
+  }
+  // The history event goes on the snapshot the container or lease held; for
+  // an image, on the topmost layer that went with it.
+  const Record* noted = nullptr;
+  if (c.kind != PruneKind::kImage) {
+    if (!held.empty()) noted = &held.front().record;
+  } else {
+    for (const Held& h : held) {
+      if (std::find(action->freed_snapshots.begin(),
+                    action->freed_snapshots.end(),
+                    h.record.key()) != action->freed_snapshots.end() &&
+          !freed_parents.contains(h.record.key())) {
+        noted = &h.record;
+        break;
+      }
     }
   }
   const std::string detail =
@@ -288,9 +381,9 @@ void Pruner::Act(const Ownership& view, const std::string& policy,
       action->freed_snapshots.empty()
           ? std::string()
           : absl::StrCat(": ", absl::StrJoin(action->freed_snapshots, " <- ")));
-  if (!held.empty()) {
+  if (noted != nullptr) {
     Ledger::Batch batch;
-    batch.Note(MakeEvent(HistoryOp::kPruned, held.front().record, detail));
+    batch.Note(MakeEvent(HistoryOp::kPruned, *noted, detail));
     if (absl::Status n = ledger_->Write(batch); !n.ok()) {
       spdlog::warn("prune: {}: cannot note it in the history: {}", name,
                    n.ToString());

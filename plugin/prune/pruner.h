@@ -6,19 +6,25 @@
 //      ledger's snapshots hold);
 //   2. gathers the candidates — containers using our snapshotter whose task
 //      is not live, and leases holding our snapshots — each with the bytes
-//      the ledger says deleting it would free;
+//      the ledger says deleting it would free; with `[prune] images`, the
+//      image records (every namespace) those globs match, each marked in
+//      use when a container of its namespace (fresh Containers/List) names
+//      it;
 //   3. selects (prune_policy.h: TTL first, then pressure, oldest-unused
 //      first, dead containers before expired leases);
 //   4. acts, one candidate at a time, only through containerd's API: a
 //      container's task is read again (a live task: left alone), deleted
-//      forced, then the container; a lease is deleted; then containerd's
+//      forced, then the container; a lease is deleted; an image's users are
+//      listed again (one found: left alone) and its record deleted (not
+//      synchronously); then containerd's
 //      garbage collector runs, which removes through our Snapshots service
 //      what nothing references any more (and the removal queue cascades up
 //      the chain, leaf first). Pressure actions stop as soon as the target
 //      holds (the disk is measured again after each);
 //   5. notes each action in the ledger's history (`pruned`, on the
 //      snapshot the container or lease held), with the bytes freed: the
-//      usage of the snapshots it held that left the ledger.
+//      usage of the snapshots it held that left the ledger (for an image:
+//      the namespace's committed snapshots that left it during the action).
 // Nothing is ever removed from the backend or the ledger directly: a
 // snapshot a container or a live lease still references is never garbage
 // to containerd, and the coordinator's holder guard refuses a rootfs whose
@@ -83,7 +89,7 @@ struct PruneReport {
 struct PruneStats {
   uint64_t passes = 0;
   uint64_t failed_passes = 0;
-  // Done actions by kind ("container", "lease"), and failed ones.
+  // Done actions by kind ("container", "lease", "image"), and failed ones.
   std::map<std::string, uint64_t> actions;
   uint64_t failed_actions = 0;
   int64_t bytes_freed = 0;
@@ -156,7 +162,13 @@ class Pruner {
   // holds them).
   std::vector<Held> HeldBy(const Ownership& view, PruneKind kind,
                            const std::string& ns, const std::string& id) const;
+  // The namespace's visible committed snapshots: what an image's deletion
+  // may free (containerd alone knows which are the image's layers).
+  std::vector<Held> CommittedIn(const std::string& ns) const;
   std::vector<PruneCandidate> Candidates(const Ownership& view) const;
+  // `[prune] images`: the image records the globs match, in every
+  // namespace; failures are logged and leave images out of the pass.
+  void ImageCandidates(std::vector<PruneCandidate>* out) const;
   // Deletes one candidate through containerd and measures what it freed.
   void Act(const Ownership& view, const std::string& policy,
            PruneActionReport* action) ABSL_EXCLUSIVE_LOCKS_REQUIRED(pass_mu_);

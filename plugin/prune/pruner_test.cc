@@ -37,6 +37,25 @@ class FakeOps : public ContainerdOps {
     absl::MutexLock l(&mu_);
     held_["lease:" + name] = std::move(keys);
   }
+  // Image `name` in namespace "default", updated `updated_at`, whose layers
+  // are `keys`; `users`: containers naming it (any snapshotter).
+  void AddImage(const std::string& name, absl::Time updated_at,
+                std::vector<std::string> keys,
+                std::vector<std::string> users = {}) {
+    absl::MutexLock l(&mu_);
+    ImageInfo& i = images_[name];
+    i.ns = "default";
+    i.name = name;
+    i.created_at = updated_at - absl::Hours(1);
+    i.updated_at = updated_at;
+    held_["image:default/" + name] = std::move(keys);
+    image_users_[name] = std::move(users);
+  }
+  // A container that starts using image `name` once the pass has listed it.
+  void UseImageAfterListing(const std::string& name, const std::string& id) {
+    absl::MutexLock l(&mu_);
+    late_users_[name] = id;
+  }
   void SetTask(const std::string& name, TaskStatus task) {
     absl::MutexLock l(&mu_);
     tasks_[name] = task;
@@ -84,6 +103,37 @@ class FakeOps : public ContainerdOps {
     Collectable("lease:" + ns + "/" + id);
     return absl::OkStatus();
   }
+  absl::StatusOr<std::vector<std::string>> ListNamespaces() override {
+    return std::vector<std::string>{"default"};
+  }
+  absl::StatusOr<std::vector<ImageInfo>> ListImages(
+      const std::string& ns) override {
+    absl::MutexLock l(&mu_);
+    std::vector<ImageInfo> out;
+    if (ns != "default") return out;
+    for (const auto& [name, image] : images_) out.push_back(image);
+    return out;
+  }
+  absl::StatusOr<std::vector<std::string>> ImageUsers(
+      const std::string& ns, const std::string& name) override {
+    absl::MutexLock l(&mu_);
+    calls_.push_back("image-users " + ns + "/" + name);
+    std::vector<std::string> users = image_users_[name];
+    // The first listing is the candidates'; a late user shows from then on.
+    if (auto it = late_users_.find(name); it != late_users_.end()) {
+      image_users_[name].push_back(it->second);
+      late_users_.erase(it);
+    }
+    return users;
+  }
+  absl::Status DeleteImage(const std::string& ns,
+                           const std::string& name) override {
+    absl::MutexLock l(&mu_);
+    calls_.push_back("delete-image " + ns + "/" + name);
+    images_.erase(name);
+    Collectable("image:" + ns + "/" + name);
+    return absl::OkStatus();
+  }
   absl::Status CollectGarbage(const std::string& ns) override {
     std::vector<std::string> keys;
     {
@@ -114,6 +164,10 @@ class FakeOps : public ContainerdOps {
   std::map<std::string, TaskStatus> tasks_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, std::vector<std::string>> held_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> garbage_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, ImageInfo> images_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::vector<std::string>> image_users_
+      ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::string> late_users_ ABSL_GUARDED_BY(mu_);
   std::vector<std::string> calls_ ABSL_GUARDED_BY(mu_);
   int removed_ ABSL_GUARDED_BY(mu_) = 0;
 };
@@ -401,6 +455,98 @@ TEST_F(PrunerTest, NothingIsJudgedOnADisconnectedView) {
   EXPECT_TRUE(absl::IsFailedPrecondition(r.status())) << r.status();
   EXPECT_THAT(ops_.TakeCalls(), IsEmpty());
   EXPECT_EQ(pruner_->Stats().failed_passes, 1u);
+}
+
+// Images: "ci/tool:1" holds the cache layer (a committed snapshot nothing
+// else holds).
+TEST_F(PrunerTest, AnUnusedImageMatchingAPatternGoes) {
+  ops_.AddImage("registry.local/ci/tool:1", clock_.Now() - absl::Hours(5),
+                {"default/4/cache"});
+  PrunePolicy policy = Ttl(absl::Hours(1));
+  policy.images = {"registry.local/ci/*"};
+  MakePruner(policy);
+  absl::StatusOr<PruneReport> r = pruner_->Run({});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->actions.size(), 1u);
+  const PruneActionReport& a = r->actions[0];
+  EXPECT_EQ(a.choice.candidate.kind, PruneKind::kImage);
+  EXPECT_EQ(a.choice.candidate.unused_since, clock_.Now() - absl::Hours(5));
+  EXPECT_TRUE(a.done) << a.error;
+  EXPECT_EQ(a.freed_bytes, kObject);
+  EXPECT_THAT(a.freed_snapshots, ElementsAre("default/4/cache"));
+  // Its users listed for the candidates, and again right before deleting.
+  EXPECT_THAT(ops_.TakeCalls(),
+              ElementsAre("image-users default/registry.local/ci/tool:1",
+                          "image-users default/registry.local/ci/tool:1",
+                          "delete-image default/registry.local/ci/tool:1",
+                          "gc default"));
+  EXPECT_FALSE(Exists("default/4/cache"));
+  EXPECT_TRUE(Exists("default/1/layer1"));
+  EXPECT_THAT(Pruned("default/4/cache"),
+              ElementsAre(HasSubstr("image default/registry.local/ci/tool:1 "
+                                    "deleted by the prune (ttl: keep_duration "
+                                    "1h): freed 4096 bytes")));
+  EXPECT_EQ(pruner_->Stats().actions["image"], 1u);
+}
+
+TEST_F(PrunerTest, ImagesInUseOrNotMatchingAreNeverDeleted) {
+  ops_.AddImage("registry.local/ci/used:1", clock_.Now() - absl::Hours(5),
+                {"default/4/cache"}, {"someones-build"});
+  ops_.AddImage("docker.io/library/busybox:latest",
+                clock_.Now() - absl::Hours(5), {"default/4/cache"});
+  PrunePolicy policy = Ttl(absl::Hours(1));
+  policy.images = {"registry.local/ci/*"};
+  MakePruner(policy);
+  PruneRequest request;
+  request.min_free = *ParseFreeTarget("99%");
+  absl::StatusOr<PruneReport> r = pruner_->Run(request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_THAT(r->actions, IsEmpty());
+  // Only the matching one's users were asked for; nothing deleted.
+  EXPECT_THAT(ops_.TakeCalls(),
+              ElementsAre("image-users default/registry.local/ci/used:1"));
+  EXPECT_TRUE(Exists("default/4/cache"));
+}
+
+TEST_F(PrunerTest, AnImageUsedSinceTheListingIsLeftAlone) {
+  ops_.AddImage("registry.local/ci/tool:1", clock_.Now() - absl::Hours(5),
+                {"default/4/cache"});
+  ops_.UseImageAfterListing("registry.local/ci/tool:1", "new-run");
+  PrunePolicy policy = Ttl(absl::Hours(1));
+  policy.images = {"registry.local/ci/*"};
+  MakePruner(policy);
+  absl::StatusOr<PruneReport> r = pruner_->Run({});
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->actions.size(), 1u);
+  EXPECT_FALSE(r->actions[0].done);
+  EXPECT_THAT(r->actions[0].error,
+              HasSubstr("container default/new-run uses it now"));
+  EXPECT_THAT(ops_.TakeCalls(),
+              ElementsAre("image-users default/registry.local/ci/tool:1",
+                          "image-users default/registry.local/ci/tool:1"));
+  EXPECT_TRUE(Exists("default/4/cache"));
+  EXPECT_EQ(pruner_->Stats().failed_actions, 1u);
+}
+
+TEST_F(PrunerTest, ADryRunListsImagesAndDeletesNone) {
+  ops_.AddImage("registry.local/ci/tool:1", clock_.Now() - absl::Hours(5),
+                {"default/4/cache"});
+  PrunePolicy policy;
+  policy.images = {"registry.local/ci/*"};
+  policy.dry_run = true;
+  MakePruner(policy);
+  PruneRequest request;
+  request.min_free = *ParseFreeTarget("99%");
+  absl::StatusOr<PruneReport> r = pruner_->Run(request);
+  ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_EQ(r->actions.size(), 1u);
+  EXPECT_EQ(r->actions[0].choice.candidate.id, "registry.local/ci/tool:1");
+  EXPECT_EQ(r->actions[0].choice.reason, PruneReason::kPressure);
+  EXPECT_FALSE(r->actions[0].done);
+  EXPECT_THAT(ops_.TakeCalls(),
+              ElementsAre("image-users default/registry.local/ci/tool:1"));
+  EXPECT_TRUE(Exists("default/4/cache"));
+  EXPECT_EQ(PruneResponseProto(*r).actions(0).kind(), "image");
 }
 
 TEST_F(PrunerTest, TheResponseCarriesEveryAction) {

@@ -294,6 +294,13 @@ absl::Status LoadPrune(const std::string& path, const toml::node& node,
           (key == "containers" ? p.containers : p.leases) = *std::move(v);
           return absl::OkStatus();
         }
+        if (key == "images") {  // opt-in image removal
+          absl::StatusOr<std::vector<std::string>> v =
+              GetStrings(path, n, what);
+          if (!v.ok()) return v.status();
+          p.images = *std::move(v);
+          return absl::OkStatus();
+        }
         absl::Duration* duration = key == "interval"        ? &p.interval
                                    : key == "keep_duration" ? &p.keep_duration
                                    : key == "dead_after"

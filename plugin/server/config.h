@@ -52,6 +52,8 @@
 //   dead_after = "1m"                     # under pressure: idle this long
 //   containers = ["*"]                    # globs on container ids
 //   leases = []                           # globs on lease ids (expired only)
+//   images = []                           # globs on image names (no container
+//                                         # uses them); empty: never
 #pragma once
 
 #include <string>

@@ -316,6 +316,8 @@ TEST_F(ConfigTest, HeaderExampleLoadsAndStatesTheDefaults) {
   EXPECT_EQ(c->prune.leases, defaults.prune.leases);
   EXPECT_EQ(c->metrics_address, defaults.metrics_address);
   EXPECT_EQ(c->metrics_allow_non_loopback, defaults.metrics_allow_non_loopback);
+  EXPECT_EQ(c->prune.images, defaults.prune.images);
+  EXPECT_TRUE(defaults.prune.images.empty());  // opt-in
 }
 
 TEST_F(ConfigTest, PruneSettings) {
@@ -331,6 +333,7 @@ dry_run = true
 dead_after = "2m"
 containers = ["obuilder-run-*"]
 leases = ["buildkit-*", "ci-*"]
+images = ["docker.io/library/*:ci-*", "registry.local/tmp/*"]
 )"),
                           Config{});
   ASSERT_TRUE(c.ok()) << c.status();
@@ -346,6 +349,8 @@ leases = ["buildkit-*", "ci-*"]
   EXPECT_EQ(c->prune.pressure_dead_after, absl::Minutes(2));
   EXPECT_THAT(c->prune.containers, ElementsAre("obuilder-run-*"));
   EXPECT_THAT(c->prune.leases, ElementsAre("buildkit-*", "ci-*"));
+  EXPECT_THAT(c->prune.images,
+              ElementsAre("docker.io/library/*:ci-*", "registry.local/tmp/*"));
 }
 
 TEST_F(ConfigTest, PruneRefusesBadValuesNamingThem) {
@@ -355,6 +360,8 @@ TEST_F(ConfigTest, PruneRefusesBadValuesNamingThem) {
       {"[prune]\nmax_used = \"12 parsecs\"\n", "prune.max_used"},
       {"[prune]\nkeep_duration = \"3 days\"\n", "prune.keep_duration"},
       {"[prune]\nleases = \"ci-*\"\n", "prune.leases"},
+      {"[prune]\nimages = \"ci-*\"\n", "prune.images"},
+      {"[prune]\nimages = [\"ci-*\", 3]\n", "prune.images"},
       {"[prune]\nmax_free = \"1G\"\n", "unknown setting `prune.max_free`"},
   };
   for (const auto& [text, want] : cases) {

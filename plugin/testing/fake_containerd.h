@@ -3,6 +3,7 @@
 // socket:
 //   Namespaces/List; Containers/Get|List|ListStream|Delete;
 //   Tasks/Get|List|Kill|Delete; Leases/Create|Delete|List|ListResources;
+//   Images/List|Delete;
 //   Events/Subscribe (with an event stream the test drives).
 // It answers as containerd 1.6 does: the namespace header is required,
 // Tasks/List and Tasks/Get fill `id`, not `container_id`, Tasks/Kill of a
@@ -14,10 +15,10 @@
 // (unless `set_kill_stops_task(false)`): the change is applied lazily, by
 // the next call or accessor that looks at the task.
 //
-// Calls to Containers/Get|Delete, Tasks/Get|Kill|Delete and
-// Leases/Create|Delete are recorded in order (Calls(); AwaitCalls() waits
-// for them), and each can be made to fail (FailCalls) or to hang until the
-// caller gives up (HangCalls).
+// Calls to Containers/Get|Delete, Tasks/Get|Kill|Delete,
+// Leases/Create|Delete and Images/Delete are recorded in order (Calls();
+// AwaitCalls() waits for them), and each can be made to fail (FailCalls) or to
+// hang until the caller gives up (HangCalls).
 //
 // Thread-safety: thread-safe. Not for production use.
 #pragma once
@@ -46,6 +47,7 @@
 #include "absl/time/time.h"
 #include "containerd/services/containers/v1/containers.grpc.pb.h"
 #include "containerd/services/events/v1/events.grpc.pb.h"
+#include "containerd/services/images/v1/images.grpc.pb.h"
 #include "containerd/services/leases/v1/leases.grpc.pb.h"
 #include "containerd/services/namespaces/v1/namespace.grpc.pb.h"
 #include "containerd/services/tasks/v1/tasks.grpc.pb.h"
@@ -80,6 +82,7 @@ class FakeContainerd {
   using Container = ::containerd::services::containers::v1::Container;
   using Process = ::containerd::v1::types::Process;
   using ProcessStatus = ::containerd::v1::types::Status;
+  using Image = ::containerd::services::images::v1::Image;
 
   struct Lease {
     absl::Time created_at;
@@ -102,6 +105,7 @@ class FakeContainerd {
     builder.RegisterService(&tasks_);
     builder.RegisterService(&leases_);
     builder.RegisterService(&events_);
+    builder.RegisterService(&images_);
     server_ = builder.BuildAndStart();
     ASSERT_NE(server_, nullptr) << socket;
   }
@@ -147,6 +151,27 @@ class FakeContainerd {
     absl::MutexLock l(&mu_);
     namespaces_set_.insert(ns);
     containers_map_[{ns, id}] = c;
+  }
+  // The image a container names (PutContainer: busybox's).
+  void SetContainerImage(const std::string& ns, const std::string& id,
+                         const std::string& image) {
+    absl::MutexLock l(&mu_);
+    containers_map_[{ns, id}].set_image(image);
+  }
+  void PutImage(const std::string& ns, const std::string& name,
+                absl::Time updated_at) {
+    Image i;
+    i.set_name(name);
+    i.mutable_target()->set_digest("sha256:0123");
+    *i.mutable_created_at() = ToProto(updated_at - absl::Hours(1));
+    *i.mutable_updated_at() = ToProto(updated_at);
+    absl::MutexLock l(&mu_);
+    namespaces_set_.insert(ns);
+    images_map_[{ns, name}] = i;
+  }
+  bool HasImage(const std::string& ns, const std::string& name) const {
+    absl::MutexLock l(&mu_);
+    return images_map_.contains({ns, name});
   }
   void RemoveContainer(const std::string& ns, const std::string& id) {
     absl::MutexLock l(&mu_);
@@ -692,6 +717,50 @@ class FakeContainerd {
     FakeContainerd* f_;
   };
 
+  class ImagesService final
+      : public ::containerd::services::images::v1::Images::Service {
+   public:
+    using ListImagesRequest =
+        ::containerd::services::images::v1::ListImagesRequest;
+    using ListImagesResponse =
+        ::containerd::services::images::v1::ListImagesResponse;
+    using DeleteImageRequest =
+        ::containerd::services::images::v1::DeleteImageRequest;
+
+    explicit ImagesService(FakeContainerd* f) : f_(f) {}
+    grpc::Status List(grpc::ServerContext* ctx, const ListImagesRequest*,
+                      ListImagesResponse* resp) override {
+      std::string ns;
+      if (auto st = Namespace(ctx, &ns); !st.ok()) return st;
+      absl::MutexLock l(&f_->mu_);
+      for (const auto& [key, image] : f_->images_map_) {
+        if (key.first == ns) *resp->add_images() = image;
+      }
+      return grpc::Status::OK;
+    }
+    // Like containerd's service, it does not look for containers using it.
+    grpc::Status Delete(grpc::ServerContext* ctx, const DeleteImageRequest* req,
+                        google::protobuf::Empty*) override {
+      std::string ns;
+      if (auto st = Namespace(ctx, &ns); !st.ok()) return st;
+      if (auto st = f_->Enter(ctx, "Images/Delete",
+                              absl::StrCat(ns, "/", req->name(), " sync=",
+                                           req->sync() ? "true" : "false"));
+          !st.ok()) {
+        return st;
+      }
+      absl::MutexLock l(&f_->mu_);
+      if (f_->images_map_.erase({ns, req->name()}) == 0) {
+        return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                            "image \"" + req->name() + "\": not found");
+      }
+      return grpc::Status::OK;
+    }
+
+   private:
+    FakeContainerd* f_;
+  };
+
   class EventsService final
       : public ::containerd::services::events::v1::Events::Service {
    public:
@@ -754,6 +823,7 @@ class FakeContainerd {
   // Killed tasks and when they stop (see SettleTasks).
   std::map<NsName, absl::Time> stop_at_ ABSL_GUARDED_BY(mu_);
   std::map<NsName, Lease> leases_map_ ABSL_GUARDED_BY(mu_);
+  std::map<NsName, Image> images_map_ ABSL_GUARDED_BY(mu_);
   // Not owned: each lives on its Subscribe handler's stack.
   std::vector<Subscriber*> subscribers_ ABSL_GUARDED_BY(mu_);
   bool kill_stops_task_ ABSL_GUARDED_BY(mu_) = true;
@@ -777,6 +847,7 @@ class FakeContainerd {
   TasksService tasks_{this};
   LeasesService leases_{this};
   EventsService events_{this};
+  ImagesService images_{this};
   std::unique_ptr<grpc::Server> server_;
 };
 

@@ -19,7 +19,12 @@
 #   4. a concurrent `ctr run`: prune passes that want everything idle gone
 #      run in a loop while containers are run with `ctr run --rm`; every run
 #      succeeds and sees its own rootfs, and the old dead containers go;
-#   5. the periodic pass ([prune] enabled, interval 1s, min_free): without
+#   5. images ([prune] images = ["docker.io/snapledger/prune-*"]): under
+#      pressure, an unused image matching the pattern is deleted through
+#      containerd (its own layer goes, with its bytes in history); an image
+#      a container uses and an image not matching stay; a dry run before
+#      deletes nothing;
+#   6. the periodic pass ([prune] enabled, interval 1s, min_free): without
 #      any command, the daemon brings the free space back over min_free.
 # Ends with "N passed, M failed".
 set -uo pipefail
@@ -106,6 +111,7 @@ interval = "1s"
 min_free = "${2:-}"
 dead_after = "${IDLE}s"
 containers = ["*"]
+images = ["docker.io/snapledger/prune-*"]
 EOF
 }
 
@@ -270,9 +276,76 @@ test_concurrent_run() {
   fi
 }
 
-# ------------------------------------------------ 5. periodic pass ---
+# ---------------------------------------------------------- 5. images ---
+# prune-unused: 3 layers (its third is its own); prune-used: the first two of
+# them, and a container runs from it; not-pruned: the test image re-tagged
+# under a name no pattern matches.
+IMG_UNUSED=docker.io/snapledger/prune-unused:1
+IMG_USED=docker.io/snapledger/prune-used:1
+IMG_OTHER=docker.io/other/not-pruned:1
+images() { ctrd images ls -q | sort | words; }
+test_images() {
+  echo "== 5. images: only unused ones matching [prune] images go"
+  if ! "$HERE/make_image.sh" "$IT_TMP/unused.tar" "$IMG_UNUSED" 3 2>/dev/null ||
+    ! "$HERE/make_image.sh" "$IT_TMP/used.tar" "$IMG_USED" 2 2>/dev/null; then
+    it_die "make_image.sh failed"
+  fi
+  assert_cmd_ok "images: import $IMG_UNUSED" \
+    ctrd images import --snapshotter "$SN" "$IT_TMP/unused.tar"
+  assert_cmd_ok "images: import $IMG_USED" \
+    ctrd images import --snapshotter "$SN" "$IT_TMP/used.tar"
+  assert_cmd_ok "images: tag $IMG_OTHER" ctrd images tag "$IMG" "$IMG_OTHER"
+  ctrd run -d --snapshotter "$SN" "$IMG_USED" img-user sleep 600 >/dev/null 2>&1 ||
+    it_log "img-user did not start"
+  wait_for 30 "img-user running" test "$(task_status img-user)" = RUNNING
+  local all records
+  all=$(images)
+  records=$(ledger_count)
+
+  cli prune --dry-run --free 99% --json
+  assert_eq "images: dry run: exit 0" 0 "$CLI_RC"
+  assert_eq "images: dry run: only the unused matching image would go" \
+    "image:$IMG_UNUSED:pressure" \
+    "$(jq -r '[.actions[] | select(.kind == "image") | "\(.kind):\(.id):\(.reason)"] | join(" ")' <<<"$CLI_OUT")"
+  cli prune --dry-run --free 99%
+  assert_match "images: dry run: the table lists it" \
+    "^image +$IT_NS/$IMG_UNUSED +pressure .* would go\$" "$CLI_OUT"
+  assert_eq "images: dry run: every image is still there" "$all" "$(images)"
+  assert_eq "images: dry run: the ledger is unchanged" "$records" "$(ledger_count)"
+
+  cli prune --free 99% --json
+  assert_eq "images: pressure: exit 0" 0 "$CLI_RC"
+  assert_eq "images: pressure: the unused matching image went" "$IMG_UNUSED" \
+    "$(jq -r '[.actions[] | select(.kind == "image" and .done) | .id] | join(" ")' <<<"$CLI_OUT")"
+  local freed
+  freed=$(jq -r '[.actions[] | select(.kind == "image") | .freed_bytes] | add // 0' <<<"$CLI_OUT")
+  if ((freed > 0)); then
+    it_pass "images: pressure: its own layer's bytes were freed ($freed)"
+  else
+    it_fail "images: pressure: its own layer's bytes were freed" "$CLI_OUT"
+  fi
+  assert_eq "images: the used one and the unmatched ones stay" \
+    "$(tr ' ' '\n' <<<"$all" | grep -vx "$IMG_UNUSED" | words)" "$(images)"
+  assert_eq "images: the container using its image still runs" RUNNING \
+    "$(task_status img-user)"
+  assert_match "images: history notes the image with its bytes" \
+    "image $IT_NS/$IMG_UNUSED deleted by the prune \(pressure: min_free 99%\): freed [1-9][0-9]* bytes" \
+    "$(sl_json history --limit 1000 | jq -r '.[] | select(.op == "pruned") | .detail')"
+  if wait_for 20 "containerd, ledger and backend agree" agree; then
+    it_pass "images: containerd, the ledger and the backend agree"
+  else
+    it_fail "images: containerd, the ledger and the backend agree" "$(report)"
+  fi
+  # Out of the periodic pass's way.
+  ctrd tasks kill -s SIGKILL img-user >/dev/null 2>&1
+  wait_for 30 "img-user stopped" test "$(task_status img-user)" = STOPPED
+  ctrd tasks rm img-user >/dev/null 2>&1
+  ctrd containers rm img-user >/dev/null 2>&1
+}
+
+# ------------------------------------------------ 6. periodic pass ---
 test_periodic() {
-  echo "== 5. the periodic pass: [prune] enabled brings min_free back"
+  echo "== 6. the periodic pass: [prune] enabled brings min_free back"
   local id target
   for id in per-1 per-2 per-3; do fill "$id" || it_log "$id: ctr run failed"; done
   target=$(($(free_pct) + FILL_MB * 100 / SIZE_MB))
@@ -294,4 +367,5 @@ test_dry_run
 test_pressure
 test_ttl
 test_concurrent_run
+test_images
 test_periodic
