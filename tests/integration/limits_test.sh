@@ -7,8 +7,9 @@
 # makes the daemon's accept4() fail with EMFILE — after which gRPC 1.51
 # never accepts on that socket again. Then the connections close, and within
 # a bound both sockets must serve calls again: the Snapshots API (a small
-# snapbench run) and the admin API (`snapledger stats`). Needs python3 for
-# the connection flood. Everything lives in one temp dir, removed on exit.
+# snapbench run) and the admin API (`snapledger stats`). Last, honest
+# health: `snapledger check` fails while the Snapshots socket does not
+# accept. Needs python3 for the connection flood. Everything lives in one temp dir, removed on exit.
 set -uo pipefail
 SNAPLEDGERD=$1 SNAPLEDGER=$2 SNAPBENCH=$3
 T=$(mktemp -d "${TMPDIR:-/tmp}/snapledger-limits.XXXXXX") || exit 1
@@ -80,5 +81,32 @@ if grep -q "accepts again" "$T/log"; then
 else
   fail "no 'accepts again' in the log"
 fi
+# Honest health: `check` passes now, and fails, naming the socket, while the
+# Snapshots socket does not accept (a listening socket nobody accepts from,
+# what gRPC leaves after a failed accept4, planted over the path).
+"$SNAPLEDGER" --address "$T/s-admin.sock" check >"$T/check.out" 2>&1
+rc=$?
+((rc == 0)) && pass "check exits 0 once both sockets serve" ||
+  { cat "$T/check.out"; fail "check exits $rc once both sockets serve"; }
+python3 - "$T/s.sock" <<'PY' &
+import socket, sys, os, time
+path = sys.argv[1]
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.bind(path + ".deaf")
+s.listen(16)
+os.rename(path + ".deaf", path)
+time.sleep(20)
+PY
+DEAF=$!
+sleep 1
+"$SNAPLEDGER" --address "$T/s-admin.sock" check >"$T/check.out" 2>&1
+rc=$?
+if ((rc == 1)) && grep -q "Snapshots socket .* does not accept connections" "$T/check.out"; then
+  pass "check exits 1 naming the Snapshots socket that does not accept"
+else
+  cat "$T/check.out"; fail "check exits $rc while the Snapshots socket does not accept"
+fi
+kill "$DEAF" 2>/dev/null; wait "$DEAF" 2>/dev/null
+
 ((FAILED)) && { echo "--- daemon log"; tail -40 "$T/log"; }
 exit $FAILED
