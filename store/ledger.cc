@@ -281,7 +281,7 @@ void Ledger::Batch::Note(HistoryEvent event) {
   events_.push_back(std::move(event));
 }
 
-Ledger::Ledger(Options options, std::unique_ptr<rocksdb::DB> db,
+Ledger::Ledger(Options options, std::shared_ptr<rocksdb::DB> db,
                std::shared_ptr<rocksdb::Cache> cache)
     : options_(std::move(options)),
       cache_(std::move(cache)),
@@ -296,11 +296,21 @@ Ledger::~Ledger() {
     }
     flusher_.join();
   }
+  absl::MutexLock lock(&db_mu_);
   if (db_ != nullptr && !options_.read_only) {
     // Deferred writes too: a clean shutdown loses nothing.
     (void)(defers_writes() ? db_->FlushWAL(/*sync=*/true) : db_->SyncWAL());
     (void)db_->Close();
   }
+}
+
+absl::StatusOr<std::shared_ptr<rocksdb::DB>> Ledger::Db() const {
+  absl::MutexLock lock(&db_mu_);
+  if (db_ == nullptr) {
+    return absl::UnavailableError(
+        "the ledger is being reopened after a write error; retry");
+  }
+  return db_;
 }
 
 void Ledger::NoteDeferredWrite(int64_t now_ns) {
@@ -334,8 +344,11 @@ void Ledger::FlushLoop() {
     // would only raise the error again in the middle of RocksDB's recovery.
     if (degraded_.load()) continue;
     flush_mu_.Unlock();
+    absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
     rocksdb::Status s =
-        RocksWrite([&] { return db_->FlushWAL(/*sync=*/false); });
+        !db.ok() ? rocksdb::Status::Busy("reopening")
+                 : RocksWrite([&] { return (*db)->FlushWAL(/*sync=*/false); });
+    db = absl::UnavailableError("released");
     if (!s.ok()) {
       // Like a failed write: later writes first try to resume.
       absl::MutexLock lock(&resume_mu_);
@@ -349,19 +362,8 @@ void Ledger::FlushLoop() {
   flush_mu_.Unlock();
 }
 
-absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
-  if (options.path.empty()) {
-    return absl::InvalidArgumentError("ledger path must not be empty");
-  }
-  if (!options.read_only) {
-    std::error_code ec;
-    std::filesystem::create_directories(options.path, ec);
-    if (ec) {
-      return absl::UnavailableError(absl::StrCat(
-          "cannot create ledger directory ", options.path, ": ", ec.message()));
-    }
-  }
-  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+absl::StatusOr<std::shared_ptr<rocksdb::DB>> Ledger::OpenRocks(
+    const Options& options, std::shared_ptr<rocksdb::Cache> cache) {
   rocksdb::BlockBasedTableOptions table;
   table.block_cache = cache;
   table.cache_index_and_filter_blocks = true;
@@ -396,8 +398,26 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
   if (!s.ok()) {
     return FromRocks(s, absl::StrCat("open of ", options.path));
   }
+  return std::shared_ptr<rocksdb::DB>(raw);
+}
+
+absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
+  if (options.path.empty()) {
+    return absl::InvalidArgumentError("ledger path must not be empty");
+  }
+  if (!options.read_only) {
+    std::error_code ec;
+    std::filesystem::create_directories(options.path, ec);
+    if (ec) {
+      return absl::UnavailableError(absl::StrCat(
+          "cannot create ledger directory ", options.path, ": ", ec.message()));
+    }
+  }
+  auto cache = rocksdb::NewLRUCache(options.block_cache_bytes);
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = OpenRocks(options, cache);
+  if (!db.ok()) return db.status();
   std::unique_ptr<Ledger> ledger(
-      new Ledger(options, std::unique_ptr<rocksdb::DB>(raw), std::move(cache)));
+      new Ledger(options, *std::move(db), std::move(cache)));
   if (absl::Status st = ledger->LoadCounters(); !st.ok()) return st;
   if (ledger->defers_writes()) {
     try {
@@ -412,16 +432,18 @@ absl::StatusOr<std::unique_ptr<Ledger>> Ledger::Open(const Options& options) {
 }
 
 absl::Status Ledger::LoadCounters() {
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   std::string value;
   uint64_t seq = 0;
   uint64_t next_id = 1;
-  rocksdb::Status s = db_->Get({}, std::string(kSeqKey), &value);
+  rocksdb::Status s = (*db)->Get({}, std::string(kSeqKey), &value);
   if (s.ok()) {
     seq = DecodeU64(value);
   } else if (!s.IsNotFound()) {
     return FromRocks(s, "read of the sequence counter");
   }
-  s = db_->Get({}, std::string(kNextIdKey), &value);
+  s = (*db)->Get({}, std::string(kNextIdKey), &value);
   if (s.ok()) {
     next_id = std::max<uint64_t>(1, DecodeU64(value));
   } else if (!s.IsNotFound()) {
@@ -434,8 +456,10 @@ absl::Status Ledger::LoadCounters() {
 }
 
 absl::Status Ledger::CheckIndexes(uint64_t* seq, uint64_t* next_id) {
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   std::string version;
-  rocksdb::Status s = db_->Get({}, std::string(kIndexVersionKey), &version);
+  rocksdb::Status s = (*db)->Get({}, std::string(kIndexVersionKey), &version);
   if (s.ok() && version == kIndexVersion) {
     indexed_ = true;
     return absl::OkStatus();
@@ -461,8 +485,8 @@ absl::Status Ledger::CheckIndexes(uint64_t* seq, uint64_t* next_id) {
     std::string end(prefix);
     ++end.back();  // the first key after the prefix's key space
     s = RocksWrite([&] {
-      return db_->DeleteRange(wo, db_->DefaultColumnFamily(),
-                              std::string(prefix), end);
+      return (*db)->DeleteRange(wo, (*db)->DefaultColumnFamily(),
+                                std::string(prefix), end);
     });
     if (!s.ok()) return FromRocks(s, "index rebuild");
   }
@@ -479,7 +503,7 @@ absl::Status Ledger::CheckIndexes(uint64_t* seq, uint64_t* next_id) {
     ++counts[CountClass(r)];
     ++records;
     if (wb.Count() >= 10000) {
-      s = RocksWrite([&] { return db_->Write(wo, &wb); });
+      s = RocksWrite([&] { return (*db)->Write(wo, &wb); });
       wb.Clear();
       if (!s.ok()) return false;
     }
@@ -493,7 +517,7 @@ absl::Status Ledger::CheckIndexes(uint64_t* seq, uint64_t* next_id) {
   }
   wb.Put(std::string(kIndexVersionKey), std::string(kIndexVersion));
   wo.sync = true;
-  s = RocksWrite([&] { return db_->Write(wo, &wb); });
+  s = RocksWrite([&] { return (*db)->Write(wo, &wb); });
   if (!s.ok()) return FromRocks(s, "index rebuild");
   indexed_ = true;
   spdlog::info("ledger: indexed {} records", records);
@@ -509,8 +533,10 @@ absl::Status Ledger::RequireIndexes() const {
 
 absl::StatusOr<std::optional<Record>> Ledger::Stored(
     std::string_view key) const {
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   std::string value;
-  rocksdb::Status s = db_->Get({}, RecordKey(key), &value);
+  rocksdb::Status s = (*db)->Get({}, RecordKey(key), &value);
   if (s.IsNotFound()) return std::optional<Record>();
   if (!s.ok()) return FromRocks(s, "read");
   Record record;
@@ -525,9 +551,11 @@ absl::Status Ledger::ForEachIndexed(
     std::string_view prefix, size_t key_offset,
     absl::FunctionRef<bool(const Record&)> fn) const {
   if (absl::Status s = RequireIndexes(); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  std::unique_ptr<rocksdb::Iterator> it((*db)->NewIterator(ro));
   for (it->Seek(rocksdb::Slice(prefix.data(), prefix.size())); it->Valid();
        it->Next()) {
     std::string_view k = it->key().ToStringView();
@@ -595,6 +623,8 @@ uint64_t Ledger::Counts::total() const {
 
 absl::StatusOr<Ledger::Counts> Ledger::CountRecords() const {
   if (absl::Status s = RequireIndexes(); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   Counts counts;
   const std::string prefix(kCountPrefix);
   // Bounded: the iterator reads no block beyond the counts.
@@ -603,7 +633,7 @@ absl::StatusOr<Ledger::Counts> Ledger::CountRecords() const {
   const rocksdb::Slice end_slice(end);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &end_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  std::unique_ptr<rocksdb::Iterator> it((*db)->NewIterator(ro));
   for (it->Seek(prefix); it->Valid(); it->Next()) {
     std::string_view k = it->key().ToStringView();
     if (!k.starts_with(prefix) || k.size() != prefix.size() + 3) break;
@@ -635,13 +665,15 @@ absl::StatusOr<std::optional<absl::Time>> Ledger::OldestRemovalRequest(
         "only queued removals are indexed by request time");
   }
   if (absl::Status s = RequireIndexes(); !s.ok()) return s;
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   const std::string prefix = RequestIndexPrefix(state);
   std::string end = prefix;
   ++end.back();
   const rocksdb::Slice end_slice(end);
   rocksdb::ReadOptions ro;
   ro.iterate_upper_bound = &end_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  std::unique_ptr<rocksdb::Iterator> it((*db)->NewIterator(ro));
   it->Seek(prefix);
   if (!it->Valid()) {
     if (absl::Status s = FromRocks(it->status(), "read of the request index");
@@ -678,8 +710,10 @@ absl::StatusOr<uint64_t> Ledger::DiskBytes() const {
 }
 
 absl::StatusOr<Record> Ledger::Get(std::string_view key) const {
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   std::string value;
-  rocksdb::Status s = db_->Get({}, RecordKey(key), &value);
+  rocksdb::Status s = (*db)->Get({}, RecordKey(key), &value);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
         absl::StrCat("snapshot ", std::string(key), ": not found"));
@@ -694,8 +728,10 @@ absl::StatusOr<Record> Ledger::Get(std::string_view key) const {
 }
 
 absl::StatusOr<std::string> Ledger::GetSetting(std::string_view name) const {
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   std::string value;
-  rocksdb::Status s = db_->Get(
+  rocksdb::Status s = (*db)->Get(
       {}, absl::StrCat(std::string(kSettingPrefix), std::string(name)), &value);
   if (s.IsNotFound()) {
     return absl::NotFoundError(
@@ -711,21 +747,25 @@ absl::Status Ledger::PutSetting(std::string_view name, std::string_view value) {
   }
   rocksdb::WriteOptions wo;
   wo.sync = true;
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   const std::string key =
       absl::StrCat(std::string(kSettingPrefix), std::string(name));
   rocksdb::Status s = RocksWrite([&] {
-    return db_->Put(wo, key, rocksdb::Slice(value.data(), value.size()));
+    return (*db)->Put(wo, key, rocksdb::Slice(value.data(), value.size()));
   });
   return s.ok() ? absl::OkStatus() : FromRocks(s, "write of a ledger setting");
 }
 
 absl::Status Ledger::ForEach(absl::FunctionRef<bool(const Record&)> fn) const {
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;  // a full scan must not evict the working set
   // "s0" is the first key after every "s/..." key ('0' follows '/').
   const rocksdb::Slice upper_slice("s0");
   ro.iterate_upper_bound = &upper_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  std::unique_ptr<rocksdb::Iterator> it((*db)->NewIterator(ro));
   Record record;
   for (it->Seek(std::string(kRecordPrefix)); it->Valid(); it->Next()) {
     if (!record.ParseFromArray(it->value().data(),
@@ -741,9 +781,11 @@ absl::Status Ledger::ForEach(absl::FunctionRef<bool(const Record&)> fn) const {
 
 absl::StatusOr<std::vector<std::string>> Ledger::Children(uint64_t parent_id,
                                                           size_t limit) const {
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   std::vector<std::string> children;
   const std::string prefix = ChildIndexPrefix(parent_id);
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator({}));
+  std::unique_ptr<rocksdb::Iterator> it((*db)->NewIterator({}));
   for (it->Seek(prefix); it->Valid() && children.size() < limit; it->Next()) {
     std::string_view k = it->key().ToStringView();
     if (!k.starts_with(prefix)) break;
@@ -771,13 +813,83 @@ absl::Status Ledger::TryResume() {
                      "); retrying automatically"));
   }
   last_resume_attempt_ = now;
-  rocksdb::Status s = RocksWrite([&] { return db_->Resume(); });
-  if (!s.ok()) {
-    return absl::UnavailableError(absl::StrCat(
-        "ledger is not writable: ", s.ToString(),
-        " (first error: ", last_write_error_, "); retrying automatically"));
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  rocksdb::Status s = rocksdb::Status::Incomplete("the database is closed");
+  if (db.ok()) {
+    s = RocksWrite([&] { return (*db)->Resume(); });
+    db = absl::UnavailableError("released");  // Reopen waits for every user
   }
-  degraded_.store(false);
+  if (s.ok()) {
+    degraded_.store(false);
+    return absl::OkStatus();
+  }
+  // A full disk is a hard error that Resume() clears once space returns; a
+  // file RocksDB could not create while switching its WAL (EMFILE) stops
+  // the database for good (a fatal error: Resume() answers the error
+  // again). Only a reopen clears that.
+  if (s.severity() >= rocksdb::Status::Severity::kFatalError ||
+      s.IsIncomplete()) {
+    if (absl::Status reopened = Reopen(); reopened.ok()) {
+      spdlog::info("ledger: reopened after a fatal write error ({})",
+                   last_write_error_);
+      degraded_.store(false);
+      return absl::OkStatus();
+    } else {
+      return absl::UnavailableError(absl::StrCat(
+          "ledger is not writable: ", reopened.message(),
+          " (first error: ", last_write_error_, "); retrying automatically"));
+    }
+  }
+  return absl::UnavailableError(absl::StrCat(
+      "ledger is not writable: ", s.ToString(),
+      " (first error: ", last_write_error_, "); retrying automatically"));
+}
+
+absl::Status Ledger::CheckWritable() {
+  if (options_.read_only) {
+    return absl::FailedPreconditionError("ledger is open read-only");
+  }
+  return degraded_.load() ? TryResume() : absl::OkStatus();
+}
+
+absl::Status Ledger::Reopen() {
+  std::shared_ptr<rocksdb::DB> old;
+  {
+    absl::MutexLock lock(&db_mu_);
+    old = std::move(db_);
+  }
+  if (old != nullptr) {
+    // Readers and writers that hold the database finish first (new ones get
+    // Unavailable meanwhile); one that takes long (a scan whose callback
+    // reads the ledger again) makes this attempt give up, not wait forever.
+    const absl::Time deadline = absl::Now() + absl::Seconds(1);
+    while (old.use_count() > 1 && absl::Now() < deadline) {
+      absl::SleepFor(absl::Milliseconds(1));
+    }
+    rocksdb::Status flushed = rocksdb::Status::Busy("the database is in use");
+    if (old.use_count() == 1) {
+      // Deferred writes live in the old WAL's buffer: on disk before the
+      // close, or they would be gone from the reopened database while their
+      // callers were told they were written. If that fails, keep the old
+      // one (and refuse writes) rather than lose them.
+      flushed = defers_writes()
+                    ? RocksWrite([&] { return old->FlushWAL(/*sync=*/true); })
+                    : rocksdb::Status::OK();
+    }
+    if (!flushed.ok()) {
+      absl::MutexLock lock(&db_mu_);
+      db_ = std::move(old);
+      return absl::UnavailableError(
+          absl::StrCat("cannot reopen the database: ", flushed.ToString()));
+    }
+    (void)old->Close();
+    old.reset();
+  }
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> reopened =
+      OpenRocks(options_, cache_);
+  if (!reopened.ok()) return reopened.status();  // retried by the next write
+  absl::MutexLock lock(&db_mu_);
+  db_ = *std::move(reopened);
   return absl::OkStatus();
 }
 
@@ -788,6 +900,8 @@ absl::Status Ledger::Write(Batch& batch) {
   if (degraded_.load()) {
     if (absl::Status s = TryResume(); !s.ok()) return s;
   }
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   const uint64_t seq = last_seq_.fetch_add(1) + 1;
   uint64_t max_id = 0;
   rocksdb::WriteBatch wb;
@@ -862,7 +976,7 @@ absl::Status Ledger::Write(Batch& batch) {
   wo.sync = options_.sync && batch.durability_ == Durability::kSynced;
   const absl::Time write_start =
       options_.on_write ? absl::Now() : absl::InfinitePast();
-  rocksdb::Status s = RocksWrite([&] { return db_->Write(wo, &wb); });
+  rocksdb::Status s = RocksWrite([&] { return (*db)->Write(wo, &wb); });
   if (options_.on_write) {
     options_.on_write(WriteSample{wo.sync, absl::Now() - write_start, s.ok()});
   }
@@ -881,13 +995,15 @@ absl::Status Ledger::Write(Batch& batch) {
 
 absl::StatusOr<std::vector<HistoryEvent>> Ledger::History(
     std::string_view key, size_t limit, uint64_t before_seq) const {
+  absl::StatusOr<std::shared_ptr<rocksdb::DB>> db = Db();
+  if (!db.ok()) return db.status();
   std::vector<HistoryEvent> events;
   rocksdb::ReadOptions ro;
   ro.fill_cache = false;
   const std::string lower(kHistoryPrefix);
   const rocksdb::Slice lower_slice(lower);
   ro.iterate_lower_bound = &lower_slice;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro));
+  std::unique_ptr<rocksdb::Iterator> it((*db)->NewIterator(ro));
   if (before_seq == 0) {
     it->SeekForPrev(HistoryKey(UINT64_MAX, UINT32_MAX));
   } else {

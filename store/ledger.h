@@ -223,12 +223,18 @@ class Ledger {
   // cause) when the write cannot be made durable, e.g. the disk is full;
   // nothing of the batch is applied then. After such a failure RocksDB refuses
   // writes until it is resumed: each later Write first tries to resume (at most
-  // every kResumeInterval), so the ledger heals by itself once space returns.
-  // Reads keep working throughout.
+  // every 500 ms), so the ledger heals by itself once space returns. An error
+  // RocksDB cannot resume from (a WAL it could not create for want of
+  // descriptors: EMFILE) is cleared by reopening the database (Reopen); reads
+  // keep working throughout, except for the moment of a reopen (Unavailable).
   [[nodiscard]] absl::Status Write(Batch& batch);
 
   // Whether the last write failed and the ledger is refusing writes.
   bool degraded() const { return degraded_.load(); }
+  // OK when the ledger takes writes; after a failed write, tries to heal
+  // as a write would (at most every 500 ms) and answers Unavailable naming
+  // the error while it cannot. For health checks.
+  [[nodiscard]] absl::Status CheckWritable();
 
   WriteCounts write_counts() const {
     return {synced_writes_.load(std::memory_order_relaxed),
@@ -249,8 +255,17 @@ class Ledger {
   const Options& options() const { return options_; }
 
  private:
-  Ledger(Options options, std::unique_ptr<rocksdb::DB> db,
+  Ledger(Options options, std::shared_ptr<rocksdb::DB> db,
          std::shared_ptr<rocksdb::Cache> cache);
+  [[nodiscard]] static absl::StatusOr<std::shared_ptr<rocksdb::DB>> OpenRocks(
+      const Options& options, std::shared_ptr<rocksdb::Cache> cache);
+  // The open database, held by the caller for the length of its use;
+  // Unavailable while Reopen has none.
+  [[nodiscard]] absl::StatusOr<std::shared_ptr<rocksdb::DB>> Db() const;
+  // Closes the database (once its users are done, at most 1 s later, and
+  // its WAL buffer is on disk) and opens it again: what clears an error
+  // RocksDB cannot resume from. Under resume_mu_.
+  [[nodiscard]] absl::Status Reopen() ABSL_EXCLUSIVE_LOCKS_REQUIRED(resume_mu_);
   [[nodiscard]] absl::Status LoadCounters();
   // Whether deferred writes stay in RocksDB's buffer (manual WAL flush).
   bool defers_writes() const { return options_.sync && !options_.read_only; }
@@ -273,8 +288,10 @@ class Ledger {
 
   const Options options_;
   std::shared_ptr<rocksdb::Cache> cache_;
-  std::unique_ptr<rocksdb::DB> db_;
-  [[nodiscard]] absl::Status TryResume();
+  // Replaced only by Reopen.
+  mutable absl::Mutex db_mu_;
+  std::shared_ptr<rocksdb::DB> db_ ABSL_GUARDED_BY(db_mu_);
+  [[nodiscard]] absl::Status TryResume() ABSL_LOCKS_EXCLUDED(resume_mu_);
 
   // Whether the indexes are current (false only on a read-only ledger an
   // earlier version wrote).

@@ -1,14 +1,17 @@
 #include "store/ledger.h"
 
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -745,6 +748,89 @@ TEST(LedgerVisibility, OnlyLiveAndMissingAreVisible) {
     r.set_state(state);
     EXPECT_EQ(IsVisible(r), visible) << state;
   }
+}
+
+// Finding 2 of issue 15: out of descriptors when RocksDB switches to a new
+// WAL, the write fails and RocksDB stops with a fatal error that Resume()
+// cannot clear (it answers the same EMFILE forever). The ledger reopens the
+// database instead: writes work again once descriptors are free, and every
+// acknowledged write — deferred ones too — is still there.
+TEST_F(LedgerTest, HealsFromRunningOutOfDescriptors) {
+  ledger_.reset();
+  Ledger::Options options;
+  options.path = dir_ + "/ledger";
+  options.write_buffer_bytes = 64 << 10;  // a new WAL every few writes
+  auto opened = Ledger::Open(options);
+  ASSERT_TRUE(opened.ok()) << opened.status();
+  ledger_ = *std::move(opened);
+
+  struct rlimit saved;
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  struct rlimit low = saved;
+  low.rlim_cur = std::min<rlim_t>(saved.rlim_cur, 512);
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  absl::Cleanup restore = [&] { ::setrlimit(RLIMIT_NOFILE, &saved); };
+  // Every free descriptor taken: a file RocksDB opens now fails with EMFILE.
+  std::vector<int> hogs;
+  for (int fd; (fd = ::dup(0)) >= 0;) hogs.push_back(fd);
+  ASSERT_EQ(errno, EMFILE);
+  absl::Cleanup release = [&] {
+    for (int fd : hogs) ::close(fd);
+    hogs.clear();
+  };
+
+  const std::string big(16 << 10, 'x');
+  std::vector<std::string> acknowledged;
+  uint64_t id = 1;
+  absl::Status failed;
+  for (int i = 0; i < 200 && failed.ok(); ++i) {
+    // Alternately deferred: they sit in the WAL buffer when the error comes.
+    Ledger::Batch batch(i % 2 == 0 ? Ledger::Durability::kSynced
+                                   : Ledger::Durability::kDeferred);
+    Record r = Make(absl::StrCat("k", i), "", id++);
+    (*r.mutable_labels())["big"] = big;
+    batch.Put(r);
+    failed = ledger_->Write(batch);
+    if (failed.ok()) acknowledged.push_back(r.key());
+  }
+  ASSERT_TRUE(absl::IsUnavailable(failed)) << failed;
+  EXPECT_THAT(std::string(failed.message()),
+              ::testing::HasSubstr("Too many open files"));
+  EXPECT_TRUE(ledger_->degraded());
+  ASSERT_FALSE(acknowledged.empty());
+
+  // Still out of descriptors: writes keep refusing (reads may fail too: a
+  // table file not yet open needs a descriptor).
+  absl::SleepFor(absl::Milliseconds(600));
+  Ledger::Batch refused;
+  refused.Put(Make("refused", "", id++));
+  EXPECT_TRUE(absl::IsUnavailable(ledger_->Write(refused)));
+  absl::SleepFor(absl::Milliseconds(600));
+  EXPECT_TRUE(absl::IsUnavailable(ledger_->CheckWritable()));
+
+  std::move(release).Invoke();
+  absl::Status healed;
+  for (int i = 0; i < 50; ++i) {  // a resume is tried at most every 500 ms
+    Ledger::Batch batch;
+    batch.Put(Make("after", "", id));
+    healed = ledger_->Write(batch);
+    if (healed.ok()) break;
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  ASSERT_TRUE(healed.ok()) << healed;
+  EXPECT_FALSE(ledger_->degraded());
+  EXPECT_TRUE(ledger_->CheckWritable().ok());
+  for (const std::string& key : acknowledged) {
+    EXPECT_TRUE(ledger_->Get(key).ok()) << key;
+  }
+  EXPECT_TRUE(ledger_->Get("after").ok());
+  // And on disk: a reopen finds them all.
+  Reopen();
+  for (const std::string& key : acknowledged) {
+    EXPECT_TRUE(ledger_->Get(key).ok()) << key;
+  }
+  EXPECT_TRUE(ledger_->Get("after").ok());
+  EXPECT_TRUE(absl::IsNotFound(ledger_->Get("refused").status()));
 }
 
 }  // namespace

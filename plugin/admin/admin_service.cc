@@ -388,6 +388,11 @@ absl::StatusOr<adminpb::RetryResponse> AdminCore::Retry(
 absl::StatusOr<adminpb::CheckResponse> AdminCore::Check(
     const adminpb::CheckRequest&) {
   adminpb::CheckResponse response;
+  if (sources_.serving_problems) {
+    for (std::string& problem : sources_.serving_problems()) {
+      response.add_problems(std::move(problem));
+    }
+  }
   Reconciler reconciler(sources_.ledger, sources_.backend);
   absl::StatusOr<ReconcileReport> report = reconciler.RunOnce();
   if (!report.ok()) return report.status();

@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "plugin/backend/backend.h"
@@ -61,6 +62,10 @@ struct AdminSources {
   std::function<absl::StatusOr<adminpb::PruneResponse>(
       const adminpb::PruneRequest&)>
       prune;
+  // Live: what keeps the daemon from serving now (its Snapshots socket does
+  // not accept, the ledger refuses writes), one line each; Check reports
+  // them first. May be empty (offline).
+  std::function<std::vector<std::string>()> serving_problems;
 };
 
 class AdminCore {
@@ -89,7 +94,8 @@ class AdminCore {
   // NotFound when the key names no queued removal.
   [[nodiscard]] absl::StatusOr<adminpb::RetryResponse> Retry(
       const adminpb::RetryRequest& request);
-  // Reconciliation findings, missing, adopted and stuck records, and (with
+  // What keeps the daemon from serving (AdminSources::serving_problems),
+  // reconciliation findings, missing, adopted and stuck records, and (with
   // the watcher) every dead container and a watcher that is not connected
   // (owners may then be stale).
   [[nodiscard]] absl::StatusOr<adminpb::CheckResponse> Check(

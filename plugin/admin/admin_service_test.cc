@@ -242,6 +242,20 @@ TEST_F(AdminCoreTest, CheckNamesEveryProblemAndRetryClearsStuck) {
             absl::StatusCode::kFailedPrecondition);
 }
 
+TEST_F(AdminCoreTest, CheckFailsWhileTheDaemonCannotServe) {
+  AdminSources sources = sources_;
+  std::vector<std::string> problems = {
+      "Snapshots socket /run/x.sock does not accept connections",
+      "ledger is not writable: IO error: Too many open files"};
+  sources.serving_problems = [&] { return problems; };
+  AdminCore core(sources);
+  absl::StatusOr<adminpb::CheckResponse> check = core.Check({});
+  ASSERT_TRUE(check.ok()) << check.status();
+  ASSERT_GE(check->problems_size(), 2);
+  EXPECT_EQ(check->problems(0), problems[0]);
+  EXPECT_EQ(check->problems(1), problems[1]);
+}
+
 TEST_F(AdminCoreTest, ReconcileReportsThenApplies) {
   backend_.Put(950, {});  // drift made on purpose, while serving
   const uint64_t app = ledger_->Get("default/2/app")->backend_id();

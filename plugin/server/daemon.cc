@@ -398,6 +398,20 @@ absl::Status Daemon::State::ServeAdmin() {
       return PruneResponseProto(*report);
     };
   }
+  // Honest health (issue 15): `snapledger check` fails while the daemon
+  // cannot serve.
+  sources.serving_problems = [this] {
+    std::vector<std::string> problems;
+    if (!snapshots_listener->Accepts(absl::Seconds(2))) {
+      problems.push_back(absl::StrCat("Snapshots socket ",
+                                      snapshots_listener->path(),
+                                      " does not accept connections"));
+    }
+    if (absl::Status s = ledger->CheckWritable(); !s.ok()) {
+      problems.emplace_back(s.message());
+    }
+    return problems;
+  };
   admin_core = std::make_unique<AdminCore>(std::move(sources));
   // 0600: the admin API is for root only.
   AdminCore* core = admin_core.get();
@@ -410,8 +424,16 @@ absl::Status Daemon::State::ServeAdmin() {
         absl::StrCat("admin API: ", started.status().message()));
   }
   admin_listener = *std::move(started);
+  // The gRPC health service answers NOT_SERVING while the ledger refuses
+  // writes or a socket does not accept (plugin/server/listener.h).
+  ListenerDoctorOptions doctor_options;
+  Ledger* health_ledger = ledger.get();
+  doctor_options.health = [health_ledger] {
+    return health_ledger->CheckWritable();
+  };
   doctor = std::make_unique<ListenerDoctor>(
-      std::vector<Listener*>{snapshots_listener.get(), admin_listener.get()});
+      std::vector<Listener*>{snapshots_listener.get(), admin_listener.get()},
+      doctor_options);
   doctor->Start();
   return absl::OkStatus();
 }

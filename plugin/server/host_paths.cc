@@ -12,6 +12,7 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "grpcpp/resource_quota.h"
 #include "plugin/transport/transport.h"
 #include "spdlog/spdlog.h"
 
@@ -120,6 +121,17 @@ absl::StatusOr<std::unique_ptr<grpc::Server>> ServeOnUnixSocket(
     return s;
   }
   builder.RegisterService(service);
+  // Bounds under hostile clients (issue 15). gRPC 1.51 offers no cap on
+  // connections per listener; it bounds streams per connection, header
+  // lists, and the threads and memory of a server (ResourceQuota; a sync
+  // call beyond the threads answers ResourceExhausted).
+  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
+                             kMaxStreamsPerConnection);
+  builder.AddChannelArgument(GRPC_ARG_MAX_METADATA_SIZE, kMaxMetadataBytes);
+  grpc::ResourceQuota quota(absl::StrCat("snapledger:", path));
+  quota.SetMaxThreads(kMaxServerThreads);
+  quota.Resize(kServerMemoryBytes);
+  builder.SetResourceQuota(quota);
   if (pollers.min > 0) {
     builder.SetSyncServerOption(
         grpc::ServerBuilder::SyncServerOption::MIN_POLLERS, pollers.min);

@@ -32,6 +32,14 @@ struct SyncPollers {
   int max = 0;
 };
 
+// Limits of every server ServeOnUnixSocket builds (issue 15): concurrent
+// streams on one connection, bytes of one request's header list, threads
+// (sync calls beyond answer ResourceExhausted) and memory gRPC may use.
+inline constexpr int kMaxStreamsPerConnection = 128;
+inline constexpr int kMaxMetadataBytes = 16 << 10;
+inline constexpr int kMaxServerThreads = 256;
+inline constexpr size_t kServerMemoryBytes = size_t{256} << 20;
+
 // Serves `service` on unix socket `path` with `umask` in force (so that no
 // client ever sees the socket with wider permissions). The socket is bound
 // and listening under a temporary name beside `path` and only then renamed

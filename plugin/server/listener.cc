@@ -1,5 +1,6 @@
 #include "plugin/server/listener.h"
 
+#include <malloc.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -96,6 +97,9 @@ absl::Status Listener::Restart(absl::Duration grace) {
         ServeOnUnixSocket(path_, umask_, service.get(), pollers_,
                           /*replace_live=*/true);
     if (!server.ok()) return server.status();
+    if ((*server)->GetHealthCheckService() != nullptr) {
+      (*server)->GetHealthCheckService()->SetServingStatus(serving_);
+    }
     old_server = std::exchange(server_, *std::move(server));
     old_service = std::exchange(service_, std::move(service));
     ++restarts_;
@@ -121,6 +125,14 @@ void Listener::Shutdown(absl::Duration grace) {
     server->Wait();
   }
   ::unlink(path_.c_str());
+}
+
+void Listener::SetServing(bool serving) {
+  absl::MutexLock lock(&mu_);
+  serving_ = serving;
+  if (server_ != nullptr && server_->GetHealthCheckService() != nullptr) {
+    server_->GetHealthCheckService()->SetServingStatus(serving);
+  }
 }
 
 int Listener::restarts() const {
@@ -170,24 +182,58 @@ bool ListenerDoctor::CheckAll() {
   return all;
 }
 
+void ListenerDoctor::UpdateServing(bool accepting) {
+  std::string reason;
+  if (!accepting) {
+    reason = "a socket does not accept connections";
+  } else if (options_.health) {
+    if (absl::Status s = options_.health(); !s.ok()) {
+      reason = std::string(s.message());
+    }
+  }
+  const bool serving = reason.empty();
+  if (serving == serving_ && reason == not_serving_reason_) return;
+  if (serving) {
+    spdlog::info("health: SERVING again");
+  } else {
+    spdlog::warn("health: NOT_SERVING: {}", reason);
+  }
+  serving_ = serving;
+  not_serving_reason_ = std::move(reason);
+  for (Listener* listener : listeners_) listener->SetServing(serving);
+}
+
 void ListenerDoctor::Run() {
   uint64_t seen = GrpcAcceptFailures();
   absl::Duration retry = options_.retry_min;
   bool healthy = true;
+  absl::Time next_probe = absl::Now() + options_.probe_interval;
   while (true) {
+    bool probe = false;
     {
       absl::MutexLock lock(&g_events_mu);
       auto woken = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(g_events_mu) {
         return stop_ || g_accept_failures != seen;
       };
-      g_events_mu.AwaitWithTimeout(absl::Condition(&woken),
-                                   healthy ? options_.probe_interval : retry);
+      g_events_mu.AwaitWithDeadline(
+          absl::Condition(&woken),
+          std::min(next_probe, absl::Now() + options_.health_interval));
       if (stop_) return;
+      probe = g_accept_failures != seen || absl::Now() >= next_probe;
       seen = g_accept_failures;
     }
-    healthy = CheckAll();
-    retry =
-        healthy ? options_.retry_min : std::min(retry * 2, options_.retry_max);
+    if (probe) {
+      healthy = CheckAll();
+      retry = healthy ? options_.retry_min
+                      : std::min(retry * 2, options_.retry_max);
+      next_probe = absl::Now() + (healthy ? options_.probe_interval : retry);
+    }
+    UpdateServing(healthy);
+    if (options_.trim_interval > absl::ZeroDuration() &&
+        absl::Now() >= next_trim_) {
+      ::malloc_trim(0);
+      next_trim_ = absl::Now() + options_.trim_interval;
+    }
   }
 }
 

@@ -12,7 +12,9 @@
 // HTTP/2 handshake is restarted: a new server listening under a temporary
 // name, renamed over the socket path, while the old one finishes its
 // in-flight calls. Until descriptors are free again the restart fails and
-// is retried with backoff.
+// is retried with backoff. The doctor also keeps gRPC's health service
+// honest: NOT_SERVING while a listener does not accept or the daemon's own
+// health check (the ledger refusing writes) fails.
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -66,6 +68,10 @@ class Listener {
   // Idempotent.
   void Shutdown(absl::Duration grace);
 
+  // What the gRPC health service on this socket answers (SERVING or
+  // NOT_SERVING, for every service); kept across restarts.
+  void SetServing(bool serving);
+
   const std::string& name() const { return name_; }
   const std::string& path() const { return path_; }
   int restarts() const;
@@ -84,6 +90,7 @@ class Listener {
   std::unique_ptr<grpc::Server> server_ ABSL_GUARDED_BY(mu_);
   int restarts_ ABSL_GUARDED_BY(mu_) = 0;
   bool stopped_ ABSL_GUARDED_BY(mu_) = false;
+  bool serving_ ABSL_GUARDED_BY(mu_) = true;
 };
 
 struct ListenerDoctorOptions {
@@ -96,6 +103,16 @@ struct ListenerDoctorOptions {
   absl::Duration retry_max = absl::Seconds(10);
   // What a restarted listener's old server gets to finish its calls.
   absl::Duration grace = absl::Seconds(10);
+  // Besides accepting, what the daemon needs to serve (the ledger takes
+  // writes, say): OK or the reason it cannot. Asked every health_interval;
+  // the health service of every listener answers NOT_SERVING while it, or
+  // the last probe of any listener, fails. May be empty.
+  std::function<absl::Status()> health;
+  absl::Duration health_interval = absl::Seconds(2);
+  // How often glibc is asked to give freed heap back to the system
+  // (malloc_trim): memory a burst of calls (or a flood) took is returned
+  // once it is over. Zero: never.
+  absl::Duration trim_interval = absl::Seconds(10);
 };
 
 class ListenerDoctor {
@@ -112,6 +129,9 @@ class ListenerDoctor {
   // Probes every listener, restarts those that do not accept. Returns
   // whether every listener accepts now.
   bool CheckAll();
+  // Sets every listener's health status from the last probe and
+  // options_.health, logging a change.
+  void UpdateServing(bool accepting);
 
   const std::vector<Listener*> listeners_;
   const ListenerDoctorOptions options_;
@@ -119,6 +139,10 @@ class ListenerDoctor {
   // the doctor waits for either.
   bool stop_ = false;
   std::thread thread_;
+  // The doctor thread's own: the status last set, and why.
+  bool serving_ = true;
+  std::string not_serving_reason_;
+  absl::Time next_trim_ = absl::InfinitePast();
 };
 
 }  // namespace snapledger

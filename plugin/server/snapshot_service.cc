@@ -1,10 +1,12 @@
 #include "plugin/server/snapshot_service.h"
 
+#include <atomic>
 #include <chrono>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "plugin/rpc/status.h"
 #include "spdlog/spdlog.h"
 
@@ -97,8 +99,11 @@ void ToInfo(const Record& record, snapshots_v1::Info* info) {
                                  record.labels().end());
 }
 
-SnapshotService::SnapshotService(Coordinator* coordinator, RpcObserver observer)
-    : coordinator_(coordinator), observer_(std::move(observer)) {}
+SnapshotService::SnapshotService(Coordinator* coordinator, RpcObserver observer,
+                                 int max_open_lists)
+    : coordinator_(coordinator),
+      observer_(std::move(observer)),
+      max_open_lists_(max_open_lists) {}
 
 grpc::Status SnapshotService::Prepare(
     grpc::ServerContext*, const snapshots_v1::PrepareSnapshotRequest* req,
@@ -167,6 +172,10 @@ grpc::Status SnapshotService::Update(
 
 namespace {
 
+// Process-wide: a Listener's restart makes a new service while the old
+// one's streams finish.
+std::atomic<int> g_open_lists{0};
+
 // One List stream. The matching snapshots are read at once, in one pass of
 // the coordinator (as one synchronous pass did before), into the stream's
 // messages; these then go out one at a time, each started when the client
@@ -192,7 +201,10 @@ class ListReactor final
     ++next_;
     WriteNext();
   }
-  void OnDone() override { delete this; }
+  void OnDone() override {
+    g_open_lists.fetch_sub(1);
+    delete this;
+  }
 
  private:
   void WriteNext() {
@@ -210,11 +222,20 @@ class ListReactor final
 
 }  // namespace
 
+int OpenListStreams() { return g_open_lists.load(); }
+
 grpc::ServerWriteReactor<snapshots_v1::ListSnapshotsResponse>*
 SnapshotService::List(grpc::CallbackServerContext*,
                       const snapshots_v1::ListSnapshotsRequest* req) {
   static const std::string kNoKey;
   CallLog log("List", kNoKey, observer_);
+  // Counted from here to the reactor's OnDone.
+  if (g_open_lists.fetch_add(1) >= max_open_lists_) {
+    return new ListReactor(
+        {}, log.Done(absl::ResourceExhaustedError(absl::StrCat(
+                "too many List streams open (", max_open_lists_,
+                "): a client is not reading its answers; retry later"))));
+  }
   std::vector<std::string> exprs(req->filters().begin(), req->filters().end());
   auto filter = filter::Filter::ParseAll(exprs);
   if (!filter.ok()) return new ListReactor({}, log.Done(filter.status()));

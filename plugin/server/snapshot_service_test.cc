@@ -15,7 +15,10 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "plugin/admin/admin_service.h"
+#include "plugin/core/coordinator.h"
 #include "plugin/server/daemon.h"
+#include "plugin/server/host_paths.h"
+#include "plugin/testing/ledger_fixture.h"
 
 namespace snapledger {
 namespace {
@@ -551,6 +554,91 @@ TEST_F(SnapshotServiceTest, KeysThatLookLikePathsNeverBecomePaths) {
     const std::string name = e.path().filename().string();
     EXPECT_TRUE(std::all_of(name.begin(), name.end(), ::isdigit)) << name;
   }
+}
+
+// Finding 5 of issue 15: never-read List streams are bounded. Each answer
+// here is ~670 KB, far beyond HTTP/2's flow-control window, so a stream
+// whose client does not read stays open on the server; one beyond the
+// limit is refused at once, and a cancelled stream frees its place.
+class ListStreamLimitTest : public testing::LedgerFixture {
+ protected:
+  void SetUp() override {
+    LedgerFixture::SetUp();
+    coord_ = std::make_unique<Coordinator>(ledger_.get(), &backend_,
+                                           CoordinatorOptions{});
+    for (int i = 0; i < 12; ++i) {
+      Labels labels;
+      for (int j = 0; j < 14; ++j) {  // 4 KiB a label at most
+        labels[absl::StrCat("l", j)] = std::string(4000, 'v');
+      }
+      ASSERT_TRUE(coord_->Prepare(absl::StrCat("k", i), "", labels).ok());
+    }
+    service_ = std::make_unique<SnapshotService>(coord_.get(), nullptr, 2);
+    path_ = dir_ + "/s.sock";
+    auto server = ServeOnUnixSocket(path_, 0117, service_.get());
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    // A client that does not read takes no more than 1 KiB a stream: no
+    // window grown by bandwidth probes.
+    grpc::ChannelArguments args;
+    args.SetInt(GRPC_ARG_HTTP2_STREAM_LOOKAHEAD_BYTES, 1024);
+    args.SetInt(GRPC_ARG_HTTP2_BDP_PROBE, 0);
+    stub_ = v1::Snapshots::NewStub(grpc::CreateCustomChannel(
+        "unix:" + path_, grpc::InsecureChannelCredentials(), args));
+  }
+  void TearDown() override {
+    if (server_ != nullptr) {
+      server_->Shutdown(std::chrono::system_clock::now());
+      server_->Wait();
+    }
+    server_.reset();
+    service_.reset();
+    coord_.reset();
+    LedgerFixture::TearDown();
+  }
+  // Liveness bound only: the count moves as gRPC finishes streams.
+  bool OpenListsBecome(int n) {
+    for (int i = 0; i < 500 && OpenListStreams() != n; ++i) ::usleep(10000);
+    return OpenListStreams() == n;
+  }
+  grpc::Status ListAll(int* names) {
+    grpc::ClientContext ctx;
+    auto reader = stub_->List(&ctx, v1::ListSnapshotsRequest());
+    v1::ListSnapshotsResponse resp;
+    *names = 0;
+    while (reader->Read(&resp)) *names += resp.info_size();
+    return reader->Finish();
+  }
+
+  std::unique_ptr<Coordinator> coord_;
+  std::unique_ptr<SnapshotService> service_;
+  std::string path_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<v1::Snapshots::Stub> stub_;
+};
+
+TEST_F(ListStreamLimitTest, NeverReadStreamsAreBoundedAndCancelFreesThem) {
+  int names = 0;
+  ASSERT_TRUE(ListAll(&names).ok());
+  EXPECT_EQ(names, 12);
+  ASSERT_TRUE(OpenListsBecome(0));
+
+  grpc::ClientContext never_read[2];
+  std::unique_ptr<grpc::ClientReader<v1::ListSnapshotsResponse>> readers[2];
+  for (int i = 0; i < 2; ++i) {
+    readers[i] = stub_->List(&never_read[i], v1::ListSnapshotsRequest());
+  }
+  ASSERT_TRUE(OpenListsBecome(2));
+  grpc::Status refused = ListAll(&names);
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(refused.error_message(), HasSubstr("too many List streams"));
+  EXPECT_TRUE(OpenListsBecome(2));  // the refused one is not counted
+
+  for (grpc::ClientContext& ctx : never_read) ctx.TryCancel();
+  for (auto& reader : readers) (void)reader->Finish();
+  ASSERT_TRUE(OpenListsBecome(0));
+  ASSERT_TRUE(ListAll(&names).ok());
+  EXPECT_EQ(names, 12);
 }
 
 }  // namespace
