@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "gmock/gmock.h"
@@ -763,6 +764,10 @@ TEST_F(LedgerTest, HealsFromRunningOutOfDescriptors) {
   auto opened = Ledger::Open(options);
   ASSERT_TRUE(opened.ok()) << opened.status();
   ledger_ = *std::move(opened);
+  // Also runs, before the descriptors go, each kind of call made while they
+  // are gone: under UBSan the first check of a dynamic type asks the kernel
+  // whether memory is readable through a pipe, which EMFILE breaks.
+  ASSERT_TRUE(ledger_->CheckWritable().ok());
 
   struct rlimit saved;
   ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
@@ -794,8 +799,9 @@ TEST_F(LedgerTest, HealsFromRunningOutOfDescriptors) {
     if (failed.ok()) acknowledged.push_back(r.key());
   }
   ASSERT_TRUE(absl::IsUnavailable(failed)) << failed;
-  EXPECT_THAT(std::string(failed.message()),
-              ::testing::HasSubstr("Too many open files"));
+  // No gtest matcher while out of descriptors (see above).
+  EXPECT_TRUE(absl::StrContains(failed.message(), "Too many open files"))
+      << failed;
   EXPECT_TRUE(ledger_->degraded());
   ASSERT_FALSE(acknowledged.empty());
 
