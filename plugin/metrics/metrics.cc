@@ -307,7 +307,7 @@ absl::StatusOr<std::string> CheckMetricsAddress(std::string_view address_view,
     loopback = IN6_IS_ADDR_LOOPBACK(&a6);
     listen = absl::StrCat("[", ip, "]:", port);
   } else {
-    const std::string ip(host);
+    const std::string& ip = host;
     in_addr a4{};
     if (::inet_pton(AF_INET, ip.c_str(), &a4) != 1) {
       return absl::InvalidArgumentError(absl::StrCat(
