@@ -306,8 +306,8 @@ void Daemon::State::MakePruner() {
   if (metrics != nullptr) {
     Metrics* m = metrics.get();
     options.on_action = [m](std::string_view kind, int64_t bytes_freed) {
-      m->CountPruneAction(kind, static_cast<uint64_t>(std::max<int64_t>(
-                                    bytes_freed, 0)));
+      m->CountPruneAction(
+          kind, static_cast<uint64_t>(std::max<int64_t>(bytes_freed, 0)));
     };
   }
   pruner = std::make_unique<Pruner>(ledger.get(), coordinator.get(),

@@ -1134,8 +1134,8 @@ class Checker {
       return dir;
     }
     const std::string view = absl::StrCat("crash-check/", id);
-    grpc::Status s = downstream_->View(
-        view, snapledger::RemoteCommittedName(id), {}, &dir);
+    grpc::Status s =
+        downstream_->View(view, snapledger::RemoteCommittedName(id), {}, &dir);
     if (!s.ok()) {
       Violation(absl::StrCat("cannot look into downstream object ", id, ": ",
                              s.error_message()));
