@@ -30,6 +30,12 @@
 #                      snapledgerd --backend overlayfs
 #   direct-ovl-sync    snapbench straight at snapledgerd --backend overlayfs
 #   direct-goproxy-ovl direct-goproxy with -type overlayfs
+#   reference configurations (only when named in CMP_CONFIGS):
+#   ctrd-goproxy       snapbench --containerd --snapshotter goproxy: the same
+#                      containerd with snapshotter-serve -type native as a
+#                      second proxy plugin (`goproxy`): what any proxy
+#                      plugin costs through containerd, with no ledger
+#   ctrd-goproxy-ovl   the same with -type overlayfs
 # (direct-goproxy and direct-goproxy-ovl, the plain Go proxy, run by default
 # when snapshotter-serve is found, see CMP_GOSERVE; each right after the
 # snapledger configuration it is compared with.)
@@ -97,7 +103,8 @@ IT_SUMMARY=0   # read by lib.sh's it_cleanup: no "N passed" summary
 export IT_SUMMARY
 
 ALL_CONFIGS=(ctrd-native ctrd-sl-native direct-sync direct-goproxy direct-async
-             ctrd-overlayfs ctrd-sl-overlayfs direct-ovl-sync direct-goproxy-ovl)
+             ctrd-overlayfs ctrd-sl-overlayfs direct-ovl-sync direct-goproxy-ovl
+             ctrd-goproxy ctrd-goproxy-ovl)
 if [[ ${IT_IN_PRIVATE_NS:-} != 1 ]]; then
   if [[ $# -lt 2 || $# -gt 3 ]]; then
     echo "usage: $0 SNAPLEDGERD SNAPBENCH [ROUNDS]" >&2
@@ -123,7 +130,7 @@ if [[ ${IT_IN_PRIVATE_NS:-} != 1 ]]; then
   if [[ -x $CMP_GOSERVE && -f $CMP_GOSERVE ]]; then
     CMP_GOSERVE=$(readlink -f "$CMP_GOSERVE")
   else
-    [[ " ${CMP_CONFIGS:-} " == *" direct-goproxy"* ]] &&
+    [[ " ${CMP_CONFIGS:-} " == *"goproxy"* ]] &&
       { echo "no snapshotter-serve at $CMP_GOSERVE (cmake --build BUILD --target go_tools, or set CMP_GOSERVE)" >&2; exit 2; }
     echo "compare.sh: no snapshotter-serve at $CMP_GOSERVE: the direct-goproxy configurations are left out" >&2
     CMP_GOSERVE=
@@ -157,6 +164,11 @@ PAIRS=(ctrd-native:ctrd-sl-native:0.90:1.00
        ctrd-overlayfs:ctrd-sl-overlayfs:0.90:1.00
        direct-goproxy:direct-sync:1.00:3.00
        direct-goproxy-ovl:direct-ovl-sync:1.00:3.00)
+# reference ratios, printed without a verdict: BASELINE:OTHER:WHAT
+REFS=("ctrd-native:ctrd-goproxy:a plain proxy plugin (no ledger) against the built-in snapshotter"
+      "ctrd-goproxy:ctrd-sl-native:snapledger against the plain proxy plugin"
+      "ctrd-overlayfs:ctrd-goproxy-ovl:a plain proxy plugin (no ledger) against the built-in snapshotter"
+      "ctrd-goproxy-ovl:ctrd-sl-overlayfs:snapledger against the plain proxy plugin")
 # issue 14's per-operation budget for the proxy
 BUDGET_CPU_US=400 BUDGET_CS=3 BUDGET_SYNCS=1
 TOOL_ERRORS=0
@@ -339,6 +351,8 @@ run_config() {
     direct-ovl-sync) sl=1; sl_fresh overlayfs --config "$IT_TMP/sl.toml" ;;
     direct-goproxy) gp=1; gp_fresh native ;;
     direct-goproxy-ovl) gp=1; gp_fresh overlayfs ;;
+    ctrd-goproxy) sn=goproxy gp=1; gp_fresh native ;;
+    ctrd-goproxy-ovl) sn=goproxy gp=1; gp_fresh overlayfs ;;
     *) it_die "unknown configuration $cfg" ;;
   esac
   ((sl)) && ppid=$IT_SL_PID
@@ -433,21 +447,28 @@ per_op() { # VALUE OPS SCALE : VALUE*SCALE/OPS, "-" if unknown
 LOAD_BEFORE=$(loadavg) PSI_BEFORE=$(psi_line)
 sl_fresh native
 containerd_start snapledger "$IT_SL_SOCK" || it_die "containerd did not start"
-if [[ $CMP_CTRD_CONFIG == default ]]; then
+if [[ $CMP_CTRD_CONFIG == default ]] || want ctrd-goproxy || want ctrd-goproxy-ovl; then
   # Restart containerd without lib.sh's test GC table and at log level info:
-  # containerd's defaults. IT_CTRD_PID stays lib.sh's, so its trap stops it.
+  # containerd's defaults (unless CMP_CTRD_CONFIG=lib); and with
+  # snapshotter-serve as a second proxy plugin for the ctrd-goproxy*
+  # configurations. IT_CTRD_PID stays lib.sh's, so its trap stops it.
   containerd_stop
   cfgfile=$IT_TMP/containerd/config.toml
-  awk '/^\[plugins\."io\.containerd\.gc\.v1\.scheduler"\]/ {skip = 1; next}
-       /^\[/ {skip = 0}
-       !skip' "$cfgfile" | sed 's/^  level = "debug"/  level = "info"/' >"$cfgfile.new" &&
-    mv "$cfgfile.new" "$cfgfile"
-  grep -q 'gc.v1.scheduler' "$cfgfile" && it_die "could not drop the GC table"
+  if [[ $CMP_CTRD_CONFIG == default ]]; then
+    awk '/^\[plugins\."io\.containerd\.gc\.v1\.scheduler"\]/ {skip = 1; next}
+         /^\[/ {skip = 0}
+         !skip' "$cfgfile" | sed 's/^  level = "debug"/  level = "info"/' >"$cfgfile.new" &&
+      mv "$cfgfile.new" "$cfgfile"
+    grep -q 'gc.v1.scheduler' "$cfgfile" && it_die "could not drop the GC table"
+  fi
+  if want ctrd-goproxy || want ctrd-goproxy-ovl; then
+    printf '\n[proxy_plugins.goproxy]\n  type = "snapshot"\n  address = "%s"\n' "$GP_SOCK" >>"$cfgfile"
+  fi
   containerd --config "$cfgfile" >>"$IT_CTRD_LOG" 2>&1 &
   IT_CTRD_PID=$!
   wait_for 30 "containerd socket" ctr -a "$IT_CTRD_SOCK" version ||
     it_die "containerd did not restart"
-  it_log "containerd restarted with default GC/log settings, pid $IT_CTRD_PID"
+  it_log "containerd restarted (config $CMP_CTRD_CONFIG), pid $IT_CTRD_PID"
 fi
 # containerd's overlayfs plugin loads only where it can work (its root's
 # filesystem has d_type and hosts a test overlay mount); say why if not.
@@ -536,11 +557,11 @@ for cfg in "${CONFIGS[@]}"; do
   printf '%-18s %14s %13s %10s %10s %9s %11s %10s %9s  %s\n' "$cfg" "$(fmt "$cc" %.0f)" "$(fmt "$cx" %.2f)" \
     "$(fmt "$cy" %.2f)" "$(fmt "$sc" %.0f)" "$(fmt "$sx" %.2f)" "$(fmt "$sy" %.2f)" \
     "$(fmt "$tc" %.0f)" "$(fmt "$tx" %.2f)" \
-    "$(if [[ $cfg == direct-goproxy* ]]; then echo -; else budget "$sc" "$sx" "$sy"; fi)"
+    "$(if [[ $cfg == *goproxy* ]]; then echo -; else budget "$sc" "$sx" "$sy"; fi)"
 done
 echo "(CPU: utime+stime of the whole process; context switches: perf, every thread; per snapbench RPC."
 echo " syncs: fdatasync+fsync calls of the daemon per prepare/commit/remove. proxy: snapledgerd, or"
-echo " snapshotter-serve for direct-goproxy*; snapledgerd's budget (issue 14): CPU <= ${BUDGET_CPU_US} µs, cs <= ${BUDGET_CS}, syncs <= ${BUDGET_SYNCS})"
+echo " snapshotter-serve for *goproxy*; snapledgerd's budget (issue 14): CPU <= ${BUDGET_CPU_US} µs, cs <= ${BUDGET_CS}, syncs <= ${BUDGET_SYNCS})"
 echo
 for pair in "${PAIRS[@]}"; do
   IFS=: read -r base sl FLOOR GOAL <<<"$pair"
@@ -564,6 +585,20 @@ for pair in "${PAIRS[@]}"; do
   else
     echo "$name $how: n/a (no complete round)"
   fi
+done
+for ref in "${REFS[@]}"; do
+  IFS=: read -r base other what <<<"$ref"
+  if ! want "$base" || ! want "$other"; then continue; fi
+  ratios=()
+  for ((r = 0; r < ROUNDS; r++)); do
+    n=$(jq -r '.total_ops_per_s // empty' "$RES/$base.r$r.json" 2>/dev/null)
+    s=$(jq -r '.total_ops_per_s // empty' "$RES/$other.r$r.json" 2>/dev/null)
+    [[ -n $n && -n $s ]] && ratios+=("$(awk -v a="$s" -v b="$n" 'BEGIN {printf "%.4f", a / b}')")
+  done
+  ((${#ratios[@]} > 0)) || continue
+  printf '%s/%s (%s): %.2fx (per round %s)\n' "$other" "$base" "$what" \
+    "$(printf '%s\n' "${ratios[@]}" | median)" \
+    "$(printf '%s\n' "${ratios[@]}" | awk '{printf "%s%.2f", (NR > 1 ? " " : ""), $1}')"
 done
 echo "tool errors: $TOOL_ERRORS, leak findings: $LEAKS"
 if [[ -n ${CMP_SAVE:-} ]]; then
