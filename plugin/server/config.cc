@@ -537,9 +537,4 @@ absl::Status ValidateConfig(const Config& config) {
   return absl::OkStatus();
 }
 
-std::string PollStrategyFor(const Config& config, const char* operator_choice) {
-  if (operator_choice != nullptr) return "";
-  return config.backend == "remote" ? "poll" : "";
-}
-
 }  // namespace snapledger

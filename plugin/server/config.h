@@ -141,20 +141,4 @@ struct Config {
 // Checks a finished configuration; InvalidArgument says what is wrong.
 [[nodiscard]] absl::Status ValidateConfig(const Config& config);
 
-// The gRPC polling engine snapledgerd asks for (by setting
-// GRPC_POLL_STRATEGY before gRPC starts), or "" for gRPC's default
-// (epoll1). `operator_choice` is GRPC_POLL_STRATEGY as the daemon found it
-// (nullptr if unset): an operator's choice always stands.
-//
-// With backend = "remote", "poll". Every backend call is then a gRPC client
-// call made from a server thread. epoll1 has one epoll set per process and
-// one thread at a time polling it, so the downstream's answer is read by
-// whichever server thread polls, which then hands it to the caller and the
-// polling role to another thread: about 10 more context switches per
-// forwarded call than with `poll`, whose client call polls its own
-// connection (docs/benchmarks.md, session 7). The other backends make no
-// client calls, and epoll1 serves them with fewer switches than poll.
-[[nodiscard]] std::string PollStrategyFor(const Config& config,
-                                          const char* operator_choice);
-
 }  // namespace snapledger

@@ -429,18 +429,5 @@ mount_options = ["volatile"]
               HasSubstr("`overlayfs.mount_options` must be an array"));
 }
 
-TEST_F(ConfigTest, TheRemoteBackendAsksForThePollEngineUnlessTheOperatorChose) {
-  Config remote;
-  remote.backend = "remote";
-  EXPECT_EQ(PollStrategyFor(remote, nullptr), "poll");
-  EXPECT_EQ(PollStrategyFor(remote, "epoll1"), "");
-  EXPECT_EQ(PollStrategyFor(remote, ""), "");
-  for (const char* backend : {"native", "overlayfs"}) {
-    Config local;
-    local.backend = backend;
-    EXPECT_EQ(PollStrategyFor(local, nullptr), "") << backend;
-  }
-}
-
 }  // namespace
 }  // namespace snapledger

@@ -5,7 +5,6 @@
 // reason when it cannot start.
 #include <fcntl.h>
 #include <signal.h>
-#include <stdlib.h>
 #include <sys/resource.h>
 #include <unistd.h>
 
@@ -218,14 +217,6 @@ int main(int argc, char** argv) {
   spdlog::set_level(spdlog::level::from_str(config->log_level));
   spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e%z %^%l%$ %v");
   RaiseOpenFileLimit();
-  // Before anything starts gRPC: it reads the variable once, at start.
-  if (const std::string engine = snapledger::PollStrategyFor(
-          *config, std::getenv("GRPC_POLL_STRATEGY"));
-      !engine.empty()) {
-    ::setenv("GRPC_POLL_STRATEGY", engine.c_str(), /*overwrite=*/0);
-    spdlog::info("gRPC polling engine: {} (backend {})", engine,
-                 config->backend);
-  }
 
   using snapledger::ServiceNotifier;
   ServiceNotifier::Status("recovering the ledger");
