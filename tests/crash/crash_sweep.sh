@@ -22,6 +22,11 @@
 #    and a Cleanup, and pass the check again.
 # Prints PASS/FAIL per case and ends with `N passed, M failed`.
 # CRASH_KEEP=1 keeps the temp dir; SEED fixes the workloads' seeds.
+# IT_BACKEND selects snapledgerd's backend (tests/crash/lib.sh). With
+# remote, discovery and every case get a fresh downstream on a fresh root of
+# their own (a case's ledger knows nothing of another case's objects), which
+# runs through the whole case: only snapledgerd is killed here (random_kill.sh
+# kills the downstream too).
 set -uo pipefail
 
 [[ $# -eq 2 ]] || { echo "usage: $0 SNAPLEDGERD CRASH_CLIENT" >&2; exit 2; }
@@ -54,6 +59,13 @@ declare -A EXPECT=(
 
 cr_setup
 
+# fresh_downstream DIR : remote only: (re)start the downstream on DIR/downstream.
+fresh_downstream() {
+  [[ $CR_BACKEND == remote ]] || return 0
+  cr_ds_kill
+  cr_ds_start "$1/downstream"
+}
+
 # workload ROOT SOCK JOURNAL SEED OPS : a short random workload, which must
 # finish without disagreement.
 workload() {
@@ -74,6 +86,10 @@ TRACE=$D/trace
 mapfile -t STEPS < <("$CR_CLIENT" steps --all)
 declare -A CROSSED_BY=()   # point -> "step step ..."
 discover_ok=1
+if ! fresh_downstream "$D"; then
+  cr_fail "discovery: the downstream did not start"
+  exit 1
+fi
 if ! cr_daemon_start "$D/root" "$D/sock" SNAPLEDGER_CRASH_TRACE="$TRACE"; then
   cr_fail "discovery: daemon did not start"
   exit 1
@@ -143,6 +159,9 @@ for point in "${POINTS[@]}"; do
     mkdir -p "$C"
     R=$C/root S=$C/sock J=$C/journal
 
+    if ! fresh_downstream "$C"; then
+      cr_fail "$name: the downstream did not start"; continue
+    fi
     # Acknowledged state before the crash.
     if ! cr_daemon_start "$R" "$S"; then
       cr_fail "$name: daemon did not start"; continue
@@ -247,6 +266,7 @@ for point in "${POINTS[@]}"; do
     fi
     COVERED[$point]=1
     cr_pass "$name: ${outcome/none/no journaled operation}, recovery resolved $intents intents in $rec_ms ms"
+    cr_ds_kill
     rm -rf "$C"
   done
 done

@@ -182,17 +182,17 @@ cr_daemon_wait_death() {
   fi
 }
 
-# cr_ds_start : remote only: start the downstream (snapshotter-serve on
-# $CR_TMP/downstream) and wait until its socket appears (it binds under a
-# temporary name and renames once listening). Sets CR_DS_PID. 1 if it did
-# not come up within 30 s.
+# cr_ds_start [ROOT] : remote only: start the downstream (snapshotter-serve
+# on ROOT, default $CR_TMP/downstream) and wait until its socket appears (it
+# binds under a temporary name and renames once listening). Sets CR_DS_PID.
+# 1 if it did not come up within 30 s.
 cr_ds_start() {
   CR_DS_STARTS=$((CR_DS_STARTS + 1))
-  local log deadline=$((SECONDS + 30))
+  local log deadline=$((SECONDS + 30)) root=${1:-$CR_TMP/downstream}
   log=$CR_TMP/logs/downstream.$(printf %04d "$CR_DS_STARTS").log
   rm -f "$CR_DS_SOCK"  # a killed downstream's socket
   "$IT_SNAPSHOTTER_SERVE" -type "${CR_REMOTE_TYPE:-native}" \
-    -root "$CR_TMP/downstream" -address "$CR_DS_SOCK" -quiet >"$log" 2>&1 &
+    -root "$root" -address "$CR_DS_SOCK" -quiet >"$log" 2>&1 &
   CR_DS_PID=$!
   until [[ -S $CR_DS_SOCK ]]; do
     if cr_pid_gone "$CR_DS_PID" || ((SECONDS >= deadline)); then
