@@ -236,10 +236,13 @@ int Containers(const ContainersConfig& cfg) {
 
 std::shared_ptr<grpc::Channel> SnapshotsChannel(const std::string& address) {
   // Reconnect at once: the default back-off (1 s and growing) would be
-  // counted as the daemon's start-up time.
+  // counted as the daemon's start-up time. The minimum is gRPC's connect
+  // time-out too (a connection that has not had the server's SETTINGS by
+  // then fails the call): 1 s, so that a loaded machine does not fail a
+  // List; a daemon not yet listening refuses at once whatever it is.
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 5);
-  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 5);
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 1000);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 20);
   return grpc::CreateCustomChannel(
       address.starts_with("unix:") ? address : absl::StrCat("unix://", address),
