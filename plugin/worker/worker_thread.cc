@@ -4,6 +4,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 
 namespace snapledger {
 
@@ -48,15 +49,11 @@ bool WorkerThread::stopping() const {
 }
 
 bool WorkerThread::SleepFor(absl::Duration timeout) {
-  absl::MutexLock lock(&mu_);
-  mu_.AwaitWithTimeout(absl::Condition(&stopping_), timeout);
-  return !stopping_;
+  return Await(absl::Now() + timeout, nullptr);
 }
 
 bool WorkerThread::SleepUntil(absl::Time deadline) {
-  absl::MutexLock lock(&mu_);
-  mu_.AwaitWithDeadline(absl::Condition(&stopping_), deadline);
-  return !stopping_;
+  return Await(deadline, nullptr);
 }
 
 uint64_t WorkerThread::wakes() const {
@@ -70,18 +67,17 @@ void WorkerThread::Wake() {
 }
 
 bool WorkerThread::WaitFor(absl::Duration timeout, uint64_t seen) {
-  absl::MutexLock lock(&mu_);
-  const auto woken = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || wakes_ != seen;
-  };
-  mu_.AwaitWithTimeout(absl::Condition(&woken), timeout);
-  return !stopping_;
+  return Await(absl::Now() + timeout, &seen);
 }
 
 bool WorkerThread::WaitUntil(absl::Time deadline, uint64_t seen) {
+  return Await(deadline, &seen);
+}
+
+bool WorkerThread::Await(absl::Time deadline, const uint64_t* seen) {
   absl::MutexLock lock(&mu_);
   const auto woken = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return stopping_ || wakes_ != seen;
+    return stopping_ || (seen != nullptr && wakes_ != *seen);
   };
   mu_.AwaitWithDeadline(absl::Condition(&woken), deadline);
   return !stopping_;

@@ -73,6 +73,11 @@ class WorkerThread {
   bool WaitUntil(absl::Time deadline, uint64_t seen) ABSL_LOCKS_EXCLUDED(mu_);
 
  private:
+  // Waits until Stop(), `deadline`, or (with `seen`) wakes() != *seen.
+  // Returns !stopping().
+  bool Await(absl::Time deadline, const uint64_t* seen)
+      ABSL_LOCKS_EXCLUDED(mu_);
+
   const std::string name_;
 
   // Serializes Start/Stop; held across the join, so taken before `mu_`.
