@@ -262,8 +262,8 @@ int RemovalQueue::RunDue(size_t max, absl::Duration budget) {
     std::vector<uint64_t> due;
     {
       absl::MutexLock lock(&mu_);
-      if (worker_.stopping())
-        break;  // shutting down: the rest waits for a restart
+      // Shutting down: the rest waits for a restart.
+      if (worker_.stopping()) break;
       due = schedule_.TakeDue(options_.clock(), 1);
     }
     if (due.empty()) break;
