@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <set>
-#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -77,7 +76,7 @@ OwnerTracker::~OwnerTracker() { Stop(); }
 void OwnerTracker::OnView(std::shared_ptr<const Ownership> view) {
   absl::MutexLock lock(&mu_);
   view_ = std::move(view);
-  ++view_changes_;
+  worker_.Wake();
 }
 
 std::shared_ptr<const Ownership> OwnerTracker::View() const {
@@ -86,49 +85,21 @@ std::shared_ptr<const Ownership> OwnerTracker::View() const {
 }
 
 absl::Status OwnerTracker::Start() {
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  if (thread_.joinable()) return absl::OkStatus();
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = false;
-  }
-  try {
-    thread_ = std::thread([this] { Loop(); });
-  } catch (const std::system_error& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot start the owner tracker's thread: ", e.what()));
-  }
-  return absl::OkStatus();
+  return worker_.Start([this] { Loop(); });
 }
 
 void OwnerTracker::Loop() {
   uint64_t seen = 0;
-  for (;;) {
-    {
-      absl::MutexLock lock(&mu_);
-      const auto woken = [this, seen]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return stopping_ || view_changes_ != seen;
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&woken), options_.tick);
-      if (stopping_) return;
-      seen = view_changes_;
-    }
+  // A pass per new view, or per tick.
+  while (worker_.WaitFor(options_.tick, seen)) {
+    seen = worker_.wakes();
     RunOnce();
     // Bursts of events (a build starts and ends in a handful) share a pass.
-    absl::MutexLock lock(&mu_);
-    mu_.AwaitWithTimeout(absl::Condition(&stopping_), kMinPassInterval);
-    if (stopping_) return;
+    if (!worker_.SleepFor(kMinPassInterval)) return;
   }
 }
 
-void OwnerTracker::Stop() {
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void OwnerTracker::Stop() { worker_.Stop(); }
 
 bool OwnerTracker::Matches(const std::string& id) const {
   for (const std::string& glob : options_.reaper.match) {
@@ -430,10 +401,7 @@ std::vector<Ownership::NsName> OwnerTracker::Reap(
       ++it;
       continue;
     }
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) break;  // the rest waits for the next start
-    }
+    if (worker_.stopping()) break;  // the rest waits for the next start
     if (!ReapOne(view, *it, now)) {
       ++it;
       continue;

@@ -35,7 +35,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -45,6 +44,7 @@
 #include "plugin/containerd/containerd_ops.h"
 #include "plugin/containerd/watcher.h"
 #include "plugin/core/coordinator.h"
+#include "plugin/worker/worker_thread.h"
 #include "store/ledger.h"
 
 namespace snapledger {
@@ -143,8 +143,8 @@ class OwnerTracker {
   void OnView(std::shared_ptr<const Ownership> view);
   // Starts / stops the tracker's thread (Stop waits for a pass in progress).
   // Start is a no-op while running; Unavailable if the thread cannot start.
-  [[nodiscard]] absl::Status Start() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
-  void Stop() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
+  [[nodiscard]] absl::Status Start();
+  void Stop();
   // One pass now, on the caller's thread (tests; the thread calls it too).
   void RunOnce();
 
@@ -165,7 +165,7 @@ class OwnerTracker {
 
  private:
   // The tracker's thread: a pass per new view (or tick) until Stop().
-  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Loop();
   std::shared_ptr<const Ownership> View() const;
 
   // The ledger records with a tracked owner, indexed for one pass. The maps
@@ -228,9 +228,8 @@ class OwnerTracker {
   const OwnerTrackerOptions options_;
 
   mutable absl::Mutex mu_;
+  // Each new view wakes the thread (worker_.Wake(), under mu_).
   std::shared_ptr<const Ownership> view_ ABSL_GUARDED_BY(mu_);
-  uint64_t view_changes_ ABSL_GUARDED_BY(mu_) = 0;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::vector<DeadContainer> dead_ ABSL_GUARDED_BY(mu_);
   uint64_t reaped_total_ ABSL_GUARDED_BY(mu_) = 0;
 
@@ -255,9 +254,7 @@ class OwnerTracker {
   std::shared_ptr<const Ownership> tracked_view_ ABSL_GUARDED_BY(pass_mu_);
   uint64_t tracked_seq_ ABSL_GUARDED_BY(pass_mu_) = 0;
 
-  // Serializes Start/Stop; held across the join, so taken before `mu_`.
-  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  std::thread thread_ ABSL_GUARDED_BY(lifecycle_mu_);
+  WorkerThread worker_{"the owner tracker's thread"};
 };
 
 }  // namespace snapledger

@@ -6,7 +6,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <string>
-#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -63,22 +62,10 @@ Watchdog::Watchdog(absl::Duration interval, HealthCheck healthy,
 Watchdog::~Watchdog() { Stop(); }
 
 absl::Status Watchdog::Start() {
-  try {
-    thread_ = std::thread([this] { Run(); });
-  } catch (const std::system_error& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot start the watchdog thread: ", e.what()));
-  }
-  return absl::OkStatus();
+  return worker_.Start([this] { Run(); });
 }
 
-void Watchdog::Stop() {
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void Watchdog::Stop() { worker_.Stop(); }
 
 void Watchdog::Run() {
   bool was_healthy = true;
@@ -101,8 +88,7 @@ void Watchdog::Run() {
       ServiceNotifier::Status(absl::StrCat("unhealthy: ", health.message()));
     }
     was_healthy = health.ok();
-    absl::MutexLock lock(&mu_);
-    if (mu_.AwaitWithDeadline(absl::Condition(&stop_), next)) return;
+    if (!worker_.SleepUntil(next)) return;
   }
 }
 

@@ -14,12 +14,10 @@
 #include <functional>
 #include <optional>
 #include <string_view>
-#include <thread>
 
-#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
-#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "plugin/worker/worker_thread.h"
 
 namespace snapledger {
 
@@ -81,9 +79,7 @@ class Watchdog {
   const absl::Duration interval_;
   const HealthCheck healthy_;
   const std::function<void()> pet_;
-  absl::Mutex mu_;
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::thread thread_;
+  WorkerThread worker_{"the watchdog thread"};
 };
 
 }  // namespace snapledger

@@ -48,38 +48,13 @@ Pruner::~Pruner() { Stop(); }
 
 absl::Status Pruner::Start() {
   if (!options_.policy.enabled) return absl::OkStatus();
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  if (thread_.joinable()) return absl::OkStatus();
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = false;
-  }
-  try {
-    thread_ = std::thread([this] { Loop(); });
-  } catch (const std::system_error& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot start the prune's thread: ", e.what()));
-  }
-  return absl::OkStatus();
+  return worker_.Start([this] { Loop(); });
 }
 
-void Pruner::Stop() {
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void Pruner::Stop() { worker_.Stop(); }
 
 void Pruner::Loop() {
-  for (;;) {
-    {
-      absl::MutexLock lock(&mu_);
-      mu_.AwaitWithTimeout(absl::Condition(&stopping_),
-                           options_.policy.interval);
-      if (stopping_) return;
-    }
+  while (worker_.SleepFor(options_.policy.interval)) {
     absl::StatusOr<PruneReport> report = Run(PruneRequest{});
     if (!report.ok()) {
       spdlog::warn("prune: pass skipped: {}", report.status().ToString());
@@ -452,10 +427,7 @@ absl::StatusOr<PruneReport> Pruner::Run(const PruneRequest& request) {
       }
       if (BytesNeeded(policy, current) <= 0) break;
     }
-    {
-      absl::MutexLock lock(&mu_);
-      if (stopping_) break;
-    }
+    if (worker_.stopping()) break;
     Act(*view, report.policy, &action);
     freed += action.freed_bytes;
     report.bytes_freed += action.freed_bytes;

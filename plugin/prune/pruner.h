@@ -40,7 +40,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -52,6 +51,7 @@
 #include "plugin/containerd/watcher.h"
 #include "plugin/core/coordinator.h"
 #include "plugin/prune/prune_policy.h"
+#include "plugin/worker/worker_thread.h"
 #include "snapledger/admin/v1/admin.pb.h"
 #include "store/ledger.h"
 
@@ -128,8 +128,8 @@ class Pruner {
 
   // Starts the thread that runs a pass every interval (no-op unless the
   // policy is enabled, or while running). Unavailable if it cannot start.
-  [[nodiscard]] absl::Status Start() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
-  void Stop() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
+  [[nodiscard]] absl::Status Start();
+  void Stop();
 
   // One pass now. FailedPrecondition when containerd's view is not
   // connected (nothing is judged on a stale view); InvalidArgument for a
@@ -146,7 +146,7 @@ class Pruner {
     Record record;
     int64_t bytes = 0;
   };
-  void Loop() ABSL_LOCKS_EXCLUDED(mu_);
+  void Loop();
   [[nodiscard]] absl::StatusOr<DiskFigures> MeasureDisk(
       const PrunePolicy& policy) const;
   // Bytes held by the visible snapshots (committed: frozen usage; active:
@@ -181,11 +181,9 @@ class Pruner {
   absl::Mutex pass_mu_ ABSL_ACQUIRED_BEFORE(mu_);
 
   mutable absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   PruneStats stats_ ABSL_GUARDED_BY(mu_);
 
-  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  std::thread thread_ ABSL_GUARDED_BY(lifecycle_mu_);
+  WorkerThread worker_{"the prune's thread"};
 };
 
 // The admin API's answer (admin.proto's PruneResponse).

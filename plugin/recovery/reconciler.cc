@@ -1,7 +1,6 @@
 #include "plugin/recovery/reconciler.h"
 
 #include <map>
-#include <system_error>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -77,31 +76,11 @@ absl::StatusOr<ReconcileReport> Reconciler::RunOnce() {
 }
 
 absl::Status Reconciler::Start(absl::Duration interval) {
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  if (interval <= absl::ZeroDuration() || thread_.joinable()) {
-    return absl::OkStatus();
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = false;  // after a Stop(), starts again
-  }
-  try {
-    thread_ = std::thread([this, interval] { Loop(interval); });
-  } catch (const std::system_error& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot start the reconciler's thread: ", e.what()));
-  }
-  return absl::OkStatus();
+  if (interval <= absl::ZeroDuration()) return absl::OkStatus();
+  return worker_.Start([this, interval] { Loop(interval); });
 }
 
-void Reconciler::Stop() {
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  {
-    absl::MutexLock lock(&mu_);
-    stopping_ = true;
-  }
-  if (thread_.joinable()) thread_.join();
-}
+void Reconciler::Stop() { worker_.Stop(); }
 
 std::optional<ReconcileReport> Reconciler::Latest() const {
   absl::MutexLock lock(&mu_);
@@ -109,15 +88,7 @@ std::optional<ReconcileReport> Reconciler::Latest() const {
 }
 
 void Reconciler::Loop(absl::Duration interval) {
-  for (;;) {
-    {
-      absl::MutexLock lock(&mu_);
-      const auto stopping = [this]() ABSL_SHARED_LOCKS_REQUIRED(mu_) {
-        return stopping_;
-      };
-      mu_.AwaitWithTimeout(absl::Condition(&stopping), interval);
-      if (stopping_) return;
-    }
+  while (worker_.SleepFor(interval)) {
     absl::StatusOr<ReconcileReport> report = RunOnce();
     if (!report.ok()) {
       spdlog::warn("reconcile: pass failed: {}", report.status().ToString());

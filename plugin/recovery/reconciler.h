@@ -30,7 +30,6 @@
 #include <cstdint>
 #include <map>
 #include <optional>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -39,6 +38,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "plugin/backend/backend.h"
+#include "plugin/worker/worker_thread.h"
 #include "store/ledger.h"
 
 namespace snapledger {
@@ -73,9 +73,8 @@ class Reconciler {
   // Runs RunOnce every `interval` on a background thread until Stop(). A
   // no-op while running or for a non-positive interval; Unavailable if the
   // thread cannot start.
-  [[nodiscard]] absl::Status Start(absl::Duration interval)
-      ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
-  void Stop() ABSL_LOCKS_EXCLUDED(lifecycle_mu_, mu_);
+  [[nodiscard]] absl::Status Start(absl::Duration interval);
+  void Stop();
 
   // The latest periodic report, if a pass has completed.
   std::optional<ReconcileReport> Latest() const;
@@ -85,12 +84,9 @@ class Reconciler {
 
   Ledger* const ledger_;
   Backend* const backend_;
-  // Serializes Start/Stop; held across the join, so taken before `mu_`.
-  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  std::thread thread_ ABSL_GUARDED_BY(lifecycle_mu_);
   mutable absl::Mutex mu_;
-  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::optional<ReconcileReport> latest_ ABSL_GUARDED_BY(mu_);
+  WorkerThread worker_{"the reconciler's thread"};
 };
 
 }  // namespace snapledger

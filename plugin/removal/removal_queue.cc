@@ -1,7 +1,6 @@
 #include "plugin/removal/removal_queue.h"
 
 #include <algorithm>
-#include <system_error>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -63,7 +62,7 @@ absl::StatusOr<Record> RemovalQueue::Defer(const Record& record,
 void RemovalQueue::ScheduleAt(uint64_t id, absl::Time due) {
   absl::MutexLock lock(&mu_);
   schedule_.Schedule(id, due);
-  ++version_;
+  worker_.Wake();
 }
 
 void RemovalQueue::Reschedule(const Record& pending) {
@@ -75,7 +74,7 @@ void RemovalQueue::Reschedule(const Record& pending) {
   } else {
     schedule_.Unschedule(pending.backend_id());
   }
-  ++version_;
+  worker_.Wake();
 }
 
 void RemovalQueue::CascadeTo(uint64_t parent_id) {
@@ -263,7 +262,8 @@ int RemovalQueue::RunDue(size_t max, absl::Duration budget) {
     std::vector<uint64_t> due;
     {
       absl::MutexLock lock(&mu_);
-      if (stop_) break;  // shutting down: the rest waits for a restart
+      // Shutting down: the rest waits for a restart.
+      if (worker_.stopping()) break;
       due = schedule_.TakeDue(options_.clock(), 1);
     }
     if (due.empty()) break;
@@ -297,63 +297,46 @@ absl::Status RemovalQueue::Load() {
     // could be noted): due now.
     if (children->empty()) schedule_.Schedule(r.backend_id(), now);
   }
-  ++version_;
+  worker_.Wake();
   return absl::OkStatus();
 }
 
 absl::Status RemovalQueue::Start() {
   if (absl::Status s = Load(); !s.ok()) return s;
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  if (worker_.joinable()) return absl::OkStatus();
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = false;
-  }
-  try {
-    worker_ = std::thread([this] { WorkerLoop(); });
-  } catch (const std::system_error& e) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot start the removal queue's worker: ", e.what()));
+  if (absl::Status s = worker_.Start([this] { WorkerLoop(); }); !s.ok()) {
+    return s;
   }
   // An intent noted while the worker sleeps with nothing due wakes it: it
   // then tries to resolve it every second (WorkerLoop).
   if (deps_.pending_intents != nullptr && deps_.heal) {
-    deps_.pending_intents->SetOnNote([this] {
-      absl::MutexLock lock(&mu_);
-      ++version_;
-    });
+    deps_.pending_intents->SetOnNote([this] { worker_.Wake(); });
   }
   return absl::OkStatus();
 }
 
 void RemovalQueue::Stop() {
-  absl::MutexLock lifecycle(&lifecycle_mu_);
-  if (deps_.pending_intents != nullptr && deps_.heal && worker_.joinable()) {
-    deps_.pending_intents->SetOnNote(nullptr);
-  }
-  {
-    absl::MutexLock lock(&mu_);
-    stop_ = true;
-    ++version_;
-  }
-  if (worker_.joinable()) worker_.join();
+  worker_.Stop([this] {
+    if (deps_.pending_intents != nullptr && deps_.heal) {
+      deps_.pending_intents->SetOnNote(nullptr);
+    }
+  });
 }
 
 void RemovalQueue::WorkerLoop() {
-  mu_.Lock();
-  while (!stop_) {
-    const std::optional<absl::Time> next = schedule_.NextDue();
-    const absl::Time now = options_.clock();
+  while (!worker_.stopping()) {
+    std::optional<absl::Time> next;
+    absl::Time now;
+    uint64_t seen = 0;
+    {
+      absl::MutexLock lock(&mu_);
+      next = schedule_.NextDue();
+      now = options_.clock();
+      seen = worker_.wakes();
+    }
     if (next.has_value() && *next <= now) {
-      mu_.Unlock();
       RunDue(16);
-      mu_.Lock();
       continue;
     }
-    struct Wake {
-      RemovalQueue* self;
-      uint64_t version;
-    } wake{this, version_};
     absl::Time deadline =
         next.has_value() ? absl::Now() + (*next - now) : absl::InfiniteFuture();
     // Intents left by a time-out or a ledger failure are resolved by the next
@@ -361,20 +344,9 @@ void RemovalQueue::WorkerLoop() {
     // worker tries too, every second.
     const bool healing = deps_.pending_intents->Any() && deps_.heal;
     if (healing) deadline = std::min(deadline, absl::Now() + absl::Seconds(1));
-    mu_.AwaitWithDeadline(absl::Condition(
-                              +[](Wake* w) ABSL_NO_THREAD_SAFETY_ANALYSIS {
-                                return w->self->stop_ ||
-                                       w->self->version_ != w->version;
-                              },
-                              &wake),
-                          deadline);
-    if (healing && !stop_) {
-      mu_.Unlock();
-      deps_.heal();
-      mu_.Lock();
-    }
+    const bool going_on = worker_.WaitUntil(deadline, seen);
+    if (healing && going_on) deps_.heal();
   }
-  mu_.Unlock();
 }
 
 absl::Status RemovalQueue::Retry(uint64_t backend_id) {

@@ -33,7 +33,6 @@
 #include <optional>
 #include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -48,6 +47,7 @@
 #include "plugin/record/transitions.h"
 #include "plugin/recovery/pending_intents.h"
 #include "plugin/removal/removal_schedule.h"
+#include "plugin/worker/worker_thread.h"
 #include "store/ledger.h"
 
 namespace snapledger {
@@ -176,13 +176,10 @@ class RemovalQueue {
   const RemovalQueueOptions options_;
 
   absl::Mutex mu_;
+  // Every change to the schedule wakes the worker (worker_.Wake(), under
+  // mu_, so that the worker reads the schedule and worker_.wakes() as one).
   RemovalSchedule schedule_ ABSL_GUARDED_BY(mu_);
-  bool stop_ ABSL_GUARDED_BY(mu_) = false;
-  // Bumped by every change to the schedule, to wake the worker.
-  uint64_t version_ ABSL_GUARDED_BY(mu_) = 0;
-  // Started by Start(), joined by Stop(); touched only under `lifecycle_mu_`.
-  absl::Mutex lifecycle_mu_ ABSL_ACQUIRED_BEFORE(mu_);
-  std::thread worker_ ABSL_GUARDED_BY(lifecycle_mu_);
+  WorkerThread worker_{"the removal queue's worker"};
 };
 
 }  // namespace snapledger

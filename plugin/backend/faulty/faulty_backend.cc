@@ -47,37 +47,13 @@ bool IsMutation(Op op) {
          op == Op::kCleanup;
 }
 
-const char* OpName(Op op) {
-  switch (op) {
-    case Op::kCreate:
-      return "create";
-    case Op::kCommit:
-      return "commit";
-    case Op::kRemove:
-      return "remove";
-    case Op::kMounts:
-      return "mounts";
-    case Op::kDiskUsage:
-      return "disk usage";
-    case Op::kExists:
-      return "exists";
-    case Op::kList:
-      return "list";
-    case Op::kCleanup:
-      return "cleanup";
-  }
-  return "call";
-}
-
 }  // namespace
 
 FaultyBackend::FaultyBackend(std::shared_ptr<Backend> inner,
                              FaultyBackendOptions options)
-    : inner_(std::move(inner)), options_(options) {}
+    : ForwardingBackend(std::move(inner)), options_(options) {}
 
 FaultyBackend::~FaultyBackend() = default;
-
-std::string_view FaultyBackend::Name() const { return inner_->Name(); }
 
 std::pair<Fault, bool> FaultyBackend::Decide(
     const FaultyBackendOptions& options, Op op, uint64_t id, uint64_t n) {
@@ -148,9 +124,9 @@ void FaultyBackend::Delay(Fault fault) {
   --hung_;
 }
 
-absl::Status FaultyBackend::Failure(Fault fault, Op op, uint64_t id) {
+absl::Status FaultyBackend::Failure(Fault fault, const BackendCall& call) {
   const std::string what =
-      absl::StrCat("injected fault: ", OpName(op), " of object ", id);
+      absl::StrCat("injected fault: ", DescribeBackendCall(call));
   switch (fault) {
     case Fault::kEio:
       return absl::ErrnoToStatus(EIO, what);
@@ -158,7 +134,7 @@ absl::Status FaultyBackend::Failure(Fault fault, Op op, uint64_t id) {
       return absl::ErrnoToStatus(ENOSPC, what);
     case Fault::kEbusy:
       return absl::FailedPreconditionError(
-          absl::StrCat("snapshot object ", id, " is in use: ", what, ": ",
+          absl::StrCat("snapshot object ", call.id, " is in use: ", what, ": ",
                        ::strerror(EBUSY), " (busy)"));
     default:
       return absl::OkStatus();
@@ -166,13 +142,14 @@ absl::Status FaultyBackend::Failure(Fault fault, Op op, uint64_t id) {
 }
 
 template <typename T, typename Fn>
-T FaultyBackend::Run(Op op, uint64_t id, Fn fn) {
-  const auto [fault, after] = Next(op, id);
+T FaultyBackend::Run(const BackendCall& call, Fn fn) {
+  const Op drawn = call.op == Op::kIsCommitted ? Op::kExists : call.op;
+  const auto [fault, after] = Next(drawn, call.id);
   Delay(fault);
-  const absl::Status failure = Failure(fault, op, id);
-  if (failure.ok()) return fn();
+  const absl::Status failure = Failure(fault, call);
+  if (failure.ok()) return fn(*inner());
   if (!after) return failure;
-  T result = fn();
+  T result = fn(*inner());
   if (!result.ok()) return result;  // the inner call failed by itself
   {
     absl::MutexLock l(&mu_);
@@ -181,56 +158,7 @@ T FaultyBackend::Run(Op op, uint64_t id, Fn fn) {
   return failure;
 }
 
-absl::Status FaultyBackend::Create(uint64_t id, uint64_t parent_id,
-                                   SnapshotKind kind) {
-  return Run<absl::Status>(Op::kCreate, id,
-                           [&] { return inner_->Create(id, parent_id, kind); });
-}
-
-absl::StatusOr<Usage> FaultyBackend::Commit(uint64_t id) {
-  return Run<absl::StatusOr<Usage>>(Op::kCommit, id,
-                                    [&] { return inner_->Commit(id); });
-}
-
-absl::Status FaultyBackend::Remove(uint64_t id) {
-  return Run<absl::Status>(Op::kRemove, id, [&] { return inner_->Remove(id); });
-}
-
-absl::StatusOr<std::vector<Mount>> FaultyBackend::Mounts(uint64_t id,
-                                                         uint64_t parent_id,
-                                                         SnapshotKind kind) {
-  return Run<absl::StatusOr<std::vector<Mount>>>(
-      Op::kMounts, id, [&] { return inner_->Mounts(id, parent_id, kind); });
-}
-
-absl::StatusOr<std::vector<Mount>> FaultyBackend::MountsOfNew(
-    uint64_t id, uint64_t parent_id, SnapshotKind kind) {
-  return inner_->MountsOfNew(id, parent_id, kind);
-}
-
-absl::StatusOr<Usage> FaultyBackend::DiskUsage(uint64_t id) {
-  return Run<absl::StatusOr<Usage>>(Op::kDiskUsage, id,
-                                    [&] { return inner_->DiskUsage(id); });
-}
-
-absl::StatusOr<bool> FaultyBackend::Exists(uint64_t id) {
-  return Run<absl::StatusOr<bool>>(Op::kExists, id,
-                                   [&] { return inner_->Exists(id); });
-}
-
-absl::StatusOr<bool> FaultyBackend::IsCommitted(uint64_t id) {
-  return Run<absl::StatusOr<bool>>(Op::kExists, id,
-                                   [&] { return inner_->IsCommitted(id); });
-}
-
-absl::StatusOr<std::vector<BackendObject>> FaultyBackend::List() {
-  return Run<absl::StatusOr<std::vector<BackendObject>>>(
-      Op::kList, 0, [&] { return inner_->List(); });
-}
-
-absl::Status FaultyBackend::Cleanup() {
-  return Run<absl::Status>(Op::kCleanup, 0, [&] { return inner_->Cleanup(); });
-}
+template class ForwardingBackend<FaultyBackend>;
 
 void FaultyBackend::SetEnabled(bool enabled) {
   enabled_.store(enabled, std::memory_order_release);

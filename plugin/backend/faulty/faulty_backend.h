@@ -20,6 +20,9 @@
 // before (a busy object is not removed). Queries (Mounts, DiskUsage, Exists,
 // List) fail before the call. At most one fault applies to a call; they are
 // drawn in the order above. MountsOfNew is never faulted (it does no I/O).
+// IsCommitted is faulted as an Exists check is (the same draw sequence);
+// CreateWithLabels as a Create, CommitWithLabels as a Commit, ListIds as a
+// List (forwarding_backend.h).
 //
 // Determinism: whether and how call n on object `id` by operation `op` fails
 // depends only on (seed, op, id, n) — not on the interleaving of threads —
@@ -45,6 +48,8 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "plugin/backend/backend.h"
+#include "plugin/backend/backend_call.h"
+#include "plugin/backend/forwarding_backend.h"
 
 namespace snapledger {
 
@@ -78,29 +83,13 @@ struct FaultStats {
   uint64_t injected() const { return eio + enospc + ebusy + hang + slow; }
 };
 
-class FaultyBackend final : public Backend {
+class FaultyBackend final : public ForwardingBackend<FaultyBackend> {
  public:
   // `inner` must not be null. Probabilities outside [0, 1] are clamped.
   FaultyBackend(std::shared_ptr<Backend> inner, FaultyBackendOptions options);
   ~FaultyBackend() override;
   FaultyBackend(const FaultyBackend&) = delete;
   FaultyBackend& operator=(const FaultyBackend&) = delete;
-
-  std::string_view Name() const override;
-  [[nodiscard]] absl::Status Create(uint64_t id, uint64_t parent_id,
-                                    SnapshotKind kind) override;
-  [[nodiscard]] absl::StatusOr<Usage> Commit(uint64_t id) override;
-  [[nodiscard]] absl::Status Remove(uint64_t id) override;
-  [[nodiscard]] absl::StatusOr<std::vector<Mount>> Mounts(
-      uint64_t id, uint64_t parent_id, SnapshotKind kind) override;
-  [[nodiscard]] absl::StatusOr<std::vector<Mount>> MountsOfNew(
-      uint64_t id, uint64_t parent_id, SnapshotKind kind) override;
-  [[nodiscard]] absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
-  [[nodiscard]] absl::StatusOr<bool> Exists(uint64_t id) override;
-  // Faulted as an Exists check is (the same draw sequence).
-  [[nodiscard]] absl::StatusOr<bool> IsCommitted(uint64_t id) override;
-  [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() override;
-  [[nodiscard]] absl::Status Cleanup() override;
 
   // Turns injection on (the default) or off; calls then go straight through.
   // Turning it off also releases hung calls.
@@ -112,17 +101,9 @@ class FaultyBackend final : public Backend {
   int hung() const;
   FaultStats stats() const;
 
-  // The calls of this decorator, for Decide().
-  enum class Op {
-    kCreate,
-    kCommit,
-    kRemove,
-    kMounts,
-    kDiskUsage,
-    kExists,
-    kList,
-    kCleanup
-  };
+  // The calls of this decorator, for Decide() (kIsCommitted is drawn as
+  // kExists).
+  using Op = BackendOp;
   // The fault for call `n` (0-based) of `op` on object `id` (0 for List and
   // Cleanup) under `options`, and whether a failure comes after the inner
   // call. Pure: what the decorator draws.
@@ -130,17 +111,19 @@ class FaultyBackend final : public Backend {
                                        Op op, uint64_t id, uint64_t n);
 
  private:
+  friend class ForwardingBackend<FaultyBackend>;
+
   // Draws the fault of the next call of `op` on `id` and counts it.
   std::pair<Fault, bool> Next(Op op, uint64_t id);
   // Blocks for a hang or sleeps for a slow call; nothing for other faults.
   void Delay(Fault fault);
-  // The error an eio, enospc or ebusy fault of `op` on `id` reports.
-  static absl::Status Failure(Fault fault, Op op, uint64_t id);
-  // Runs `fn` (the inner call) with the fault drawn for (op, id).
+  // The error an eio, enospc or ebusy fault of `call` reports.
+  static absl::Status Failure(Fault fault, const BackendCall& call);
+  // Runs `fn` (the inner call, ForwardingBackend) with the fault drawn for
+  // `call`.
   template <typename T, typename Fn>
-  T Run(Op op, uint64_t id, Fn fn);
+  T Run(const BackendCall& call, Fn fn);
 
-  const std::shared_ptr<Backend> inner_;
   const FaultyBackendOptions options_;
   std::atomic<bool> enabled_{true};
 
@@ -152,5 +135,7 @@ class FaultyBackend final : public Backend {
   uint64_t release_gen_ ABSL_GUARDED_BY(mu_) = 0;
   int hung_ ABSL_GUARDED_BY(mu_) = 0;
 };
+
+extern template class ForwardingBackend<FaultyBackend>;
 
 }  // namespace snapledger

@@ -104,29 +104,9 @@ class RemoteBackend final : public Backend {
         forwarded[k] = v;
       }
     }
-    grpc::Status st;
     std::vector<Mount> mounts;
-    if (kind == SnapshotKind::kView) {
-      pb::ViewSnapshotRequest req;
-      req.set_snapshotter(options_.snapshotter_name);
-      req.set_key(key);
-      req.set_parent(parent);
-      *req.mutable_labels() = std::move(forwarded);
-      pb::ViewSnapshotResponse resp;
-      auto ctx = Context();
-      st = stub_->View(ctx.get(), req, &resp);
-      if (st.ok()) mounts = MountsOf(resp.mounts());
-    } else {
-      pb::PrepareSnapshotRequest req;
-      req.set_snapshotter(options_.snapshotter_name);
-      req.set_key(key);
-      req.set_parent(parent);
-      *req.mutable_labels() = std::move(forwarded);
-      pb::PrepareSnapshotResponse resp;
-      auto ctx = Context();
-      st = stub_->Prepare(ctx.get(), req, &resp);
-      if (st.ok()) mounts = MountsOf(resp.mounts());
-    }
+    const grpc::Status st =
+        MakeSnapshot(kind, key, parent, std::move(forwarded), &mounts);
     if (st.ok()) {
       std::string tree =
           kind == SnapshotKind::kActive ? OwnTree(mounts) : std::string();
@@ -468,24 +448,46 @@ class RemoteBackend final : public Backend {
     return absl::OkStatus();
   }
 
+  // A View (kind kView) or else a Prepare of downstream snapshot `key` on
+  // `parent` (empty: none) with `labels`; the mounts it answers go to
+  // *mounts. containerd's two calls take the same request and answer the
+  // same.
+  grpc::Status MakeSnapshot(
+      SnapshotKind kind, const std::string& key, const std::string& parent,
+      google::protobuf::Map<std::string, std::string> labels,
+      std::vector<Mount>* mounts) {
+    const auto call = [&](auto req, auto resp, auto rpc) {
+      req.set_snapshotter(options_.snapshotter_name);
+      req.set_key(key);
+      req.set_parent(parent);
+      *req.mutable_labels() = std::move(labels);
+      auto ctx = Context();
+      grpc::Status st = (stub_.get()->*rpc)(ctx.get(), req, &resp);
+      if (st.ok()) *mounts = MountsOf(resp.mounts());
+      return st;
+    };
+    using Stub = pb::Snapshots::Stub;
+    if (kind == SnapshotKind::kView) {
+      return call(pb::ViewSnapshotRequest(), pb::ViewSnapshotResponse(),
+                  &Stub::View);
+    }
+    return call(pb::PrepareSnapshotRequest(), pb::PrepareSnapshotResponse(),
+                &Stub::Prepare);
+  }
+
   // The mounts of a view on committed object `id`, made and removed at
   // once. NotFound if the object does not exist.
   absl::StatusOr<std::vector<Mount>> ProbeMounts(uint64_t id) {
     const std::string probe = absl::StrCat(kProbePrefix, id);
-    pb::ViewSnapshotRequest req;
-    req.set_snapshotter(options_.snapshotter_name);
-    req.set_key(probe);
-    req.set_parent(RemoteCommittedName(id));
-    pb::ViewSnapshotResponse resp;
+    std::vector<Mount> mounts;
     grpc::Status st;
     for (int attempt = 0; attempt < 2; ++attempt) {
-      auto ctx = Context();
-      st = stub_->View(ctx.get(), req, &resp);
+      st = MakeSnapshot(SnapshotKind::kView, probe, RemoteCommittedName(id), {},
+                        &mounts);
       if (CodeOf(st) != absl::StatusCode::kAlreadyExists) break;
       RemoveName(probe);  // a leftover of a crash
     }
     if (!st.ok()) return Failed(st, absl::StrCat("view ", probe));
-    std::vector<Mount> mounts = MountsOf(resp.mounts());
     RemoveName(probe);
     return mounts;
   }

@@ -28,30 +28,11 @@
 namespace snapledger {
 namespace timed_backend_internal {
 
-enum class Op {
-  kCreate,
-  kCommit,
-  kRemove,
-  kMounts,
-  kDiskUsage,
-  kExists,
-  kIsCommitted,
-  kList,
-  kCleanup
-};
-
-// What a call works on, for conflict checks and messages.
-struct CallInfo {
-  Op op;
-  uint64_t id = 0;         // the object; 0 for List and Cleanup
-  uint64_t parent_id = 0;  // Create's parent (0: none); 0 for the others
-};
-
 // Bookkeeping of abandoned calls, shared by the TimedBackend and every call
 // thread.
 struct SharedState {
   struct Abandoned {
-    CallInfo info;
+    BackendCall info;
     absl::Time started;
   };
 
@@ -149,8 +130,7 @@ struct WorkerPool {
 
 namespace {
 
-using timed_backend_internal::CallInfo;
-using timed_backend_internal::Op;
+using Op = BackendOp;
 using timed_backend_internal::SharedState;
 using timed_backend_internal::WorkerPool;
 
@@ -168,68 +148,6 @@ struct PendingCall {
 
 bool IsCreateOrRemove(Op op) { return op == Op::kCreate || op == Op::kRemove; }
 
-// The call, with article, as in "busy with a remove".
-const char* CallNoun(Op op) {
-  switch (op) {
-    case Op::kCreate:
-      return "a create";
-    case Op::kCommit:
-      return "a commit";
-    case Op::kRemove:
-      return "a remove";
-    case Op::kMounts:
-      return "a mounts query";
-    case Op::kDiskUsage:
-      return "a disk usage query";
-    case Op::kExists:
-      return "an exists check";
-    case Op::kIsCommitted:
-      return "a committed check";
-    case Op::kList:
-      return "a list";
-    case Op::kCleanup:
-      return "a cleanup";
-  }
-  return "a call";
-}
-
-// The operation's name in metrics (BackendCallSample::op).
-std::string_view OpName(Op op) {
-  switch (op) {
-    case Op::kCreate:
-      return "create";
-    case Op::kCommit:
-      return "commit";
-    case Op::kRemove:
-      return "remove";
-    case Op::kMounts:
-      return "mounts";
-    case Op::kDiskUsage:
-      return "disk_usage";
-    case Op::kExists:
-      return "exists";
-    case Op::kIsCommitted:
-      return "is_committed";
-    case Op::kList:
-      return "list";
-    case Op::kCleanup:
-      return "cleanup";
-  }
-  return "call";
-}
-
-// "remove of object 42", "create of object 8 on object 7", "cleanup".
-std::string Describe(const CallInfo& info) {
-  std::string noun = CallNoun(info.op);
-  noun.erase(0, noun.find(' ') + 1);
-  if (info.op == Op::kList || info.op == Op::kCleanup) return noun;
-  std::string out = absl::StrCat(noun, " of object ", info.id);
-  if (info.op == Op::kCreate && info.parent_id != 0) {
-    absl::StrAppend(&out, " on object ", info.parent_id);
-  }
-  return out;
-}
-
 // Durations for people: whole seconds beyond a second, else milliseconds.
 std::string Human(absl::Duration d) {
   return absl::FormatDuration(absl::Trunc(
@@ -238,25 +156,26 @@ std::string Human(absl::Duration d) {
 
 // Why `next` may not start while the abandoned `busy` runs; nullopt if it
 // may. Mirrors backend.h's rules for concurrent calls.
-std::optional<std::string> Conflict(const CallInfo& next,
-                                    const CallInfo& busy) {
+std::optional<std::string> Conflict(const BackendCall& next,
+                                    const BackendCall& busy) {
   if (next.op == Op::kList || busy.op == Op::kList) return std::nullopt;
   if (next.op == Op::kCleanup) {
     if (!IsCreateOrRemove(busy.op) && busy.op != Op::kCleanup) {
       return std::nullopt;
     }
-    return absl::StrCat("cleanup must wait: ", Describe(busy),
+    return absl::StrCat("cleanup must wait: ", DescribeBackendCall(busy),
                         " outlived its time limit and is still running");
   }
   if (busy.op == Op::kCleanup) {
     if (!IsCreateOrRemove(next.op)) return std::nullopt;
-    return absl::StrCat(Describe(next),
+    return absl::StrCat(DescribeBackendCall(next),
                         " must wait: a cleanup outlived its time limit and is "
                         "still running");
   }
   if (next.id == busy.id) {
     return absl::StrCat("object ", next.id, " is still busy with ",
-                        CallNoun(busy.op), " that outlived its time limit");
+                        BackendOpNoun(busy.op),
+                        " that outlived its time limit");
   }
   if (next.op == Op::kRemove && busy.op == Op::kCreate && busy.parent_id != 0 &&
       busy.parent_id == next.id) {
@@ -283,15 +202,16 @@ const absl::Status& StatusOf(const absl::StatusOr<U>& s) {
 
 TimedBackend::TimedBackend(std::shared_ptr<Backend> inner,
                            TimedBackendOptions options)
-    : on_call_(std::move(options.on_call)),
-      inner_(std::move(inner)),
+    : ForwardingBackend(std::move(inner)),
+      on_call_(std::move(options.on_call)),
       timeout_(options.timeout),
       bounded_(options.timeout > absl::ZeroDuration() &&
                options.timeout != absl::InfiniteDuration()),
-      name_(inner_ != nullptr ? std::string(inner_->Name()) : std::string()),
+      name_(this->inner() != nullptr ? std::string(this->inner()->Name())
+                                     : std::string()),
       state_(std::make_shared<SharedState>()),
       pool_(std::make_shared<WorkerPool>(options.max_idle_workers)) {
-  assert(inner_ != nullptr);
+  assert(this->inner() != nullptr);
 }
 
 TimedBackend::~TimedBackend() {
@@ -308,19 +228,19 @@ TimedBackend::~TimedBackend() {
 }
 
 template <typename T, typename Fn>
-T TimedBackend::Run(const CallInfo& info, Fn fn) {
+T TimedBackend::Run(const BackendCall& info, Fn fn) {
   bool timed_out = false;
   if (!on_call_) return RunBounded<T>(info, std::move(fn), &timed_out);
   const absl::Time start = absl::Now();
   T result = RunBounded<T>(info, std::move(fn), &timed_out);
-  on_call_(BackendCallSample{OpName(info.op), absl::Now() - start,
+  on_call_(BackendCallSample{BackendOpName(info.op), absl::Now() - start,
                              StatusOf(result).code(), timed_out});
   return result;
 }
 
 template <typename T, typename Fn>
-T TimedBackend::RunBounded(const CallInfo& info, Fn fn, bool* timed_out) {
-  if (!bounded_) return fn(*inner_);
+T TimedBackend::RunBounded(const BackendCall& info, Fn fn, bool* timed_out) {
+  if (!bounded_) return fn(*inner());
 
   const absl::Time started = absl::Now();
   {
@@ -339,7 +259,7 @@ T TimedBackend::RunBounded(const CallInfo& info, Fn fn, bool* timed_out) {
     // The task holds everything it touches: it may outlive `this`. The
     // worker destroys it once it returned, before it takes another.
     WorkerPool::Run(
-        pool_, [call, fn = std::move(fn), inner = inner_, state = state_,
+        pool_, [call, fn = std::move(fn), inner = inner(), state = state_,
                 name = name_, info, started]() mutable {
           T result = fn(*inner);
           uint64_t seq = 0;
@@ -361,7 +281,7 @@ T TimedBackend::RunBounded(const CallInfo& info, Fn fn, bool* timed_out) {
           spdlog::warn(
               "{} backend: {} finished {} after it started, past its time "
               "limit: {}",
-              name, Describe(info), Human(absl::Now() - started),
+              name, DescribeBackendCall(info), Human(absl::Now() - started),
               StatusOf(result).ToString());
           {
             absl::MutexLock l(&state->mu);
@@ -372,7 +292,7 @@ T TimedBackend::RunBounded(const CallInfo& info, Fn fn, bool* timed_out) {
   } catch (const std::system_error& e) {
     return absl::UnavailableError(
         absl::StrCat(name_, " backend: cannot start a thread for the ",
-                     Describe(info), ": ", e.what()));
+                     DescribeBackendCall(info), ": ", e.what()));
   }
 
   absl::MutexLock l(&call->mu);
@@ -388,89 +308,11 @@ T TimedBackend::RunBounded(const CallInfo& info, Fn fn, bool* timed_out) {
   }
   *timed_out = true;
   return absl::DeadlineExceededError(absl::StrCat(
-      name_, " backend: ", Describe(info), " did not finish within ",
+      name_, " backend: ", DescribeBackendCall(info), " did not finish within ",
       absl::FormatDuration(timeout_), "; it continues in the background"));
 }
 
-std::string_view TimedBackend::Name() const { return inner_->Name(); }
-
-absl::Status TimedBackend::Create(uint64_t id, uint64_t parent_id,
-                                  SnapshotKind kind) {
-  return Run<absl::Status>({Op::kCreate, id, parent_id},
-                           [id, parent_id, kind](Backend& b) {
-                             return b.Create(id, parent_id, kind);
-                           });
-}
-
-absl::StatusOr<Usage> TimedBackend::Commit(uint64_t id) {
-  return Run<absl::StatusOr<Usage>>({Op::kCommit, id},
-                                    [id](Backend& b) { return b.Commit(id); });
-}
-
-absl::Status TimedBackend::CreateWithLabels(uint64_t id, uint64_t parent_id,
-                                            SnapshotKind kind,
-                                            const BackendLabels& labels) {
-  return Run<absl::Status>(
-      {Op::kCreate, id, parent_id}, [id, parent_id, kind, labels](Backend& b) {
-        return b.CreateWithLabels(id, parent_id, kind, labels);
-      });
-}
-
-absl::StatusOr<Usage> TimedBackend::CommitWithLabels(
-    uint64_t id, const BackendLabels& labels) {
-  return Run<absl::StatusOr<Usage>>(
-      {Op::kCommit, id},
-      [id, labels](Backend& b) { return b.CommitWithLabels(id, labels); });
-}
-
-absl::Status TimedBackend::Remove(uint64_t id) {
-  return Run<absl::Status>({Op::kRemove, id},
-                           [id](Backend& b) { return b.Remove(id); });
-}
-
-absl::StatusOr<std::vector<Mount>> TimedBackend::Mounts(uint64_t id,
-                                                        uint64_t parent_id,
-                                                        SnapshotKind kind) {
-  return Run<absl::StatusOr<std::vector<Mount>>>(
-      {Op::kMounts, id}, [id, parent_id, kind](Backend& b) {
-        return b.Mounts(id, parent_id, kind);
-      });
-}
-
-absl::StatusOr<std::vector<Mount>> TimedBackend::MountsOfNew(
-    uint64_t id, uint64_t parent_id, SnapshotKind kind) {
-  return inner_->MountsOfNew(id, parent_id, kind);
-}
-
-absl::StatusOr<Usage> TimedBackend::DiskUsage(uint64_t id) {
-  return Run<absl::StatusOr<Usage>>(
-      {Op::kDiskUsage, id}, [id](Backend& b) { return b.DiskUsage(id); });
-}
-
-absl::StatusOr<bool> TimedBackend::Exists(uint64_t id) {
-  return Run<absl::StatusOr<bool>>({Op::kExists, id},
-                                   [id](Backend& b) { return b.Exists(id); });
-}
-
-absl::StatusOr<bool> TimedBackend::IsCommitted(uint64_t id) {
-  return Run<absl::StatusOr<bool>>(
-      {Op::kIsCommitted, id}, [id](Backend& b) { return b.IsCommitted(id); });
-}
-
-absl::StatusOr<std::vector<BackendObject>> TimedBackend::List() {
-  return Run<absl::StatusOr<std::vector<BackendObject>>>(
-      {Op::kList}, [](Backend& b) { return b.List(); });
-}
-
-absl::StatusOr<std::vector<uint64_t>> TimedBackend::ListIds() {
-  return Run<absl::StatusOr<std::vector<uint64_t>>>(
-      {Op::kList}, [](Backend& b) { return b.ListIds(); });
-}
-
-absl::Status TimedBackend::Cleanup() {
-  return Run<absl::Status>({Op::kCleanup},
-                           [](Backend& b) { return b.Cleanup(); });
-}
+template class ForwardingBackend<TimedBackend>;
 
 bool TimedBackend::WaitIdle(absl::Duration timeout) {
   absl::MutexLock l(&state_->mu);

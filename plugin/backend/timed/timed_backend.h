@@ -55,18 +55,19 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "plugin/backend/backend.h"
+#include "plugin/backend/backend_call.h"
+#include "plugin/backend/forwarding_backend.h"
 
 namespace snapledger {
 namespace timed_backend_internal {
-struct CallInfo;     // what one call works on
 struct SharedState;  // bookkeeping shared with the running calls
 struct WorkerPool;   // the threads that run the calls
 }  // namespace timed_backend_internal
 
 // One call, as TimedBackendOptions::on_call hears of it.
 struct BackendCallSample {
-  // "create", "commit", "remove", "mounts", "disk_usage", "exists", "list",
-  // "cleanup".
+  // BackendOpName: "create", "commit", "remove", "mounts", "disk_usage",
+  // "exists", "is_committed", "list", "cleanup".
   std::string_view op;
   // How long the caller waited (at most the time limit, when bounded).
   absl::Duration took;
@@ -89,7 +90,14 @@ struct TimedBackendOptions {
   std::function<void(const BackendCallSample&)> on_call;
 };
 
-class TimedBackend final : public Backend {
+// The Backend calls (ForwardingBackend) go to the inner backend within the
+// time limit; Name, and MountsOfNew (which does no I/O, see
+// Backend::MountsOfNew), directly on the caller's thread. Beyond the inner
+// backend's errors: DeadlineExceeded when the limit passed (the call
+// continues in the background), Unavailable when an abandoned call still
+// holds what the call needs (see above), and Unavailable when no worker is
+// idle and no thread could be started for the call.
+class TimedBackend final : public ForwardingBackend<TimedBackend> {
  public:
   // `inner` must not be null.
   TimedBackend(std::shared_ptr<Backend> inner, TimedBackendOptions options);
@@ -97,37 +105,6 @@ class TimedBackend final : public Backend {
 
   TimedBackend(const TimedBackend&) = delete;
   TimedBackend& operator=(const TimedBackend&) = delete;
-
-  // The inner backend's name.
-  std::string_view Name() const override;
-
-  // The Backend calls, forwarded to the inner backend within the time limit.
-  // Beyond the inner backend's errors: DeadlineExceeded when the limit
-  // passed (the call continues in the background), Unavailable when an
-  // abandoned call still holds what the call needs (see above), and
-  // Unavailable when no worker is idle and no thread could be started for
-  // the call.
-  [[nodiscard]] absl::Status Create(uint64_t id, uint64_t parent_id,
-                                    SnapshotKind kind) override;
-  [[nodiscard]] absl::Status CreateWithLabels(
-      uint64_t id, uint64_t parent_id, SnapshotKind kind,
-      const BackendLabels& labels) override;
-  [[nodiscard]] absl::StatusOr<Usage> Commit(uint64_t id) override;
-  [[nodiscard]] absl::StatusOr<Usage> CommitWithLabels(
-      uint64_t id, const BackendLabels& labels) override;
-  [[nodiscard]] absl::Status Remove(uint64_t id) override;
-  [[nodiscard]] absl::StatusOr<std::vector<Mount>> Mounts(
-      uint64_t id, uint64_t parent_id, SnapshotKind kind) override;
-  // Not bounded: the inner backend's MountsOfNew does no I/O (see
-  // Backend::MountsOfNew), so it runs on the caller's thread.
-  [[nodiscard]] absl::StatusOr<std::vector<Mount>> MountsOfNew(
-      uint64_t id, uint64_t parent_id, SnapshotKind kind) override;
-  [[nodiscard]] absl::StatusOr<Usage> DiskUsage(uint64_t id) override;
-  [[nodiscard]] absl::StatusOr<bool> Exists(uint64_t id) override;
-  [[nodiscard]] absl::StatusOr<bool> IsCommitted(uint64_t id) override;
-  [[nodiscard]] absl::StatusOr<std::vector<BackendObject>> List() override;
-  [[nodiscard]] absl::StatusOr<std::vector<uint64_t>> ListIds() override;
-  [[nodiscard]] absl::Status Cleanup() override;
 
   // Blocks until no abandoned call is running or `timeout` passes; true if
   // idle. For shutdown and tests.
@@ -137,18 +114,18 @@ class TimedBackend final : public Backend {
   size_t abandoned() const;
 
  private:
-  // Runs `fn(*inner_)` within the time limit and tells on_call; defined in
+  friend class ForwardingBackend<TimedBackend>;
+
+  // Runs `fn(*inner())` within the time limit and tells on_call; defined in
   // the .cc only.
   template <typename T, typename Fn>
-  T Run(const timed_backend_internal::CallInfo& info, Fn fn);
+  T Run(const BackendCall& info, Fn fn);
   // Run without on_call; sets *timed_out when the limit passed.
   template <typename T, typename Fn>
-  T RunBounded(const timed_backend_internal::CallInfo& info, Fn fn,
-               bool* timed_out);
+  T RunBounded(const BackendCall& info, Fn fn, bool* timed_out);
 
   const std::function<void(const BackendCallSample&)> on_call_;
 
-  const std::shared_ptr<Backend> inner_;
   const absl::Duration timeout_;
   const bool bounded_;
   // Name for messages; copied so that running calls need not ask `inner_`.
@@ -158,6 +135,8 @@ class TimedBackend final : public Backend {
   // Shared with every worker thread, which may outlive this object.
   const std::shared_ptr<timed_backend_internal::WorkerPool> pool_;
 };
+
+extern template class ForwardingBackend<TimedBackend>;
 
 // Wraps `inner` (not null). Shared: a call abandoned after its time limit
 // keeps running on its worker thread and keeps the backend alive.
