@@ -11,5 +11,5 @@ cd "$(dirname "$0")/.."
 echo "== building snapledgerd"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
 cmake --build build -j "$(nproc)" --target snapledgerd snapledger >/dev/null
-IT_KEEP=${KEEP:-0} exec ./install/demo-scenario.sh build/plugin/snapledgerd \
+IT_KEEP=${KEEP:-0} exec ./install/demo-scenario.sh build/plugin/server/snapledgerd \
   build/cli/snapledger
